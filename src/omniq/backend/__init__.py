@@ -1,0 +1,5 @@
+"""Backends bundle the four stores of one storage technology."""
+
+from omniq.backend.base import Backend
+
+__all__ = ["Backend"]

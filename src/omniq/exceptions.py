@@ -1,0 +1,66 @@
+"""The OmniQ exception family: every error OmniQ raises on purpose is an ``OmniQError``."""
+
+from __future__ import annotations
+
+
+class OmniQError(Exception):
+    """Base class of every error raised by OmniQ."""
+
+
+class ConfigError(OmniQError, ValueError):
+    """A configuration value is missing, malformed or contradicts another one."""
+
+
+class ValidationError(OmniQError, ValueError):
+    """A model field, name or id is invalid (bad cron, negative ttl, path traversal...)."""
+
+
+class StorageError(OmniQError):
+    """A storage operation failed; ``path`` names the object, ``__cause__`` keeps the original."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(f"{message}: {path}" if path else message)
+
+
+class MissingDependencyError(OmniQError, ImportError):
+    """An optional package is needed; the message names the ``omniq[extra]`` to install."""
+
+
+class SerializationError(OmniQError):
+    """A value could not be encoded, or stored bytes could not be decoded."""
+
+
+class SignatureError(SerializationError):
+    """A stored object is unsigned or its HMAC signature does not match the secret key."""
+
+
+class CorruptFileError(SerializationError):
+    """A stored file could not be read; it was moved aside to ``moved_to``."""
+
+    def __init__(self, message: str, path: str, moved_to: str | None) -> None:
+        self.path = path
+        self.moved_to = moved_to
+        super().__init__(f"{message}: {path} (moved to {moved_to})")
+
+
+class TaskNotFoundError(OmniQError, KeyError):
+    """No task with the given id exists in the store."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "task not found"
+
+
+class ScheduleNotFoundError(OmniQError, KeyError):
+    """No schedule with the given id exists in the store."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "schedule not found"
+
+
+class LeaseLostError(OmniQError):
+    """The caller's lease on a running task expired and was taken over; its write was refused."""
+
+
+class NotOpenError(OmniQError, RuntimeError):
+    """A backend was used before ``open()`` / ``async with``, or after it was closed."""

@@ -1,0 +1,21 @@
+"""OmniQ's data models (msgspec Structs)."""
+
+from omniq.models.config import FileConfig
+from omniq.models.event import EventType, TaskEvent
+from omniq.models.result import ResultStatus, TaskResult
+from omniq.models.schedule import Schedule, ScheduleStatus, ScheduleType
+from omniq.models.task import Lease, Task, TaskStatus
+
+__all__ = [
+    "EventType",
+    "FileConfig",
+    "Lease",
+    "ResultStatus",
+    "Schedule",
+    "ScheduleStatus",
+    "ScheduleType",
+    "Task",
+    "TaskEvent",
+    "TaskResult",
+    "TaskStatus",
+]

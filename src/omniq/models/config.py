@@ -1,0 +1,142 @@
+"""Configuration: one validated settings model, filled from code, objects, dicts, YAML or env.
+
+Precedence, highest first: keyword arguments in code (``FileBackend(...)``), a ``FileConfig``
+object, a dict, a YAML file, ``OMNIQ_*`` environment variables, the built-in defaults. Each field
+whose value is not given is read from its environment variable (``OMNIQ_`` + the field name in
+upper case) at construction time, so anything given explicitly wins over the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import msgspec
+
+from omniq.exceptions import ConfigError, MissingDependencyError
+from omniq.models.ids import validate_name
+
+SerializationFormat = Literal["json", "msgpack", "pickle"]
+FORMATS: tuple[str, ...] = ("json", "msgpack", "pickle")
+
+T = TypeVar("T")
+
+
+def _env(field: str, default: T, kind: Any = None) -> Callable[[], T]:
+    """A default factory reading ``OMNIQ_<FIELD>``, converted to the field's type."""
+    var = "OMNIQ_" + field.upper()
+
+    def factory() -> T:
+        raw = os.environ.get(var)
+        if raw is None or raw == "":
+            return default
+        target = kind if kind is not None else type(default)
+        try:
+            if target is dict:
+                value = json.loads(raw)
+                if not isinstance(value, dict):
+                    raise ValueError("expected a JSON object")
+                return value  # type: ignore[return-value]
+            return msgspec.convert(raw, target, strict=False)
+        except (ValueError, msgspec.ValidationError) as exc:
+            raise ConfigError(f"environment variable {var}={raw!r} is invalid: {exc}") from None
+
+    return factory
+
+
+class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Settings of a file (fsspec) backend. See the README's configuration table."""
+
+    base_dir: str = msgspec.field(default_factory=_env("base_dir", "./omniq_data"))
+    fsspec_uri: str | None = msgspec.field(default_factory=_env("fsspec_uri", None, str))
+    fs_protocol: str | None = msgspec.field(default_factory=_env("fs_protocol", None, str))
+    storage_options: dict[str, Any] = msgspec.field(
+        default_factory=_env("storage_options", {}, dict)
+    )
+    tasks_dir: str = msgspec.field(default_factory=_env("tasks_dir", "tasks"))
+    results_dir: str = msgspec.field(default_factory=_env("results_dir", "results"))
+    events_dir: str = msgspec.field(default_factory=_env("events_dir", "events"))
+    schedules_dir: str = msgspec.field(default_factory=_env("schedules_dir", "schedules"))
+    serialization_format: str = msgspec.field(default_factory=_env("serialization_format", "json"))
+    secret_key: str | None = msgspec.field(default_factory=_env("secret_key", None, str))
+    fsync: bool = msgspec.field(default_factory=_env("fsync", False))
+    visibility_timeout: float = msgspec.field(default_factory=_env("visibility_timeout", 60.0))
+    poll_interval: float = msgspec.field(default_factory=_env("poll_interval", 0.05))
+    listing_ttl: float = msgspec.field(default_factory=_env("listing_ttl", 1.0))
+    reap_interval: float = msgspec.field(default_factory=_env("reap_interval", 5.0))
+    max_deliveries: int = msgspec.field(default_factory=_env("max_deliveries", 20))
+    task_ttl: float | None = msgspec.field(default_factory=_env("task_ttl", None, float))
+    result_ttl: float | None = msgspec.field(default_factory=_env("result_ttl", None, float))
+    event_ttl: float | None = msgspec.field(default_factory=_env("event_ttl", None, float))
+
+    def __post_init__(self) -> None:
+        if self.serialization_format not in FORMATS:
+            raise ConfigError(
+                f"serialization_format must be one of {', '.join(FORMATS)}, "
+                f"got {self.serialization_format!r}"
+            )
+        for name in ("tasks_dir", "results_dir", "events_dir", "schedules_dir"):
+            try:
+                validate_name(getattr(self, name), name)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        if not isinstance(self.base_dir, str) or not self.base_dir:
+            raise ConfigError(f"base_dir must be a non-empty string, got {self.base_dir!r}")
+        for name in ("visibility_timeout", "poll_interval", "listing_ttl", "reap_interval"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.max_deliveries < 1:
+            raise ConfigError(f"max_deliveries must be >= 1, got {self.max_deliveries!r}")
+        for name in ("task_ttl", "result_ttl", "event_ttl"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"{name} must be >= 0 or None, got {value!r}")
+        if self.secret_key == "":
+            self.secret_key = None
+        if self.fsspec_uri == "":
+            self.fsspec_uri = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], **overrides: Any) -> FileConfig:
+        """Build a config from a mapping (unknown keys are an error); ``overrides`` win."""
+        merged = {**dict(data), **overrides}
+        try:
+            return msgspec.convert(merged, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"invalid FileConfig: {exc}") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str], **overrides: Any) -> FileConfig:
+        """Read a YAML file (a mapping of field names, or one under an ``omniq:`` key)."""
+        try:
+            import yaml
+        except ImportError:
+            raise MissingDependencyError(
+                "reading YAML configuration needs PyYAML: pip install 'omniq[yaml]'"
+            ) from None
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if isinstance(data, dict) and isinstance(data.get("omniq"), dict):
+            data = data["omniq"]
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of settings")
+        return cls.from_dict(data, **overrides)
+
+    @classmethod
+    def from_env(cls) -> FileConfig:
+        """Only environment variables and defaults."""
+        return cls()
+
+    def with_overrides(self, **overrides: Any) -> FileConfig:
+        """A copy with ``overrides`` applied and validated (``None`` values are ignored)."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if not given:
+            return self
+        return FileConfig.from_dict(msgspec.structs.asdict(self), **given)

@@ -1,0 +1,65 @@
+"""Ids that sort by creation time, and the checks that keep names inside the base directory."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+
+from omniq.exceptions import ValidationError
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_RANDOM_BITS = 80
+_lock = threading.Lock()
+_last_ms = -1
+_last_random = 0
+
+# Ids and queue names become single path components: no separators, no dots at the start
+# (``..``, hidden temp files), nothing outside a portable alphabet.
+_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
+
+
+def new_id() -> str:
+    """A 26-character ULID-style id: 48 bits of milliseconds, then 80 bits that rise within one ms.
+
+    Ids made in one process sort in creation order; across processes they sort by millisecond.
+    """
+    global _last_ms, _last_random
+    ms = time.time_ns() // 1_000_000
+    with _lock:
+        if ms <= _last_ms:
+            ms = _last_ms
+            _last_random = (_last_random + 1) & ((1 << _RANDOM_BITS) - 1)
+        else:
+            _last_ms = ms
+            _last_random = int.from_bytes(os.urandom(10), "big") >> 1  # leave room to rise
+        value = (ms << _RANDOM_BITS) | _last_random
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def validate_id(value: object, what: str = "id") -> str:
+    """Return ``value`` if it is a safe id (1-128 of ``A-Z a-z 0-9 _ -``), else raise."""
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
+        raise ValidationError(
+            f"invalid {what} {value!r}: use 1-128 characters from A-Z, a-z, 0-9, '_' and '-'"
+        )
+    return value
+
+
+def validate_name(value: object, what: str = "queue name") -> str:
+    """Return ``value`` if it is a safe single path component, else raise ``ValidationError``.
+
+    Rejects separators, ``..``, absolute paths, NUL and anything starting with a dot.
+    """
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
+        raise ValidationError(
+            f"invalid {what} {value!r}: use 1-128 characters from A-Z, a-z, 0-9, '_', '-' "
+            "and '.', not starting with '.'"
+        )
+    return value

@@ -1,0 +1,1 @@
+"""Storage: the four store protocols (``base``) and their implementations per technology."""

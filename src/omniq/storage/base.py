@@ -1,0 +1,168 @@
+"""The four store protocols every backend implements: task queue, results, events, schedules.
+
+The worker and the app talk only to these. Each backend's stores pass the one contract suite in
+``tests/storage/``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from datetime import datetime
+
+from omniq.models.event import EventType, TaskEvent
+from omniq.models.result import ResultStatus, TaskResult
+from omniq.models.schedule import Schedule, ScheduleStatus
+from omniq.models.task import Task, TaskStatus
+
+
+class TaskQueue(ABC):
+    """Tasks moving pending -> running -> completed / failed / cancelled."""
+
+    @abstractmethod
+    async def enqueue(self, task: Task) -> str:
+        """Store ``task`` durably in the state its ``status`` names (normally pending).
+
+        Returns the task id."""
+
+    @abstractmethod
+    async def dequeue(
+        self,
+        queues: Sequence[str] | str = ("default",),
+        timeout: float | None = None,
+        *,
+        visibility_timeout: float | None = None,
+        worker_id: str | None = None,
+    ) -> Task | None:
+        """Claim the next runnable task of the first queue (in the order given) that has one.
+
+        The task comes back RUNNING with ``attempts`` raised and a ``lease`` that expires after
+        ``visibility_timeout`` seconds unless renewed. Without ``timeout`` it returns ``None`` at
+        once when nothing is runnable; with one it waits up to that many seconds for work.
+        """
+
+    @abstractmethod
+    async def renew_lease(self, task: Task, visibility_timeout: float | None = None) -> Task:
+        """Extend the lease of a running task; raise ``LeaseLostError`` if it was taken over."""
+
+    @abstractmethod
+    async def finish_task(
+        self, task: Task, status: TaskStatus = TaskStatus.COMPLETED, error: str | None = None
+    ) -> Task:
+        """Move a claimed task to COMPLETED, FAILED or CANCELLED (fenced by its lease)."""
+
+    @abstractmethod
+    async def requeue_task(
+        self, task: Task, *, eta: datetime | None = None, error: str | None = None
+    ) -> Task:
+        """Give a claimed task back to pending, runnable at ``eta`` (fenced by its lease)."""
+
+    @abstractmethod
+    async def requeue_expired(self, now: datetime | None = None) -> list[Task]:
+        """Re-deliver tasks whose lease expired (worker died); return them as re-queued."""
+
+    @abstractmethod
+    async def cancel_task(self, task_id: str) -> bool:
+        """Cancel a pending task; ``False`` if it is not pending (running or finished)."""
+
+    @abstractmethod
+    async def get_task(self, task_id: str) -> Task | None:
+        """The task with this id in whatever state it is, or ``None``."""
+
+    @abstractmethod
+    async def list_tasks(
+        self,
+        queue_name: str | None = None,
+        status: TaskStatus | str | None = None,
+        limit: int | None = None,
+    ) -> list[Task]:
+        """Tasks of one queue (or all), optionally of one status."""
+
+    @abstractmethod
+    async def update_task(self, task: Task) -> None:
+        """Rewrite a stored task; a changed ``status`` moves it to that state (admin operation)."""
+
+    @abstractmethod
+    async def get_queue_size(self, queue_name: str = "default") -> int:
+        """How many tasks are pending in the queue (runnable now or delayed)."""
+
+    @abstractmethod
+    async def list_queues(self) -> list[str]:
+        """Names of the queues that have ever held a task."""
+
+    @abstractmethod
+    async def cleanup_expired_tasks(self, now: datetime | None = None) -> int:
+        """Delete finished tasks past their ttl; return how many."""
+
+
+class ResultStorage(ABC):
+    """Task results under ``success`` and ``failed``."""
+
+    @abstractmethod
+    async def set(self, result: TaskResult) -> None: ...
+
+    @abstractmethod
+    async def get(self, task_id: str) -> TaskResult | None: ...
+
+    @abstractmethod
+    async def list_results(
+        self, status: ResultStatus | str | None = None, limit: int | None = None
+    ) -> list[TaskResult]: ...
+
+    @abstractmethod
+    async def delete(self, task_id: str) -> bool: ...
+
+    @abstractmethod
+    async def cleanup_expired_results(self, now: datetime | None = None) -> int: ...
+
+
+class EventStorage(ABC):
+    """Append-only task events, partitioned by UTC day."""
+
+    @abstractmethod
+    async def log_event(self, event: TaskEvent) -> None: ...
+
+    @abstractmethod
+    async def log_events(self, events: Sequence[TaskEvent]) -> None:
+        """Write several events at once (one object per task and day)."""
+
+    @abstractmethod
+    async def get_events(
+        self,
+        task_id: str | None = None,
+        event_type: EventType | str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[TaskEvent]:
+        """Events in time order, filtered; ``limit`` keeps the first ``limit`` of them."""
+
+    @abstractmethod
+    async def cleanup_expired_events(self, now: datetime | None = None) -> int: ...
+
+
+class ScheduleStorage(ABC):
+    """Schedules under ``active``, ``paused`` and ``completed``."""
+
+    @abstractmethod
+    async def save_schedule(self, schedule: Schedule) -> None: ...
+
+    @abstractmethod
+    async def get_schedule(self, schedule_id: str) -> Schedule | None: ...
+
+    @abstractmethod
+    async def list_schedules(
+        self, status: ScheduleStatus | str | None = None
+    ) -> list[Schedule]: ...
+
+    @abstractmethod
+    async def get_ready_schedules(self, now: datetime | None = None) -> list[Schedule]: ...
+
+    @abstractmethod
+    async def pause_schedule(self, schedule_id: str) -> bool: ...
+
+    @abstractmethod
+    async def resume_schedule(self, schedule_id: str) -> bool: ...
+
+    @abstractmethod
+    async def delete_schedule(self, schedule_id: str) -> bool: ...

@@ -1,0 +1,134 @@
+"""Events under ``<base>/<events_dir>/YYYY/MM/DD/<task_id>/``, append-only, by UTC day.
+
+Each object holds one or more events of one task and day, named
+``<first event id>.<type>[+<type>...]<ext>``. Reading one task's events lists one folder per
+day (never reads other tasks' events); filtering by type is done on names before any read.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
+
+from omniq.exceptions import ValidationError
+from omniq.models._time import as_utc, utcnow
+from omniq.models.event import EventType, TaskEvent
+from omniq.models.ids import validate_id
+from omniq.storage.base import EventStorage
+from omniq.storage.file.common import FileStoreContext
+from omniq.storage.file.keys import split_ext
+
+_EventList = list[TaskEvent]
+
+
+def _day_path(day: date) -> str:
+    return f"{day.year:04d}/{day.month:02d}/{day.day:02d}"
+
+
+class FileEventStorage(EventStorage):
+    def __init__(self, ctx: FileStoreContext, events_dir: str) -> None:
+        self._ctx = ctx
+        self._root = events_dir
+
+    async def log_event(self, event: TaskEvent) -> None:
+        await self.log_events([event])
+
+    async def log_events(self, events: Sequence[TaskEvent]) -> None:
+        groups: dict[tuple[date, str], list[TaskEvent]] = defaultdict(list)
+        for event in events:
+            if not isinstance(event, TaskEvent):
+                raise ValidationError(f"log_event takes a TaskEvent, got {type(event).__name__}")
+            groups[(event.timestamp.date(), event.task_id)].append(event)
+        encoded = []
+        for (day, task_id), group in groups.items():
+            types = "+".join(dict.fromkeys(e.event_type.value for e in group))
+            name = f"{group[0].id}.{types}{self._ctx.ext}"
+            key = f"{self._root}/{_day_path(day)}/{task_id}/{name}"
+            encoded.append((key, self._ctx.serializer.encode(group)))  # all encoded before writes
+        for key, data in encoded:
+            await self._ctx.objects.put(key, data)
+
+    async def _days(self, since: datetime | None, until: datetime | None) -> list[str]:
+        first = since.date() if since else None
+        last = until.date() if until else None
+        objects = self._ctx.objects
+        out = []
+        for year in sorted(await objects.list(self._root)):
+            if (
+                not year.isdigit()
+                or (first and int(year) < first.year)
+                or (last and int(year) > last.year)
+            ):
+                continue
+            for month in sorted(await objects.list(f"{self._root}/{year}")):
+                for day in sorted(await objects.list(f"{self._root}/{year}/{month}")):
+                    try:
+                        when = date(int(year), int(month), int(day))
+                    except ValueError:
+                        continue
+                    if (first and when < first) or (last and when > last):
+                        continue
+                    out.append(f"{self._root}/{_day_path(when)}")
+        return out
+
+    async def get_events(
+        self,
+        task_id: str | None = None,
+        event_type: EventType | str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[TaskEvent]:
+        if task_id is not None:
+            validate_id(task_id, "task id")
+        wanted: EventType | None = None
+        if event_type is not None:
+            try:
+                wanted = EventType(event_type)
+            except ValueError:
+                raise ValidationError(f"unknown event type {event_type!r}") from None
+        since = as_utc(since, "since") if since is not None else None
+        until = as_utc(until, "until") if until is not None else None
+        if limit is not None and limit < 0:
+            raise ValidationError(f"limit must be >= 0, got {limit!r}")
+        out: list[TaskEvent] = []
+        objects = self._ctx.objects
+        for day in await self._days(since, until):
+            task_dirs = [task_id] if task_id else sorted(await objects.list(day))
+            day_events: list[TaskEvent] = []
+            for tid in task_dirs:
+                folder = f"{day}/{tid}"
+                keys = []
+                for name in await objects.list(folder):
+                    if not self._ctx.is_data_name(name):
+                        continue
+                    types = split_ext(name)[0].partition(".")[2].split("+")
+                    if wanted is None or wanted.value in types:
+                        keys.append(f"{folder}/{name}")
+                for group in await self._ctx.read_many(keys, _EventList):
+                    day_events.extend(
+                        e
+                        for e in group
+                        if (wanted is None or e.event_type is wanted)
+                        and (since is None or e.timestamp >= since)
+                        and (until is None or e.timestamp <= until)
+                    )
+            day_events.sort(key=lambda e: (e.timestamp, e.id))
+            out.extend(day_events)
+            if limit is not None and len(out) >= limit:
+                return out[:limit]
+        return out
+
+    async def cleanup_expired_events(self, now: datetime | None = None) -> int:
+        """Remove whole days older than ``event_ttl``; return how many event objects went."""
+        ttl = self._ctx.config.event_ttl
+        if ttl is None:
+            return 0
+        cutoff = ((now or utcnow()) - timedelta(seconds=ttl)).date()
+        removed = 0
+        for day in await self._days(None, None):
+            y, m, d = day.rsplit("/", 3)[1:]
+            if date(int(y), int(m), int(d)) < cutoff:
+                removed += await self._ctx.objects.delete_tree(day)
+        return removed

@@ -1,0 +1,130 @@
+"""Object names of the task queue: the order and the lease live in the names.
+
+pending:  ``{rank:05d}-{due_ms:013d}-{task_id}{ext}``; rank = PRIORITY_MAX - priority, so an
+          ascending listing is priority (high first), then due time, then id (creation order).
+running:  ``{pending stem}~{lease_expiry_ms:013d}~{lease_token}{ext}``; the lease is renewed or
+          taken over by renaming, which fails for whoever no longer holds the old name.
+finished: ``{task_id}{ext}`` under completed/, failed/ or cancelled/.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import NamedTuple
+
+from omniq.models.task import PRIORITY_MAX, Task
+from omniq.storage.file.common import to_ms
+
+RANK_WIDTH = 5
+DUE_OFFSET = RANK_WIDTH + 1
+DUE_END = DUE_OFFSET + 13
+
+
+def split_ext(name: str) -> tuple[str, str]:
+    dot = name.rfind(".")
+    return (name, "") if dot < 0 else (name[:dot], name[dot:])
+
+
+def pending_stem(task: Task) -> str:
+    return f"{PRIORITY_MAX - task.priority:0{RANK_WIDTH}d}-{to_ms(task.due_at):013d}-{task.id}"
+
+
+class PendingName(NamedTuple):
+    rank: str
+    due_ms: int
+    task_id: str
+
+
+def parse_pending(stem: str) -> PendingName | None:
+    parts = stem.split("-", 2)
+    if len(parts) != 3 or len(parts[0]) != RANK_WIDTH or not parts[1].isdigit():
+        return None
+    return PendingName(parts[0], int(parts[1]), parts[2])
+
+
+def running_name(stem: str, expiry_ms: int, token: str, ext: str) -> str:
+    return f"{stem}~{expiry_ms:013d}~{token}{ext}"
+
+
+class RunningName(NamedTuple):
+    stem: str
+    expiry_ms: int
+    token: str
+
+
+def parse_running(name: str) -> RunningName | None:
+    base, _ = split_ext(name)
+    parts = base.split("~")
+    if len(parts) != 3 or not parts[1].isdigit():
+        return None
+    return RunningName(parts[0], int(parts[1]), parts[2])
+
+
+def task_id_of(name: str) -> str | None:
+    """The task id in any task object name (pending, running or finished)."""
+    base, _ = split_ext(name)
+    stem = base.split("~", 1)[0]
+    parsed = parse_pending(stem)
+    return parsed.task_id if parsed else stem or None
+
+
+class PendingIndex:
+    """A cached, sorted listing of one queue's pending names, consumed from the front.
+
+    Names are grouped by priority rank; within a group they sort by due time, so the first name
+    of a group that is not due yet means no later one is either. Choosing the next task costs
+    O(priorities), whatever the queue's length. The listing goes stale as other processes enqueue
+    and claim; the queue refreshes it every ``listing_ttl`` seconds and whenever it runs dry.
+    """
+
+    __slots__ = ("_buckets", "_cursors", "_ranks", "listed_at")
+
+    def __init__(self, names: list[str], listed_at: float) -> None:
+        self.listed_at = listed_at
+        self._buckets: dict[str, list[str]] = {}
+        for name in sorted(names):
+            self._buckets.setdefault(name[:RANK_WIDTH], []).append(name)
+        self._ranks = sorted(self._buckets)
+        self._cursors = dict.fromkeys(self._ranks, 0)
+
+    def __len__(self) -> int:
+        return sum(len(b) - self._cursors[r] for r, b in self._buckets.items())
+
+    def next_due(self, now_ms: int) -> str | None:
+        """The first name, in queue order, whose due time has come."""
+        for rank in self._ranks:
+            bucket, cursor = self._buckets[rank], self._cursors[rank]
+            if cursor < len(bucket):
+                name = bucket[cursor]
+                if int(name[DUE_OFFSET:DUE_END]) <= now_ms:
+                    return name
+        return None
+
+    def discard(self, name: str) -> None:
+        rank = name[:RANK_WIDTH]
+        bucket = self._buckets.get(rank)
+        if bucket is None:
+            return
+        cursor = self._cursors[rank]
+        if cursor < len(bucket) and bucket[cursor] == name:
+            self._cursors[rank] = cursor + 1
+            return
+        i = bisect.bisect_left(bucket, name, cursor)
+        if i < len(bucket) and bucket[i] == name:
+            del bucket[i]
+
+    def add(self, name: str) -> None:
+        rank = name[:RANK_WIDTH]
+        bucket = self._buckets.get(rank)
+        if bucket is None:
+            self._buckets[rank] = [name]
+            self._cursors[rank] = 0
+            bisect.insort(self._ranks, rank)
+            return
+        cursor = self._cursors[rank]
+        i = bisect.bisect_left(bucket, name, cursor)
+        if i >= len(bucket) or bucket[i] != name:
+            bucket.insert(i, name)
+
+    def names(self) -> list[str]:
+        return [n for r in self._ranks for n in self._buckets[r][self._cursors[r] :]]

@@ -1,0 +1,320 @@
+"""The primitive layer: bytes under '/'-separated keys, and an atomic claim.
+
+The four file stores are written once on top of ``ObjectStore``; technologies differ only here.
+``LocalObjectStore`` makes plain ``os`` calls (an fsspec call on the async path costs a thread hop,
+~10x a plain syscall, see DESIGN.md). ``FsspecObjectStore`` serves any other fsspec filesystem.
+Names starting with ``.`` are private (temporary files) and never listed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import logging
+import os
+import shutil
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+from omniq.exceptions import StorageError
+
+logger = logging.getLogger("omniq.storage.file")
+_tmp_counter = itertools.count()
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a store guarantees. A claim is race-free only with one of the two."""
+
+    atomic_rename: bool
+    conditional_create: bool
+
+    @property
+    def safe_claims(self) -> bool:
+        return self.atomic_rename or self.conditional_create
+
+
+class ObjectStore(ABC):
+    """Bytes under keys. Missing objects are ``FileNotFoundError``; any other failure is
+    ``StorageError`` naming the key."""
+
+    capabilities: Capabilities
+    url: str
+
+    @abstractmethod
+    async def put(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
+        """Write ``data`` atomically (readers see all or nothing). With ``exclusive``, raise
+        ``FileExistsError`` instead of replacing an existing object."""
+
+    @abstractmethod
+    async def get(self, key: str) -> bytes:
+        """The object's bytes; ``FileNotFoundError`` if it does not exist."""
+
+    @abstractmethod
+    async def list(self, prefix: str) -> list[str]:
+        """Names (not keys) of the direct children of ``prefix``; ``[]`` if there is none."""
+
+    @abstractmethod
+    async def delete(self, key: str) -> bool:
+        """Remove an object; ``False`` if it was not there."""
+
+    @abstractmethod
+    async def move(self, src: str, dst: str) -> bool:
+        """Move ``src`` to ``dst``; ``False`` if ``src`` is gone. Exactly one of any number of
+        racing movers of the same ``src`` gets ``True`` when ``capabilities.atomic_rename``."""
+
+    @abstractmethod
+    async def delete_tree(self, prefix: str) -> int:
+        """Remove everything under ``prefix``; return how many objects were removed."""
+
+    async def open(self) -> None:  # noqa: B027 - optional hook, most stores need nothing
+        """Prepare the store (create the base directory where that means something)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections (none for local stores)."""
+
+
+def _wrap(exc: OSError, action: str, path: str) -> StorageError:
+    err = StorageError(f"cannot {action} ({exc.strerror or exc})", path)
+    err.__cause__ = exc
+    return err
+
+
+class LocalObjectStore(ObjectStore):
+    """A local directory through plain ``os`` calls: temp file + ``os.replace`` for writes,
+    ``os.link`` for exclusive creates, ``os.rename`` for claims. ``fsync`` makes writes survive
+    power loss (file and directory are flushed), at the cost measured in the README."""
+
+    capabilities = Capabilities(atomic_rename=True, conditional_create=True)
+
+    def __init__(self, root: str, *, fsync: bool = False) -> None:
+        self.root = os.path.abspath(os.path.expanduser(root))
+        self.url = "file://" + self.root
+        self.fsync = fsync
+        self._pid = os.getpid()
+
+    async def open(self) -> None:
+        try:
+            os.makedirs(self.root, exist_ok=True)
+        except OSError as exc:
+            raise _wrap(exc, "create the base directory", self.root) from exc
+        if not os.access(self.root, os.W_OK):
+            raise StorageError("the base directory is not writable", self.root)
+
+    def _path(self, key: str) -> str:
+        return self.root + "/" + key  # keys are built from validated names
+
+    async def put(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
+        self.put_sync(key, data, exclusive=exclusive)
+
+    def put_sync(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
+        path = self._path(key)
+        directory = os.path.dirname(path)
+        tmp = os.path.join(directory, f".tmp-{self._pid}-{next(_tmp_counter)}")
+        try:
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileNotFoundError:
+                os.makedirs(directory, exist_ok=True)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            if exclusive:
+                try:
+                    os.link(tmp, path)
+                finally:
+                    os.unlink(tmp)
+            else:
+                os.replace(tmp, path)
+            if self.fsync:
+                self._fsync_dir(directory)
+        except FileExistsError:
+            raise
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise _wrap(exc, "write", path) from exc
+
+    async def get(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            with open(path, "rb") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            raise
+        except IsADirectoryError as exc:
+            raise _wrap(exc, "read", path) from exc
+        except OSError as exc:
+            raise _wrap(exc, "read", path) from exc
+
+    async def list(self, prefix: str) -> list[str]:
+        path = self._path(prefix)
+        try:
+            return [n for n in os.listdir(path) if not n.startswith(".")]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as exc:
+            raise _wrap(exc, "list", path) from exc
+
+    async def delete(self, key: str) -> bool:
+        path = self._path(key)
+        try:
+            os.unlink(path)
+            return True
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise _wrap(exc, "delete", path) from exc
+
+    async def move(self, src: str, dst: str) -> bool:
+        src_path, dst_path = self._path(src), self._path(dst)
+        try:
+            os.rename(src_path, dst_path)
+        except FileNotFoundError:
+            directory = os.path.dirname(dst_path)
+            if os.path.isdir(directory):
+                return False  # the source is gone: another mover won
+            try:
+                os.makedirs(directory, exist_ok=True)
+                os.rename(src_path, dst_path)
+            except FileNotFoundError:
+                return False
+            except OSError as exc:
+                raise _wrap(exc, "move", f"{src_path} -> {dst_path}") from exc
+        except OSError as exc:
+            raise _wrap(exc, "move", f"{src_path} -> {dst_path}") from exc
+        if self.fsync:
+            self._fsync_dir(os.path.dirname(dst_path))
+            self._fsync_dir(os.path.dirname(src_path))
+        return True
+
+    async def delete_tree(self, prefix: str) -> int:
+        path = self._path(prefix)
+        count = sum(len(files) for _, _, files in os.walk(path))
+        try:
+            shutil.rmtree(path)
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise _wrap(exc, "delete", path) from exc
+        return count
+
+    @staticmethod
+    def _fsync_dir(directory: str) -> None:
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+# Memory filesystems live in this process only, so one lock makes their check-then-act atomic.
+_process_lock = threading.Lock()
+
+
+class FsspecObjectStore(ObjectStore):
+    """Any fsspec filesystem (``memory://`` and others) through its blocking API.
+
+    ``fs`` is rooted at the base directory (a ``DirFileSystem``). In-process stores (memory) get
+    atomic moves and exclusive creates from a process lock. Other protocols get neither here:
+    moves are copy + delete, safe for one consumer only, and the backend says so at open.
+    """
+
+    IN_PROCESS = frozenset({"memory"})
+
+    def __init__(self, fs: Any, protocol: str, url: str) -> None:
+        self.fs = fs
+        self.url = url
+        self._in_process = protocol in self.IN_PROCESS
+        self.capabilities = Capabilities(
+            atomic_rename=self._in_process, conditional_create=self._in_process
+        )
+
+    def _guard(self) -> Any:
+        return _process_lock if self._in_process else _NullLock()
+
+    async def put(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
+        try:
+            with self._guard():
+                if exclusive and self.fs.exists(key):
+                    raise FileExistsError(errno.EEXIST, "exists", key)
+                self.fs.pipe_file(key, data)
+        except FileExistsError:
+            raise
+        except OSError as exc:
+            raise _wrap(exc, "write", f"{self.url}/{key}") from exc
+
+    async def get(self, key: str) -> bytes:
+        try:
+            data = self.fs.cat_file(key)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise _wrap(exc, "read", f"{self.url}/{key}") from exc
+        return bytes(data)
+
+    async def list(self, prefix: str) -> list[str]:
+        try:
+            self.fs.invalidate_cache(prefix)
+            entries = self.fs.ls(prefix, detail=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as exc:
+            raise _wrap(exc, "list", f"{self.url}/{prefix}") from exc
+        names = (e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
+        return [n for n in names if n and not n.startswith(".")]
+
+    async def delete(self, key: str) -> bool:
+        try:
+            with self._guard():
+                self.fs.rm_file(key)
+            return True
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise _wrap(exc, "delete", f"{self.url}/{key}") from exc
+
+    async def move(self, src: str, dst: str) -> bool:
+        # Read + write + delete: fsspec's generic mv expands paths with listings, which costs
+        # O(objects in the store) per call on memory filesystems.
+        try:
+            with self._guard():
+                data = self.fs.cat_file(src)
+                self.fs.pipe_file(dst, data)
+                self.fs.rm_file(src)
+            return True
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise _wrap(exc, "move", f"{self.url}/{src} -> {dst}") from exc
+
+    async def delete_tree(self, prefix: str) -> int:
+        try:
+            with self._guard():
+                files = self.fs.find(prefix)
+                if files:
+                    self.fs.rm(files)
+                if self.fs.exists(prefix):
+                    self.fs.rm(prefix, recursive=True)
+            return len(files)
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise _wrap(exc, "delete", f"{self.url}/{prefix}") from exc
+
+
+class _NullLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None

@@ -1,0 +1,87 @@
+"""Results under ``<base>/<results_dir>/success/`` and ``failed/``, one object per task id."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from omniq.exceptions import ValidationError
+from omniq.models._time import utcnow
+from omniq.models.ids import validate_id
+from omniq.models.result import ResultStatus, TaskResult
+from omniq.storage.base import ResultStorage
+from omniq.storage.file.common import FileStoreContext
+
+SUCCESS, FAILED = "success", "failed"
+
+
+class FileResultStorage(ResultStorage):
+    """``SUCCESS`` results go to ``success/``, ``FAILED`` and ``CANCELLED`` ones to ``failed/``."""
+
+    def __init__(self, ctx: FileStoreContext, results_dir: str) -> None:
+        self._ctx = ctx
+        self._root = results_dir
+
+    def _key(self, folder: str, task_id: str) -> str:
+        return f"{self._root}/{folder}/{task_id}{self._ctx.ext}"
+
+    async def set(self, result: TaskResult) -> None:
+        if not isinstance(result, TaskResult):
+            raise ValidationError(f"set takes a TaskResult, got {type(result).__name__}")
+        if result.expires_at is None and self._ctx.config.result_ttl is not None:
+            result.expires_at = result.completed_at + timedelta(seconds=self._ctx.config.result_ttl)
+        data = self._ctx.serializer.encode(result)  # fails before anything is written
+        folder, other = (SUCCESS, FAILED) if result.is_success else (FAILED, SUCCESS)
+        await self._ctx.objects.put(self._key(folder, result.task_id), data)
+        await self._ctx.objects.delete(self._key(other, result.task_id))
+
+    async def get(self, task_id: str) -> TaskResult | None:
+        validate_id(task_id, "task id")
+        for folder in (SUCCESS, FAILED):
+            try:
+                return await self._ctx.read(self._key(folder, task_id), TaskResult)
+            except FileNotFoundError:
+                continue
+        return None
+
+    async def list_results(
+        self, status: ResultStatus | str | None = None, limit: int | None = None
+    ) -> list[TaskResult]:
+        if status is None:
+            folders = [SUCCESS, FAILED]
+        else:
+            try:
+                wanted = ResultStatus(status)
+            except ValueError:
+                raise ValidationError(f"unknown result status {status!r}") from None
+            folders = [SUCCESS if wanted is ResultStatus.SUCCESS else FAILED]
+        out: list[TaskResult] = []
+        for folder in folders:
+            prefix = f"{self._root}/{folder}"
+            names = sorted(
+                n for n in await self._ctx.objects.list(prefix) if self._ctx.is_data_name(n)
+            )
+            for result in await self._ctx.read_many([f"{prefix}/{n}" for n in names], TaskResult):
+                if status is None or result.status.value == ResultStatus(status).value:
+                    out.append(result)
+                    if limit is not None and len(out) >= limit:
+                        return out
+        return out
+
+    async def delete(self, task_id: str) -> bool:
+        validate_id(task_id, "task id")
+        removed = False
+        for folder in (SUCCESS, FAILED):
+            removed = await self._ctx.objects.delete(self._key(folder, task_id)) or removed
+        return removed
+
+    async def cleanup_expired_results(self, now: datetime | None = None) -> int:
+        now = now or utcnow()
+        default_ttl = self._ctx.config.result_ttl
+        removed = 0
+        for result in await self.list_results():
+            expires = result.expires_at
+            if expires is None and default_ttl is not None:
+                expires = result.completed_at + timedelta(seconds=default_ttl)
+            if expires is not None and expires <= now:
+                removed += await self.delete(result.task_id)
+        return removed

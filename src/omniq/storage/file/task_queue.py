@@ -1,0 +1,488 @@
+"""The file task queue: claims by atomic move, leases in object names, order in listings.
+
+Layout under ``<base>/<tasks_dir>/<queue>/``: ``pending/``, ``running/``, ``completed/``,
+``failed/`` (the dead letter) and ``cancelled/``. A task file's directory is its status; the
+``status`` field inside is rewritten after the move and is only a copy (``get_task`` and
+``list_tasks`` report the directory's). The file of a running task is the pending payload as it
+was claimed: ``attempts`` inside it counts deliveries *before* this one, so a reaper that finds
+an expired lease knows the lost delivery counted and raises the count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import msgspec
+
+from omniq.exceptions import (
+    CorruptFileError,
+    LeaseLostError,
+    TaskNotFoundError,
+    ValidationError,
+)
+from omniq.models._time import utcnow
+from omniq.models.ids import validate_id, validate_name
+from omniq.models.task import Lease, Task, TaskStatus
+from omniq.storage.base import TaskQueue
+from omniq.storage.file.common import FileStoreContext, from_ms, logger, to_ms
+from omniq.storage.file.keys import (
+    PendingIndex,
+    parse_running,
+    pending_stem,
+    running_name,
+    split_ext,
+    task_id_of,
+)
+
+PENDING, RUNNING = "pending", "running"
+FINISHED_DIRS = ("completed", "failed", "cancelled")
+STATE_DIRS = (PENDING, RUNNING, *FINISHED_DIRS)
+_DIR_OF_STATUS = {
+    TaskStatus.PENDING: PENDING,
+    TaskStatus.RUNNING: RUNNING,
+    TaskStatus.COMPLETED: "completed",
+    TaskStatus.FAILED: "failed",
+    TaskStatus.CANCELLED: "cancelled",
+}
+_STATUS_OF_DIR = {d: s for s, d in _DIR_OF_STATUS.items()}
+
+
+def _token() -> str:
+    return os.urandom(6).hex()
+
+
+def _queue_names(queues: Sequence[str] | str) -> list[str]:
+    if isinstance(queues, str):
+        queues = [queues]
+    if not queues:
+        raise ValidationError("dequeue needs at least one queue name")
+    return [validate_name(q) for q in queues]
+
+
+class FileTaskQueue(TaskQueue):
+    """Task queue over an ``ObjectStore``; see the module docstring for the layout."""
+
+    def __init__(self, ctx: FileStoreContext, tasks_dir: str) -> None:
+        self._ctx = ctx
+        self._objects = ctx.objects
+        self._root = tasks_dir
+        self._config = ctx.config
+        self._indexes: dict[str, PendingIndex] = {}
+        self._last_reap = 0.0
+
+    # ----------------------------------------------------------------- paths and reading
+
+    def _dir(self, queue: str, state: str) -> str:
+        return f"{self._root}/{queue}/{state}"
+
+    async def _read_task(self, key: str) -> Task:
+        return await self._ctx.read(key, Task)
+
+    def _finished_name(self, task: Task) -> str:
+        return task.id + self._ctx.ext
+
+    def _expiry_for(self, task: Task, when: datetime) -> datetime | None:
+        ttl = task.ttl if task.ttl is not None else self._config.task_ttl
+        return None if ttl is None else when + timedelta(seconds=ttl)
+
+    # ------------------------------------------------------------------------- enqueue
+
+    async def enqueue(self, task: Task) -> str:
+        if not isinstance(task, Task):
+            raise ValidationError(f"enqueue takes a Task, got {type(task).__name__}")
+        if task.status is TaskStatus.RUNNING:
+            # A running task carried over (migration) has no lease here: deliver it again.
+            task = msgspec.structs.replace(task, status=TaskStatus.PENDING, lease=None)
+        data = self._ctx.serializer.encode(task)  # fails before anything is written
+        state = _DIR_OF_STATUS[task.status]
+        if state == PENDING:
+            name = pending_stem(task) + self._ctx.ext
+            await self._objects.put(f"{self._dir(task.queue_name, PENDING)}/{name}", data)
+            index = self._indexes.get(task.queue_name)
+            if index is not None:
+                index.add(name)
+        else:
+            key = f"{self._dir(task.queue_name, state)}/{self._finished_name(task)}"
+            await self._objects.put(key, data)
+        logger.debug("enqueued %s on %s (%s)", task.id, task.queue_name, state)
+        return task.id
+
+    # ------------------------------------------------------------------------- dequeue
+
+    async def dequeue(
+        self,
+        queues: Sequence[str] | str = ("default",),
+        timeout: float | None = None,
+        *,
+        visibility_timeout: float | None = None,
+        worker_id: str | None = None,
+    ) -> Task | None:
+        names = _queue_names(queues)
+        if timeout is not None and timeout < 0:
+            raise ValidationError(f"timeout must be >= 0, got {timeout!r}")
+        lease_seconds = visibility_timeout or self._config.visibility_timeout
+        if lease_seconds <= 0:
+            raise ValidationError(f"visibility_timeout must be > 0, got {visibility_timeout!r}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            await self._maybe_reap()
+            for queue in names:
+                task = await self._claim_next(queue, lease_seconds, worker_id)
+                if task is not None:
+                    return task
+            if deadline is None:
+                return None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            await asyncio.sleep(min(self._config.poll_interval, remaining))
+
+    def _index(self, queue: str, names: list[str]) -> PendingIndex:
+        index = PendingIndex([n for n in names if self._ctx.is_data_name(n)], time.monotonic())
+        self._indexes[queue] = index
+        return index
+
+    async def _fresh_index(self, queue: str) -> PendingIndex:
+        return self._index(queue, await self._objects.list(self._dir(queue, PENDING)))
+
+    async def _claim_next(
+        self, queue: str, lease_seconds: float, worker_id: str | None
+    ) -> Task | None:
+        index = self._indexes.get(queue)
+        fresh = False
+        if index is None or time.monotonic() - index.listed_at > self._config.listing_ttl:
+            index, fresh = await self._fresh_index(queue), True
+        pending_dir, running_dir = self._dir(queue, PENDING), self._dir(queue, RUNNING)
+        lease_ms = int(lease_seconds * 1000)
+        while True:
+            now_ms = time.time_ns() // 1_000_000
+            name = index.next_due(now_ms)
+            if name is None:
+                if fresh:
+                    return None
+                index, fresh = await self._fresh_index(queue), True
+                continue
+            index.discard(name)
+            stem, ext = split_ext(name)
+            token = _token()
+            claimed = running_name(stem, now_ms + lease_ms, token, ext)
+            if not await self._objects.move(f"{pending_dir}/{name}", f"{running_dir}/{claimed}"):
+                continue  # another consumer won this one
+            try:
+                task = await self._read_task(f"{running_dir}/{claimed}")
+            except (CorruptFileError, FileNotFoundError):
+                continue
+            now = from_ms(now_ms)
+            task.status = TaskStatus.RUNNING
+            task.attempts += 1
+            task.started_at = task.updated_at = now
+            task.lease = Lease(
+                token=token, expires_at=from_ms(now_ms + lease_ms), worker_id=worker_id, key=claimed
+            )
+            return task
+
+    # ----------------------------------------------------------------- leases and fencing
+
+    def _held_key(self, task: Task) -> tuple[str, str]:
+        key = task.lease.key if task.lease is not None else None
+        if key is None or parse_running(key) is None:
+            raise LeaseLostError(
+                f"task {task.id} holds no lease from this queue (was it dequeued?)"
+            )
+        return self._dir(task.queue_name, RUNNING), key
+
+    def _lost(self, task: Task, action: str) -> LeaseLostError:
+        logger.warning(
+            "refused to %s task %s: its lease was lost (expired and taken over)", action, task.id
+        )
+        return LeaseLostError(f"cannot {action} task {task.id}: its lease was lost")
+
+    async def _move_held(self, task: Task, lease_seconds: float, action: str) -> tuple[str, str]:
+        """Rename the task's running object to a fresh lease; only the lease holder can."""
+        running_dir, key = self._held_key(task)
+        parsed = parse_running(key)
+        assert parsed is not None
+        _, ext = split_ext(key)
+        expires = utcnow() + timedelta(seconds=lease_seconds)
+        new_key = running_name(parsed.stem, to_ms(expires), parsed.token, ext)
+        if new_key != key and not await self._objects.move(
+            f"{running_dir}/{key}", f"{running_dir}/{new_key}"
+        ):
+            raise self._lost(task, action)
+        assert task.lease is not None
+        task.lease = msgspec.structs.replace(
+            task.lease, expires_at=from_ms(to_ms(expires)), key=new_key
+        )
+        return running_dir, new_key
+
+    async def renew_lease(self, task: Task, visibility_timeout: float | None = None) -> Task:
+        await self._move_held(task, visibility_timeout or self._config.visibility_timeout, "renew")
+        return task
+
+    def _stored(self, task: Task) -> Task:
+        """The task as written at rest: leases live in object names, not in payloads."""
+        return msgspec.structs.replace(task, lease=None)
+
+    async def finish_task(
+        self, task: Task, status: TaskStatus = TaskStatus.COMPLETED, error: str | None = None
+    ) -> Task:
+        status = TaskStatus(status)
+        if not status.is_final:
+            raise ValidationError(f"finish_task needs a final status, got {status.value!r}")
+        running_dir, key = self._held_key(task)
+        now = utcnow()
+        final = self._stored(task)
+        final.status, final.completed_at, final.updated_at = status, now, now
+        final.error = error if error is not None else final.error
+        final.expires_at = self._expiry_for(final, now)
+        data = self._ctx.serializer.encode(final)
+        target = f"{self._dir(task.queue_name, _DIR_OF_STATUS[status])}/{self._finished_name(task)}"
+        # The move is the fence: it fails if a reaper took the lease over.
+        if not await self._objects.move(f"{running_dir}/{key}", target):
+            raise self._lost(task, status.value)
+        await self._objects.put(target, data)
+        return final
+
+    async def requeue_task(
+        self, task: Task, *, eta: datetime | None = None, error: str | None = None
+    ) -> Task:
+        running_dir, key = await self._move_held(task, self._config.visibility_timeout, "requeue")
+        now = utcnow()
+        queued = self._stored(task)
+        queued.status, queued.updated_at, queued.eta = TaskStatus.PENDING, now, eta
+        queued.error = error if error is not None else queued.error
+        queued.__post_init__()  # validates eta
+        await self._objects.put(f"{running_dir}/{key}", self._ctx.serializer.encode(queued))
+        name = pending_stem(queued) + self._ctx.ext
+        if not await self._objects.move(
+            f"{running_dir}/{key}", f"{self._dir(task.queue_name, PENDING)}/{name}"
+        ):
+            raise self._lost(task, "requeue")
+        index = self._indexes.get(task.queue_name)
+        if index is not None:
+            index.add(name)
+        return queued
+
+    # ---------------------------------------------------------------------- the reaper
+
+    async def _maybe_reap(self) -> None:
+        now = time.monotonic()
+        if now - self._last_reap >= self._config.reap_interval:
+            self._last_reap = now
+            await self.requeue_expired()
+
+    async def requeue_expired(self, now: datetime | None = None) -> list[Task]:
+        now = now or utcnow()
+        now_ms = to_ms(now)
+        out: list[Task] = []
+        for queue in await self.list_queues():
+            running_dir = self._dir(queue, RUNNING)
+            for name in await self._objects.list(running_dir):
+                parsed = parse_running(name)
+                if parsed is None or parsed.expiry_ms > now_ms:
+                    continue
+                task = await self._recover(queue, running_dir, name, parsed.stem, now)
+                if task is not None:
+                    out.append(task)
+        return out
+
+    async def _recover(
+        self, queue: str, running_dir: str, name: str, stem: str, now: datetime
+    ) -> Task | None:
+        _, ext = split_ext(name)
+        # Take the lease over first: the rename fails if the holder renewed or finished it.
+        mine = running_name(
+            stem, to_ms(now) + int(self._config.visibility_timeout * 1000), _token(), ext
+        )
+        if not await self._objects.move(f"{running_dir}/{name}", f"{running_dir}/{mine}"):
+            return None
+        try:
+            task = await self._read_task(f"{running_dir}/{mine}")
+        except (CorruptFileError, FileNotFoundError):
+            return None
+        task.attempts += 1  # the delivery that was lost counts
+        task.updated_at = now
+        task.error = f"lease expired (attempt {task.attempts})"
+        if task.attempts >= self._config.max_deliveries:
+            task.status, task.completed_at = TaskStatus.FAILED, now
+            task.error = f"lease expired {task.attempts} times; moved to the dead letter"
+            task.expires_at = self._expiry_for(task, now)
+            target = f"{self._dir(queue, 'failed')}/{self._finished_name(task)}"
+            if await self._objects.move(f"{running_dir}/{mine}", target):
+                await self._objects.put(target, self._ctx.serializer.encode(task))
+            logger.error("task %s: %s", task.id, task.error)
+            return task
+        task.status = TaskStatus.PENDING
+        await self._objects.put(f"{running_dir}/{mine}", self._ctx.serializer.encode(task))
+        if not await self._objects.move(
+            f"{running_dir}/{mine}", f"{self._dir(queue, PENDING)}/{stem}{ext}"
+        ):
+            return None
+        index = self._indexes.get(queue)
+        if index is not None:
+            index.add(stem + ext)
+        logger.warning("task %s: lease expired; re-queued (attempt %d)", task.id, task.attempts)
+        return task
+
+    # ------------------------------------------------------------------ lookup and admin
+
+    async def list_queues(self) -> list[str]:
+        return sorted(await self._objects.list(self._root))
+
+    async def _locate(self, task_id: str) -> tuple[str, str, str] | None:
+        """(queue, state dir, name) of a task, trying direct keys before listings."""
+        queues = await self.list_queues()
+        finished_name = task_id + self._ctx.ext
+        for queue in queues:
+            for state in FINISHED_DIRS:
+                key = f"{self._dir(queue, state)}/{finished_name}"
+                try:
+                    await self._objects.get(key)
+                    return queue, state, finished_name
+                except FileNotFoundError:
+                    pass
+        for queue in queues:
+            for state in STATE_DIRS:
+                for name in await self._objects.list(self._dir(queue, state)):
+                    if task_id_of(name) == task_id and self._ctx.is_data_name(name):
+                        return queue, state, name
+        return None
+
+    async def _load(self, queue: str, state: str, name: str) -> Task:
+        task = await self._read_task(f"{self._dir(queue, state)}/{name}")
+        task.status = _STATUS_OF_DIR[state]
+        if state == RUNNING:
+            parsed = parse_running(name)
+            if parsed is not None:
+                task.attempts += 1
+                task.lease = Lease(
+                    token=parsed.token, expires_at=from_ms(parsed.expiry_ms), key=name
+                )
+        return task
+
+    async def get_task(self, task_id: str) -> Task | None:
+        validate_id(task_id, "task id")
+        for _ in range(3):  # a task may move between the lookup and the read
+            found = await self._locate(task_id)
+            if found is None:
+                return None
+            try:
+                return await self._load(*found)
+            except FileNotFoundError:
+                continue
+            except CorruptFileError:
+                return None
+        return None
+
+    async def list_tasks(
+        self,
+        queue_name: str | None = None,
+        status: TaskStatus | str | None = None,
+        limit: int | None = None,
+    ) -> list[Task]:
+        queues = [validate_name(queue_name)] if queue_name else await self.list_queues()
+        if status is None:
+            states = list(STATE_DIRS)
+        else:
+            try:
+                states = [_DIR_OF_STATUS[TaskStatus(status)]]
+            except ValueError:
+                raise ValidationError(f"unknown task status {status!r}") from None
+        out: list[Task] = []
+        for queue in queues:
+            for state in states:
+                names = sorted(await self._objects.list(self._dir(queue, state)))
+                for name in names:
+                    if not self._ctx.is_data_name(name):
+                        continue
+                    if limit is not None and len(out) >= limit:
+                        return out
+                    try:
+                        out.append(await self._load(queue, state, name))
+                    except (FileNotFoundError, CorruptFileError):
+                        continue
+        return out
+
+    async def update_task(self, task: Task) -> None:
+        if not isinstance(task, Task):
+            raise ValidationError(f"update_task takes a Task, got {type(task).__name__}")
+        found = await self._locate(task.id)
+        if found is None:
+            raise TaskNotFoundError(f"no task {task.id}")
+        queue, state, name = found
+        src = f"{self._dir(queue, state)}/{name}"
+        target_state = _DIR_OF_STATUS[task.status]
+        stored = self._stored(task)
+        stored.updated_at = utcnow()
+        if target_state == PENDING:
+            target_name = pending_stem(stored) + self._ctx.ext
+        elif target_state == RUNNING:
+            if state == RUNNING:
+                target_name = name
+            else:
+                expires = utcnow() + timedelta(seconds=self._config.visibility_timeout)
+                target_name = running_name(
+                    pending_stem(stored), to_ms(expires), _token(), self._ctx.ext
+                )
+            # The running file keeps the pre-delivery attempt count (see module docstring).
+            stored.attempts = max(0, stored.attempts - 1)
+        else:
+            target_name = self._finished_name(stored)
+        data = self._ctx.serializer.encode(stored)
+        dst = f"{self._dir(stored.queue_name, target_state)}/{target_name}"
+        if src != dst and not await self._objects.move(src, dst):
+            raise TaskNotFoundError(f"task {task.id} moved while it was being updated")
+        await self._objects.put(dst, data)
+        if state == PENDING and queue in self._indexes:
+            self._indexes[queue].discard(name)
+        if target_state == PENDING and stored.queue_name in self._indexes:
+            self._indexes[stored.queue_name].add(target_name)
+
+    async def cancel_task(self, task_id: str) -> bool:
+        validate_id(task_id, "task id")
+        found = await self._locate(task_id)
+        if found is None or found[1] != PENDING:
+            return False
+        queue, _, name = found
+        target = f"{self._dir(queue, 'cancelled')}/{task_id}{split_ext(name)[1]}"
+        if not await self._objects.move(f"{self._dir(queue, PENDING)}/{name}", target):
+            return False
+        if queue in self._indexes:
+            self._indexes[queue].discard(name)
+        try:
+            task = await self._read_task(target)
+        except CorruptFileError:
+            return True
+        now = utcnow()
+        task.status, task.completed_at, task.updated_at = TaskStatus.CANCELLED, now, now
+        task.expires_at = self._expiry_for(task, now)
+        await self._objects.put(target, self._ctx.serializer.encode(task))
+        return True
+
+    async def get_queue_size(self, queue_name: str = "default") -> int:
+        names = await self._objects.list(self._dir(validate_name(queue_name), PENDING))
+        return sum(1 for n in names if self._ctx.is_data_name(n))
+
+    async def cleanup_expired_tasks(self, now: datetime | None = None) -> int:
+        now = now or utcnow()
+        removed = 0
+        for queue in await self.list_queues():
+            for state in FINISHED_DIRS:
+                directory = self._dir(queue, state)
+                for name in await self._objects.list(directory):
+                    if not self._ctx.is_data_name(name):
+                        continue
+                    try:
+                        task = await self._read_task(f"{directory}/{name}")
+                    except (FileNotFoundError, CorruptFileError):
+                        continue
+                    expires = task.expires_at or self._expiry_for(
+                        task, task.completed_at or task.updated_at or task.created_at
+                    )
+                    if expires is not None and expires <= now:
+                        removed += await self._objects.delete(f"{directory}/{name}")
+        return removed

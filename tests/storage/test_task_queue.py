@@ -1,0 +1,350 @@
+"""Task queue contract: runs on every backend in conftest.BACKENDS."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from omniq.exceptions import LeaseLostError, SerializationError, ValidationError
+from omniq.models._time import utcnow
+from omniq.models.task import Task, TaskStatus
+
+
+async def test_enqueue_dequeue_roundtrip(backend):
+    q = backend.get_task_queue()
+    task = Task(func="my_function", args=(1, 2, 3), kwargs={"k": "v"}, queue_name="default")
+    assert await q.enqueue(task) == task.id
+    got = await q.dequeue(["default"])
+    assert got is not None
+    assert (got.id, got.func, got.args, got.kwargs) == (
+        task.id,
+        "my_function",
+        (1, 2, 3),
+        {"k": "v"},
+    )
+    assert got.status is TaskStatus.RUNNING
+    assert got.attempts == 1
+    assert got.lease is not None and got.lease.expires_at > utcnow()
+    assert await q.dequeue(["default"]) is None
+
+
+async def test_dequeue_empty_and_unknown_queue_return_none(backend):
+    q = backend.get_task_queue()
+    assert await q.dequeue(["default"]) is None
+    assert await q.dequeue(["never-used", "other"]) is None
+
+
+async def test_priority_then_due_then_fifo(backend):
+    q = backend.get_task_queue()
+    low = [Task(func="f", args=(i,), priority=0) for i in range(3)]
+    high = Task(func="f", args=("high",), priority=9)
+    neg = Task(func="f", args=("neg",), priority=-5)
+    for t in [neg, *low, high]:
+        await q.enqueue(t)
+    order = []
+    while (t := await q.dequeue("default")) is not None:
+        order.append(t.args[0])
+    assert order == ["high", 0, 1, 2, "neg"]
+
+
+async def test_queues_tried_in_given_order(backend):
+    q = backend.get_task_queue()
+    await q.enqueue(Task(func="f", queue_name="low"))
+    await q.enqueue(Task(func="f", queue_name="high"))
+    first = await q.dequeue(["high", "low"])
+    second = await q.dequeue(["high", "low"])
+    assert (first.queue_name, second.queue_name) == ("high", "low")
+
+
+async def test_delayed_task_not_claimed_before_eta(backend):
+    q = backend.get_task_queue()
+    later = Task(func="later", eta=utcnow() + timedelta(hours=1), priority=5)
+    delayed = Task(func="soon", delay=0.3)
+    now = Task(func="now")
+    for t in (later, delayed, now):
+        await q.enqueue(t)
+    assert (await q.dequeue("default")).func == "now"
+    assert await q.dequeue("default") is None  # 'soon' not yet due, 'later' far off
+    got = await q.dequeue("default", timeout=5)
+    assert got is not None and got.func == "soon"
+    assert await q.dequeue("default") is None
+    assert await q.get_queue_size("default") == 1
+
+
+async def test_dequeue_timeout_waits_for_new_work(backend):
+    q = backend.get_task_queue()
+
+    async def producer():
+        await asyncio.sleep(0.2)
+        await q.enqueue(Task(func="late"))
+
+    prod = asyncio.create_task(producer())
+    got = await q.dequeue(["default"], timeout=5)
+    await prod
+    assert got is not None and got.func == "late"
+
+
+async def test_dequeue_timeout_returns_none_when_idle(backend):
+    q = backend.get_task_queue()
+    assert await q.dequeue(["default"], timeout=0.1) is None
+
+
+async def test_other_consumers_enqueues_become_visible(backend_factory):
+    """Two backend instances on one store: B sees what A enqueued after B cached a listing."""
+    a = backend_factory()
+    async with a:
+        b = a if a.protocol == "memory" else backend_factory()
+        qa, qb = a.get_task_queue(), b.get_task_queue()
+        await qa.enqueue(Task(func="first"))
+        assert (await qb.dequeue("default")).func == "first"
+        await qa.enqueue(Task(func="second"))
+        assert (await qb.dequeue("default")).func == "second"
+
+
+async def test_get_task_in_every_state(backend):
+    q = backend.get_task_queue()
+    t = Task(func="f")
+    await q.enqueue(t)
+    assert (await q.get_task(t.id)).status is TaskStatus.PENDING
+    claimed = await q.dequeue("default")
+    running = await q.get_task(t.id)
+    assert running.status is TaskStatus.RUNNING and running.attempts == 1
+    await q.finish_task(claimed)
+    done = await q.get_task(t.id)
+    assert done.status is TaskStatus.COMPLETED and done.completed_at is not None
+    assert await q.get_task("no_such_task") is None
+
+
+async def test_list_tasks_filters(backend):
+    q = backend.get_task_queue()
+    for i in range(3):
+        await q.enqueue(Task(func="f", args=(i,)))
+    await q.enqueue(Task(func="g", queue_name="other"))
+    claimed = await q.dequeue("default")
+    await q.finish_task(claimed, TaskStatus.FAILED, error="boom")
+    assert len(await q.list_tasks()) == 4
+    assert len(await q.list_tasks(queue_name="default")) == 3
+    assert [t.func for t in await q.list_tasks(queue_name="other")] == ["g"]
+    failed = await q.list_tasks(status=TaskStatus.FAILED)
+    assert len(failed) == 1 and failed[0].error == "boom"
+    assert len(await q.list_tasks(status="pending")) == 3
+    assert len(await q.list_tasks(limit=2)) == 2
+    assert await q.list_queues() == ["default", "other"]
+
+
+async def test_update_task_moves_between_states(backend):
+    q = backend.get_task_queue()
+    t = Task(func="f")
+    await q.enqueue(t)
+    t.priority = 7
+    t.metadata = {"note": "changed"}
+    await q.update_task(t)
+    stored = await q.get_task(t.id)
+    assert stored.priority == 7 and stored.metadata == {"note": "changed"}
+    t.status = TaskStatus.RUNNING
+    await q.update_task(t)
+    assert (await q.get_task(t.id)).status is TaskStatus.RUNNING
+    assert await q.dequeue("default") is None
+    t.status = TaskStatus.CANCELLED
+    await q.update_task(t)
+    assert (await q.get_task(t.id)).status is TaskStatus.CANCELLED
+    assert len(await q.list_tasks()) == 1
+
+
+async def test_update_unknown_task_raises(backend):
+    from omniq.exceptions import TaskNotFoundError
+
+    with pytest.raises(TaskNotFoundError):
+        await backend.get_task_queue().update_task(Task(func="ghost"))
+
+
+async def test_cancel_pending_only(backend):
+    q = backend.get_task_queue()
+    a, b = Task(func="a"), Task(func="b")
+    await q.enqueue(a)
+    await q.enqueue(b)
+    assert await q.cancel_task(a.id) is True
+    assert (await q.get_task(a.id)).status is TaskStatus.CANCELLED
+    claimed = await q.dequeue("default")
+    assert claimed.id == b.id
+    assert await q.cancel_task(b.id) is False  # running
+    assert await q.cancel_task(a.id) is False  # already cancelled
+
+
+async def test_queue_size_counts_pending(backend):
+    q = backend.get_task_queue()
+    for _ in range(5):
+        await q.enqueue(Task(func="f"))
+    assert await q.get_queue_size("default") == 5
+    await q.dequeue("default")
+    assert await q.get_queue_size("default") == 4
+    assert await q.get_queue_size("empty") == 0
+
+
+async def test_renew_extends_and_finish_is_fenced(backend):
+    q = backend.get_task_queue()
+    await q.enqueue(Task(func="f"))
+    t = await q.dequeue("default", visibility_timeout=30)
+    before = t.lease.expires_at
+    await asyncio.sleep(0.01)
+    await q.renew_lease(t, visibility_timeout=120)
+    assert t.lease.expires_at > before + timedelta(seconds=60)
+    done = await q.finish_task(t)
+    assert done.status is TaskStatus.COMPLETED
+    with pytest.raises(LeaseLostError):
+        await q.finish_task(t)
+
+
+async def test_expired_lease_is_redelivered_with_attempts_raised(backend):
+    q = backend.get_task_queue()
+    task = Task(func="f", max_retries=0)
+    await q.enqueue(task)
+    first = await q.dequeue("default", visibility_timeout=0.05)
+    assert first.attempts == 1
+    await asyncio.sleep(0.1)
+    requeued = await q.requeue_expired()
+    assert [t.id for t in requeued] == [task.id]
+    assert requeued[0].error.startswith("lease expired")
+    second = await q.dequeue("default")
+    assert second.id == task.id and second.attempts == 2
+    # The first holder's lease was taken over: it can neither renew nor finish.
+    with pytest.raises(LeaseLostError):
+        await q.renew_lease(first)
+    with pytest.raises(LeaseLostError):
+        await q.finish_task(first)
+    with pytest.raises(LeaseLostError):
+        await q.requeue_task(first)
+    done = await q.finish_task(second)
+    assert done.attempts == 2
+    assert (await q.get_task(task.id)).status is TaskStatus.COMPLETED
+
+
+async def test_dequeue_reaps_expired_leases_itself(backend_factory):
+    b = backend_factory(reap_interval=0.01)
+    async with b:
+        q = b.get_task_queue()
+        await q.enqueue(Task(func="f"))
+        await q.dequeue("default", visibility_timeout=0.05)
+        await asyncio.sleep(0.1)
+        again = await q.dequeue("default", timeout=2)
+        assert again is not None and again.attempts == 2
+
+
+async def test_live_lease_is_not_reaped(backend):
+    q = backend.get_task_queue()
+    await q.enqueue(Task(func="f"))
+    t = await q.dequeue("default", visibility_timeout=60)
+    assert await q.requeue_expired() == []
+    assert (await q.finish_task(t)).status is TaskStatus.COMPLETED
+
+
+async def test_poison_task_goes_to_dead_letter_after_max_deliveries(backend_factory):
+    b = backend_factory(max_deliveries=2)
+    async with b:
+        q = b.get_task_queue()
+        t = Task(func="f")
+        await q.enqueue(t)
+        await q.dequeue("default", visibility_timeout=0.01)
+        await asyncio.sleep(0.03)
+        assert len(await q.requeue_expired()) == 1
+        await q.dequeue("default", visibility_timeout=0.01)
+        await asyncio.sleep(0.03)
+        [dead] = await q.requeue_expired()
+        assert dead.status is TaskStatus.FAILED
+        stored = await q.get_task(t.id)
+        assert stored.status is TaskStatus.FAILED and "dead letter" in stored.error
+
+
+async def test_requeue_task_with_eta(backend):
+    q = backend.get_task_queue()
+    await q.enqueue(Task(func="f", max_retries=2))
+    t = await q.dequeue("default")
+    back = await q.requeue_task(t, eta=utcnow() + timedelta(seconds=0.3), error="try again")
+    assert back.status is TaskStatus.PENDING and back.attempts == 1
+    assert await q.dequeue("default") is None
+    again = await q.dequeue("default", timeout=5)
+    assert again.id == t.id and again.attempts == 2 and again.error == "try again"
+
+
+async def test_finish_requires_final_status(backend):
+    q = backend.get_task_queue()
+    await q.enqueue(Task(func="f"))
+    t = await q.dequeue("default")
+    with pytest.raises(ValidationError):
+        await q.finish_task(t, TaskStatus.PENDING)
+
+
+async def test_finish_without_lease_is_refused(backend):
+    with pytest.raises(LeaseLostError):
+        await backend.get_task_queue().finish_task(Task(func="never-claimed"))
+
+
+async def test_unserializable_args_fail_before_writing(backend):
+    q = backend.get_task_queue()
+    with pytest.raises(SerializationError):
+        await q.enqueue(Task(func="f", args=(object(),)))
+    assert await q.list_tasks() == []
+
+
+@pytest.mark.parametrize("bad", ["../evil", "a/b", "/abs", ".hidden", "", "nul\x00", "x" * 200])
+async def test_bad_queue_names_rejected(backend, bad):
+    q = backend.get_task_queue()
+    with pytest.raises(ValidationError):
+        await q.dequeue([bad])
+    with pytest.raises(ValidationError):
+        await q.get_queue_size(bad)
+    with pytest.raises(ValidationError):
+        Task(func="f", queue_name=bad)
+
+
+@pytest.mark.parametrize("bad", ["../x", "a/b", "a.b", "", "x\x00"])
+async def test_bad_task_ids_rejected(backend, bad):
+    q = backend.get_task_queue()
+    with pytest.raises(ValidationError):
+        await q.get_task(bad)
+    with pytest.raises(ValidationError):
+        await q.cancel_task(bad)
+
+
+async def test_bad_dequeue_arguments(backend):
+    q = backend.get_task_queue()
+    with pytest.raises(ValidationError):
+        await q.dequeue([])
+    with pytest.raises(ValidationError):
+        await q.dequeue(["default"], timeout=-1)
+    with pytest.raises(ValidationError):
+        await q.enqueue("not a task")  # type: ignore[arg-type]
+
+
+async def test_cleanup_expired_tasks(backend):
+    q = backend.get_task_queue()
+    keep, drop = Task(func="keep"), Task(func="drop", ttl=0)
+    for t in (keep, drop):
+        await q.enqueue(t)
+    for _ in range(2):
+        await q.finish_task(await q.dequeue("default"))
+    assert await q.cleanup_expired_tasks() == 1
+    assert await q.get_task(drop.id) is None
+    assert await q.get_task(keep.id) is not None
+
+
+async def test_default_task_ttl_from_config(backend_factory):
+    b = backend_factory(task_ttl=0)
+    async with b:
+        q = b.get_task_queue()
+        await q.enqueue(Task(func="f"))
+        await q.finish_task(await q.dequeue("default"))
+        assert await b.cleanup_expired() == {"tasks": 1, "results": 0, "events": 0}
+
+
+async def test_enqueue_finished_task_keeps_its_state(backend):
+    """Migration copies tasks in any state: enqueue files them where their status says."""
+    q = backend.get_task_queue()
+    done = Task(func="f", status=TaskStatus.COMPLETED)
+    running = Task(func="g", status=TaskStatus.RUNNING)
+    await q.enqueue(done)
+    await q.enqueue(running)
+    assert (await q.get_task(done.id)).status is TaskStatus.COMPLETED
+    assert (await q.get_task(running.id)).status is TaskStatus.PENDING  # no lease here: redeliver

@@ -1,0 +1,78 @@
+"""Codecs, unserializable values and HMAC signing."""
+
+from __future__ import annotations
+
+import pytest
+
+from omniq.exceptions import ConfigError, SerializationError, SignatureError
+from omniq.models.task import Task
+from omniq.serialization import Serializer
+
+
+@pytest.mark.parametrize("fmt", ["json", "msgpack"])
+def test_unserializable_argument(fmt):
+    with pytest.raises(SerializationError, match="cannot serialize"):
+        Serializer(fmt).encode(Task(func="f", args=(object(),)))
+
+
+def test_pickle_carries_any_python_object():
+    s = Serializer("pickle")
+    t = Task(func="f", args=({1, 2}, (1, (2, 3)), complex(1, 2)))
+    assert s.decode(s.encode(t), Task, "t.pickle").args == t.args
+
+
+def test_pickle_refused_unless_opted_in():
+    data = Serializer("pickle").encode(Task(func="f"))
+    with pytest.raises(SerializationError, match="refusing to unpickle"):
+        Serializer("json").decode(data, Task, "t.pickle")
+
+
+def test_reader_decodes_by_extension():
+    data = Serializer("msgpack").encode(Task(func="f"))
+    assert Serializer("json").decode(data, Task, "t.msgpack").func == "f"
+
+
+def test_unknown_format():
+    with pytest.raises(ConfigError):
+        Serializer("xml")
+
+
+def test_signed_roundtrip_and_tamper_detection():
+    s = Serializer("json", secret_key="s3cret")
+    data = s.encode(Task(func="f"))
+    assert data.startswith(b"#omniq-hmac-sha256:")
+    assert s.decode(data, Task, "t.json").func == "f"
+    tampered = data.replace(b'"func":"f"', b'"func":"g"')
+    with pytest.raises(SignatureError, match="mismatch"):
+        s.decode(tampered, Task, "t.json")
+    with pytest.raises(SignatureError, match="mismatch"):
+        Serializer("json", secret_key="other").decode(data, Task, "t.json")
+    with pytest.raises(SignatureError, match="unsigned"):
+        s.decode(Serializer("json").encode(Task(func="f")), Task, "t.json")
+
+
+async def test_backend_refuses_injected_task_when_key_set(backend_factory):
+    signed = backend_factory(secret_key="k1")
+    async with signed:
+        q = signed.get_task_queue()
+        await q.enqueue(Task(func="legit"))
+        # Someone with write access to the bucket drops in an unsigned task.
+        from omniq.storage.file.keys import pending_stem
+
+        evil = Task(func="os.system", args=("rm -rf /",), priority=9)
+        await signed.objects.put(
+            f"tasks/default/pending/{pending_stem(evil)}.json", Serializer("json").encode(evil)
+        )
+        got = await q.dequeue("default")
+        assert got is not None and got.func == "legit"
+        assert await q.dequeue("default") is None
+        assert len(await signed.objects.list("corrupt/tasks/default/running")) == 1
+
+
+async def test_secret_key_from_environment(backend_factory, monkeypatch):
+    monkeypatch.setenv("OMNIQ_SECRET_KEY", "from-env")
+    b = backend_factory()
+    async with b:
+        await b.get_task_queue().enqueue(Task(func="f"))
+        [name] = await b.objects.list("tasks/default/pending")
+        assert (await b.objects.get(f"tasks/default/pending/{name}")).startswith(b"#omniq-hmac")
