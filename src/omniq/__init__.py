@@ -1,7 +1,8 @@
 """OmniQ: an async-first task queue whose broker is a directory or a bucket."""
 
+from omniq.app import AsyncOmniQ, OmniQ, TaskFunction
 from omniq.backend.file import FileBackend
-from omniq.exceptions import OmniQError, StorageError
+from omniq.exceptions import OmniQError, StorageError, TaskFailedError
 from omniq.models import (
     EventType,
     FileConfig,
@@ -17,9 +18,11 @@ from omniq.models import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncOmniQ",
     "EventType",
     "FileBackend",
     "FileConfig",
+    "OmniQ",
     "OmniQError",
     "ResultStatus",
     "Schedule",
@@ -27,6 +30,8 @@ __all__ = [
     "StorageError",
     "Task",
     "TaskEvent",
+    "TaskFailedError",
+    "TaskFunction",
     "TaskResult",
     "TaskStatus",
 ]

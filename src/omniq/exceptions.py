@@ -64,3 +64,28 @@ class LeaseLostError(OmniQError):
 
 class NotOpenError(OmniQError, RuntimeError):
     """A backend was used before ``open()`` / ``async with``, or after it was closed."""
+
+
+class TaskFailedError(OmniQError):
+    """The task ended failed; ``remote_traceback`` is the traceback from the worker."""
+
+    def __init__(self, task_id: str, error: str | None, remote_traceback: str | None = None):
+        self.task_id = task_id
+        self.error = error
+        self.remote_traceback = remote_traceback
+        message = f"task {task_id} failed: {error}"
+        if remote_traceback:
+            message += f"\n\nRemote traceback:\n{remote_traceback}"
+        super().__init__(message)
+
+
+class TaskCancelledError(TaskFailedError):
+    """The task was cancelled before it ran."""
+
+
+class ResultTimeoutError(OmniQError, TimeoutError):
+    """No result arrived within the timeout."""
+
+
+class TaskNotRegisteredError(OmniQError, LookupError):
+    """A task names a function that is not registered with the app."""

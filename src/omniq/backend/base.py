@@ -5,6 +5,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, Literal, TypeVar, overload
 
+from omniq.models.event import EventType, TaskEvent
+from omniq.models.result import ResultStatus, TaskResult
+from omniq.models.task import Task, TaskStatus
 from omniq.storage.base import EventStorage, ResultStorage, ScheduleStorage, TaskQueue
 from omniq.sync import SyncWrapper, run_sync
 
@@ -83,6 +86,26 @@ class Backend(ABC):
         self, async_mode: bool = True
     ) -> ScheduleStorage | SyncWrapper[ScheduleStorage]:
         return _view(self.schedule_storage, async_mode)
+
+    def _wire_stores(self) -> None:
+        """Connect the stores once they exist: reaped tasks are recorded as events."""
+        self.task_queue.on_lease_expired = self._record_lease_expired
+
+    async def _record_lease_expired(self, task: Task) -> None:
+        dead = task.status is TaskStatus.FAILED
+        if dead:  # a waiting caller must not wait forever for a task in the dead letter
+            await self.result_storage.set(
+                TaskResult(
+                    task_id=task.id, status=ResultStatus.FAILED, error=task.error,
+                    attempts=task.attempts, ttl=task.ttl,
+                )
+            )  # fmt: skip
+        await self.event_storage.log_event(
+            TaskEvent(
+                task_id=task.id, event_type=EventType.FAILED if dead else EventType.LEASE_EXPIRED,
+                message=task.error, queue_name=task.queue_name, attempt=task.attempts,
+            )
+        )  # fmt: skip
 
     async def cleanup_expired(self) -> dict[str, int]:
         """Remove finished tasks, results and events past their ttl; return counts per kind."""

@@ -110,6 +110,7 @@ class FileBackend(Backend):
         self.result_storage = FileResultStorage(ctx, config.results_dir)
         self.event_storage = FileEventStorage(ctx, config.events_dir)
         self.schedule_storage = FileScheduleStorage(ctx, config.schedules_dir)
+        self._wire_stores()
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> FileBackend:

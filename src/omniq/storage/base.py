@@ -7,7 +7,8 @@ The worker and the app talk only to these. Each backend's stores pass the one co
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from omniq.models.event import EventType, TaskEvent
@@ -16,8 +17,30 @@ from omniq.models.schedule import Schedule, ScheduleStatus
 from omniq.models.task import Task, TaskStatus
 
 
+@dataclass
+class QueueStats:
+    """Counts of one queue by state, read from names only (no task payload is read)."""
+
+    queue: str
+    pending: int = 0
+    delayed: int = 0  # of pending: not due yet
+    running: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    oldest_due_at: datetime | None = None  # the longest-waiting runnable task
+    workers: dict[str, int] = field(default_factory=dict)  # live lease holders -> tasks held
+    expired_leases: int = 0
+
+
 class TaskQueue(ABC):
-    """Tasks moving pending -> running -> completed / failed / cancelled."""
+    """Tasks moving pending -> running -> completed / failed / cancelled.
+
+    ``on_lease_expired`` (set by the backend) is awaited with each task the reaper re-queued
+    (status PENDING) or moved to the dead letter (status FAILED), whoever ran the reaper.
+    """
+
+    on_lease_expired: Callable[[Task], Awaitable[None]] | None = None
 
     @abstractmethod
     async def enqueue(self, task: Task) -> str:
@@ -93,6 +116,10 @@ class TaskQueue(ABC):
     @abstractmethod
     async def cleanup_expired_tasks(self, now: datetime | None = None) -> int:
         """Delete finished tasks past their ttl; return how many."""
+
+    @abstractmethod
+    async def queue_stats(self, now: datetime | None = None) -> list[QueueStats]:
+        """Per-queue counts by state, oldest runnable task, live lease holders."""
 
 
 class ResultStorage(ABC):

@@ -27,10 +27,11 @@ from omniq.exceptions import (
 from omniq.models._time import utcnow
 from omniq.models.ids import validate_id, validate_name
 from omniq.models.task import Lease, Task, TaskStatus
-from omniq.storage.base import TaskQueue
+from omniq.storage.base import QueueStats, TaskQueue
 from omniq.storage.file.common import FileStoreContext, from_ms, logger, to_ms
 from omniq.storage.file.keys import (
     PendingIndex,
+    parse_pending,
     parse_running,
     pending_stem,
     running_name,
@@ -51,8 +52,16 @@ _DIR_OF_STATUS = {
 _STATUS_OF_DIR = {d: s for s, d in _DIR_OF_STATUS.items()}
 
 
-def _token() -> str:
-    return os.urandom(6).hex()
+def _token(worker_id: str | None = None) -> str:
+    """A lease token; it starts with the worker id so that ``omniq status`` can name holders."""
+    suffix = os.urandom(6).hex()
+    return f"{worker_id}-{suffix}" if worker_id else suffix
+
+
+def lease_holder(token: str) -> str | None:
+    """The worker id a lease token was made for, if any."""
+    worker, sep, _ = token.rpartition("-")
+    return worker if sep else None
 
 
 def _queue_names(queues: Sequence[str] | str) -> list[str]:
@@ -122,6 +131,8 @@ class FileTaskQueue(TaskQueue):
         worker_id: str | None = None,
     ) -> Task | None:
         names = _queue_names(queues)
+        if worker_id is not None:
+            validate_id(worker_id, "worker id")
         if timeout is not None and timeout < 0:
             raise ValidationError(f"timeout must be >= 0, got {timeout!r}")
         lease_seconds = visibility_timeout or self._config.visibility_timeout
@@ -168,7 +179,7 @@ class FileTaskQueue(TaskQueue):
                 continue
             index.discard(name)
             stem, ext = split_ext(name)
-            token = _token()
+            token = _token(worker_id)
             claimed = running_name(stem, now_ms + lease_ms, token, ext)
             if not await self._objects.move(f"{pending_dir}/{name}", f"{running_dir}/{claimed}"):
                 continue  # another consumer won this one
@@ -315,6 +326,7 @@ class FileTaskQueue(TaskQueue):
             if await self._objects.move(f"{running_dir}/{mine}", target):
                 await self._objects.put(target, self._ctx.serializer.encode(task))
             logger.error("task %s: %s", task.id, task.error)
+            await self._notify_expired(task)
             return task
         task.status = TaskStatus.PENDING
         await self._objects.put(f"{running_dir}/{mine}", self._ctx.serializer.encode(task))
@@ -326,7 +338,15 @@ class FileTaskQueue(TaskQueue):
         if index is not None:
             index.add(stem + ext)
         logger.warning("task %s: lease expired; re-queued (attempt %d)", task.id, task.attempts)
+        await self._notify_expired(task)
         return task
+
+    async def _notify_expired(self, task: Task) -> None:
+        if self.on_lease_expired is not None:
+            try:
+                await self.on_lease_expired(task)
+            except Exception:
+                logger.exception("lease-expiry hook failed for task %s", task.id)
 
     # ------------------------------------------------------------------ lookup and admin
 
@@ -360,7 +380,10 @@ class FileTaskQueue(TaskQueue):
             if parsed is not None:
                 task.attempts += 1
                 task.lease = Lease(
-                    token=parsed.token, expires_at=from_ms(parsed.expiry_ms), key=name
+                    token=parsed.token,
+                    expires_at=from_ms(parsed.expiry_ms),
+                    worker_id=lease_holder(parsed.token),
+                    key=name,
                 )
         return task
 
@@ -486,3 +509,35 @@ class FileTaskQueue(TaskQueue):
                     if expires is not None and expires <= now:
                         removed += await self._objects.delete(f"{directory}/{name}")
         return removed
+
+    async def queue_stats(self, now: datetime | None = None) -> list[QueueStats]:
+        now_ms = to_ms(now or utcnow())
+        out = []
+        for queue in await self.list_queues():
+            stats = QueueStats(queue=queue)
+            oldest: int | None = None
+            for name in await self._objects.list(self._dir(queue, PENDING)):
+                parsed = parse_pending(split_ext(name)[0])
+                if parsed is None or not self._ctx.is_data_name(name):
+                    continue
+                stats.pending += 1
+                if parsed.due_ms > now_ms:
+                    stats.delayed += 1
+                elif oldest is None or parsed.due_ms < oldest:
+                    oldest = parsed.due_ms
+            stats.oldest_due_at = from_ms(oldest) if oldest is not None else None
+            for name in await self._objects.list(self._dir(queue, RUNNING)):
+                running = parse_running(name)
+                if running is None:
+                    continue
+                stats.running += 1
+                if running.expiry_ms <= now_ms:
+                    stats.expired_leases += 1
+                else:
+                    holder = lease_holder(running.token) or "unknown"
+                    stats.workers[holder] = stats.workers.get(holder, 0) + 1
+            for state in FINISHED_DIRS:
+                names = await self._objects.list(self._dir(queue, state))
+                setattr(stats, state, sum(1 for n in names if self._ctx.is_data_name(n)))
+            out.append(stats)
+        return out

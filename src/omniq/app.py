@@ -1,0 +1,379 @@
+"""``AsyncOmniQ`` and ``OmniQ``: register functions as tasks, enqueue them, wait for results.
+
+``OmniQ`` is the blocking twin: the same object behind ``omniq.sync.SyncWrapper``, so every
+coroutine method of ``AsyncOmniQ`` becomes a method that returns its value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from omniq.backend.base import Backend
+from omniq.backend.file import FileBackend
+from omniq.exceptions import (
+    ResultTimeoutError,
+    TaskCancelledError,
+    TaskFailedError,
+    TaskNotRegisteredError,
+    ValidationError,
+)
+from omniq.models.event import EventType, TaskEvent
+from omniq.models.result import ResultStatus, TaskResult
+from omniq.models.task import Task
+from omniq.sync import SyncWrapper, run_sync
+
+if TYPE_CHECKING:
+    from omniq.worker import Worker, WorkerStats
+
+R = TypeVar("R")
+
+# Names of enqueue options; a task keyword argument with one of these names must go via `kwargs=`.
+ENQUEUE_OPTIONS = (
+    "delay",
+    "eta",
+    "queue",
+    "priority",
+    "max_retries",
+    "retry_delay",
+    "timeout",
+    "ttl",
+)
+
+
+class TaskFunction(Generic[R]):
+    """A function registered with an app. Call it to run it here; ``.delay()`` to enqueue it."""
+
+    def __init__(self, app: Any, fn: Callable[..., R], name: str, options: dict[str, Any]) -> None:
+        self.app = app
+        self.fn = fn
+        self.name = name
+        self.options = options
+        self.__doc__ = fn.__doc__
+        self.__name__ = getattr(fn, "__name__", name)
+        self.__qualname__ = getattr(fn, "__qualname__", name)
+        self.__module__ = getattr(fn, "__module__", __name__)
+        self.is_async = asyncio.iscoroutinefunction(fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> R:
+        return self.fn(*args, **kwargs)
+
+    def delay(self, *args: Any, **kwargs: Any) -> Any:
+        """Enqueue a call with this task's options; returns a handle (awaitable on AsyncOmniQ)."""
+        return self.app.enqueue(self, *args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<task {self.name}>"
+
+
+class AsyncTaskHandle:
+    """A reference to an enqueued task: ``await handle.result(timeout=10)``."""
+
+    def __init__(self, app: AsyncOmniQ, task_id: str) -> None:
+        self.app = app
+        self.id = task_id
+
+    async def result(self, timeout: float | None = None) -> Any:
+        return await self.app.get_result(self.id, timeout=timeout)
+
+    async def task(self) -> Task | None:
+        return await self.app.backend.task_queue.get_task(self.id)
+
+    async def status(self) -> str | None:
+        task = await self.task()
+        return task.status.value if task else None
+
+    async def cancel(self) -> bool:
+        return await self.app.cancel(self.id)
+
+    def __repr__(self) -> str:
+        return f"<TaskHandle {self.id}>"
+
+
+def make_backend(target: str | os.PathLike[str] | Backend | None, **settings: Any) -> Backend:
+    if isinstance(target, Backend):
+        if settings:
+            raise ValidationError("settings go to the backend's constructor when passing a Backend")
+        return target
+    if target is None:
+        return FileBackend(**settings)
+    path = os.fspath(target)
+    return (
+        FileBackend.from_url(path, **settings) if "://" in path else FileBackend(path, **settings)
+    )
+
+
+class AsyncOmniQ:
+    """The async app: ``app = AsyncOmniQ("./omniq_data")`` (a path, URL or ``Backend``)."""
+
+    def __init__(
+        self, backend: str | os.PathLike[str] | Backend | None = None, **settings: Any
+    ) -> None:
+        self.backend = make_backend(backend, **settings)
+        self.registry: dict[str, TaskFunction[Any]] = {}
+        self._opened = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def open(self) -> None:
+        if not self._opened:
+            await self.backend.open()
+            self._opened = True
+
+    async def close(self) -> None:
+        if self._opened:
+            await self.backend.close()
+            self._opened = False
+
+    async def __aenter__(self) -> AsyncOmniQ:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ registry
+
+    def task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        max_retries: int = 0,
+        retry_delay: float = 1.0,
+        timeout: float | None = None,
+        priority: int = 0,
+        ttl: float | None = None,
+    ) -> Any:
+        """Register a function: ``@app.task`` or ``@app.task(queue="high", max_retries=3)``.
+
+        The registered name is ``name`` or the function's ``__qualname__``; workers run tasks by
+        that name and never import a function that was not registered.
+        """
+        # Build a throwaway Task to validate the options now, not at the first enqueue.
+        Task(
+            func=name or "probe", queue_name=queue, max_retries=max_retries,
+            retry_delay=retry_delay, timeout=timeout, priority=priority, ttl=ttl,
+        )  # fmt: skip
+        options = {
+            "queue_name": queue, "max_retries": max_retries, "retry_delay": retry_delay,
+            "timeout": timeout, "priority": priority, "ttl": ttl,
+        }  # fmt: skip
+
+        def register(f: Callable[..., Any]) -> TaskFunction[Any]:
+            if not callable(f):
+                raise ValidationError(f"@task needs a function, got {f!r}")
+            task_name = name or getattr(f, "__qualname__", None)
+            if not task_name or "<lambda>" in task_name:
+                raise ValidationError(
+                    f"cannot derive a stable task name for {f!r}: pass name='...' to @task"
+                )
+            existing = self.registry.get(task_name)
+            if existing is not None and existing.fn is not f:
+                raise ValidationError(
+                    f"task name {task_name!r} is already registered to another function"
+                )
+            tf = TaskFunction(self._facade(), f, task_name, options)
+            self.registry[task_name] = tf
+            return tf
+
+        return register(fn) if fn is not None else register
+
+    def _facade(self) -> Any:
+        """What ``TaskFunction.delay`` calls: this app, or the blocking wrapper around it."""
+        return getattr(self, "_sync_facade", None) or self
+
+    def resolve(self, name: str) -> TaskFunction[Any]:
+        try:
+            return self.registry[name]
+        except KeyError:
+            raise TaskNotRegisteredError(
+                f"task function {name!r} is not registered with this app "
+                f"(registered: {', '.join(sorted(self.registry)) or 'none'})"
+            ) from None
+
+    # ------------------------------------------------------------------ enqueue
+
+    def build_task(
+        self, fn: TaskFunction[Any] | Callable[..., Any] | str, args: Sequence[Any],
+        kwargs: dict[str, Any], **options: Any,
+    ) -> Task:  # fmt: skip
+        if isinstance(fn, TaskFunction):
+            tf: TaskFunction[Any] | None = fn
+        elif isinstance(fn, str):
+            tf = self.registry.get(fn)
+        else:
+            tf = next((t for t in self.registry.values() if t.fn is fn), None)
+            if tf is None:
+                raise TaskNotRegisteredError(
+                    f"{fn!r} is not registered: decorate it with @app.task"
+                )
+        name = tf.name if tf else str(fn)
+        settings = dict(tf.options) if tf else {}
+        if options.get("queue") is not None:
+            settings["queue_name"] = options.pop("queue")
+        options.pop("queue", None)
+        settings.update({k: v for k, v in options.items() if v is not None})
+        return Task(func=name, args=tuple(args), kwargs=kwargs, **settings)
+
+    async def enqueue(
+        self,
+        fn: TaskFunction[Any] | Callable[..., Any] | str,
+        *args: Any,
+        delay: float | None = None,
+        eta: datetime | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        max_retries: int | None = None,
+        retry_delay: float | None = None,
+        timeout: float | None = None,
+        ttl: float | None = None,
+        **kwargs: Any,
+    ) -> AsyncTaskHandle:
+        """Enqueue ``fn(*args, **kwargs)``; options override the ones given to ``@app.task``.
+
+        ``fn`` may be a registered function or its registered name (to enqueue work for a worker
+        whose code this process does not have).
+        """
+        task = self.build_task(
+            fn, args, kwargs, delay=delay, eta=eta, queue=queue, priority=priority,
+            max_retries=max_retries, retry_delay=retry_delay, timeout=timeout, ttl=ttl,
+        )  # fmt: skip
+        return await self.enqueue_task(task)
+
+    async def enqueue_task(self, task: Task) -> AsyncTaskHandle:
+        """Enqueue a prepared ``Task`` and record its ENQUEUED event."""
+        await self.open()
+        await self.backend.task_queue.enqueue(task)
+        await self.backend.event_storage.log_event(
+            TaskEvent(
+                task_id=task.id, event_type=EventType.ENQUEUED, queue_name=task.queue_name,
+                data={"func": task.func, "eta": task.eta.isoformat() if task.eta else None},
+            )
+        )  # fmt: skip
+        return AsyncTaskHandle(self, task.id)
+
+    # ------------------------------------------------------------------ results
+
+    async def get_result(self, task_id: str, timeout: float | None = None) -> Any:
+        """The task's return value, waiting up to ``timeout`` seconds (``None``: forever).
+
+        Raises ``TaskFailedError`` (with the remote traceback) if it failed, and
+        ``ResultTimeoutError`` if no result arrived in time.
+        """
+        result = await self.wait_result(task_id, timeout=timeout)
+        if result.status is ResultStatus.SUCCESS:
+            return result.result
+        if result.status is ResultStatus.CANCELLED:
+            raise TaskCancelledError(task_id, result.error or "cancelled")
+        raise TaskFailedError(task_id, result.error, result.traceback)
+
+    async def wait_result(self, task_id: str, timeout: float | None = None) -> TaskResult:
+        """The stored ``TaskResult``, waiting for it to appear."""
+        await self.open()
+        results = self.backend.result_storage
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.01
+        while True:
+            result = await results.get(task_id)
+            if result is not None:
+                return result
+            if deadline is not None and time.monotonic() >= deadline:
+                raise ResultTimeoutError(f"no result for task {task_id} within {timeout} s")
+            wait = pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic()))
+            await asyncio.sleep(wait)
+            pause = min(pause * 1.5, 0.5)
+
+    async def cancel(self, task_id: str) -> bool:
+        """Cancel a pending task; records a CANCELLED result and event. ``False`` if not pending."""
+        await self.open()
+        if not await self.backend.task_queue.cancel_task(task_id):
+            return False
+        await self.backend.result_storage.set(
+            TaskResult(task_id=task_id, status=ResultStatus.CANCELLED, error="cancelled")
+        )
+        await self.backend.event_storage.log_event(
+            TaskEvent(task_id=task_id, event_type=EventType.CANCELLED)
+        )
+        return True
+
+    # ------------------------------------------------------------------ workers
+
+    async def run_worker(
+        self,
+        queues: Sequence[str] | str | None = None,
+        concurrency: int = 4,
+        kind: str = "thread",
+        visibility_timeout: float | None = None,
+        burst: bool = False,
+        grace_period: float = 30.0,
+        worker_id: str | None = None,
+    ) -> WorkerStats:
+        """Run a worker until stopped (SIGTERM/SIGINT) or, with ``burst``, until idle."""
+        worker = self.worker(
+            queues, concurrency, kind, visibility_timeout, burst, grace_period, worker_id
+        )
+        with worker.handle_signals():
+            return await worker.run()
+
+    def worker(
+        self,
+        queues: Sequence[str] | str | None = None,
+        concurrency: int = 4,
+        kind: str = "thread",
+        visibility_timeout: float | None = None,
+        burst: bool = False,
+        grace_period: float = 30.0,
+        worker_id: str | None = None,
+    ) -> Worker:
+        """A ``Worker`` for this app: ``await worker.run()``, stopped by ``worker.stop()``."""
+        from omniq.worker import Worker
+
+        return Worker(
+            self, queues=queues or ["default"], concurrency=concurrency, kind=kind,
+            visibility_timeout=visibility_timeout, burst=burst, grace_period=grace_period,
+            worker_id=worker_id,
+        )  # fmt: skip
+
+
+class OmniQ(SyncWrapper[AsyncOmniQ]):
+    """The blocking app: ``OmniQ("./omniq_data")``; its methods return values directly.
+
+    ``add.delay(1, 2)`` and ``app.enqueue(add, 1, 2)`` return a handle whose ``result(timeout)``
+    blocks.
+    """
+
+    def __init__(
+        self, backend: str | os.PathLike[str] | Backend | None = None, **settings: Any
+    ) -> None:
+        inner = AsyncOmniQ(backend, **settings)
+        super().__init__(inner)
+        inner._sync_facade = self  # type: ignore[attr-defined]
+
+    def enqueue(self, fn: Any, *args: Any, **kwargs: Any) -> SyncWrapper[AsyncTaskHandle]:
+        return SyncWrapper(run_sync(self.wrapped.enqueue(fn, *args, **kwargs)))
+
+    def enqueue_task(self, task: Task) -> SyncWrapper[AsyncTaskHandle]:
+        return SyncWrapper(run_sync(self.wrapped.enqueue_task(task)))
+
+    def run_worker(self, *args: Any, **kwargs: Any) -> WorkerStats:
+        """Run a worker (blocking) until SIGTERM/SIGINT or, with ``burst=True``, until idle."""
+        worker = self.wrapped.worker(*args, **kwargs)
+        with worker.handle_signals():  # signals arrive in the main thread, not the loop's
+            return run_sync(worker.run())
+
+    def __enter__(self) -> OmniQ:
+        run_sync(self.wrapped.open())
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        run_sync(self.wrapped.close())
+
+
+TaskHandle = SyncWrapper[AsyncTaskHandle]
+AsyncCallable = Callable[..., Awaitable[Any]]

@@ -1,0 +1,279 @@
+"""The ``omniq`` command: worker, enqueue, status, inspect, cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from omniq.app import AsyncOmniQ, OmniQ
+from omniq.exceptions import OmniQError
+from omniq.models._time import utcnow
+from omniq.models.task import Task
+from omniq.worker import KINDS
+
+console = Console()
+
+
+def load_app(spec: str) -> AsyncOmniQ:
+    """Import ``module:attribute`` (from the current directory) and return the async app."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise click.BadParameter(f"expected module:attribute, got {spec!r}", param_hint="--app")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.BadParameter(
+            f"cannot import {module_name!r}: {exc}", param_hint="--app"
+        ) from exc
+    target: Any = module
+    for part in attr.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            raise click.BadParameter(f"{module_name!r} has no {attr!r}", param_hint="--app")
+    if isinstance(target, OmniQ):
+        return target.wrapped
+    if isinstance(target, AsyncOmniQ):
+        return target
+    raise click.BadParameter(
+        f"{spec} is a {type(target).__name__}, not an OmniQ app", param_hint="--app"
+    )
+
+
+def resolve_app(ctx: click.Context, app_spec: str | None) -> AsyncOmniQ:
+    if app_spec:
+        return load_app(app_spec)
+    url = ctx.obj.get("url")
+    return AsyncOmniQ(url) if url else AsyncOmniQ()
+
+
+def run(coro: Any) -> Any:
+    try:
+        return asyncio.run(coro)
+    except OmniQError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def age(when: datetime | None) -> str:
+    if when is None:
+        return "-"
+    seconds = (utcnow() - when).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.1f}s"
+
+
+app_option = click.option("--app", "app_spec", help="module:attribute of an OmniQ app to use.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--url", envvar="OMNIQ_URL", default=None,
+    help="Where the data lives: a path or URL (default: OMNIQ_BASE_DIR / OMNIQ_FSSPEC_URI, "
+    "else ./omniq_data).",
+)  # fmt: skip
+@click.pass_context
+def cli(ctx: click.Context, url: str | None) -> None:
+    """OmniQ: a task queue whose broker is a directory or a bucket."""
+    ctx.ensure_object(dict)
+    ctx.obj["url"] = url
+
+
+@cli.command()
+@click.option("--app", "app_spec", required=True, help="module:attribute of the OmniQ app.")
+@click.option(
+    "--queues",
+    "-q",
+    default="default",
+    show_default=True,
+    help="Comma-separated, in priority order.",
+)
+@click.option("--concurrency", "-c", default=4, show_default=True, type=click.IntRange(min=1))
+@click.option("--kind", type=click.Choice(KINDS), default="thread", show_default=True)
+@click.option(
+    "--visibility-timeout", type=click.FloatRange(min=0, min_open=True),
+    envvar="OMNIQ_VISIBILITY_TIMEOUT",
+    default=None, help="Lease seconds (default: the backend's, 60).",
+)  # fmt: skip
+@click.option("--burst", is_flag=True, help="Stop when no task is runnable now.")
+@click.option("--grace-period", default=30.0, show_default=True, type=click.FloatRange(min=0))
+@click.option("--worker-id", default=None, help="Name of this worker (default: host_pid).")
+def worker(
+    app_spec: str, queues: str, concurrency: int, kind: str, visibility_timeout: float | None,
+    burst: bool, grace_period: float, worker_id: str | None,
+) -> None:  # fmt: skip
+    """Run a worker: claim tasks from QUEUES and run them until SIGTERM/SIGINT (or --burst)."""
+    application = load_app(app_spec)
+
+    async def go() -> Any:
+        w = application.worker(
+            queues.split(","), concurrency, kind, visibility_timeout, burst, grace_period, worker_id
+        )
+        with w.handle_signals():
+            return await w.run()
+
+    stats = run(go())
+    console.print(
+        f"worker {stats.worker_id}: claimed {stats.claimed}, completed {stats.completed}, "
+        f"failed {stats.failed}, retried {stats.retried}, released {stats.released}, "
+        f"lost {stats.lost}"
+    )
+
+
+def parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+@cli.command()
+@app_option
+@click.argument("func")
+@click.argument("args", nargs=-1)
+@click.option("--kwargs", "kwargs_json", default="{}", help="Keyword arguments as a JSON object.")
+@click.option("--queue", default=None, help="Queue (default: the task's, else 'default').")
+@click.option("--delay", type=click.FloatRange(min=0), default=None, help="Seconds to wait.")
+@click.option("--priority", type=int, default=None)
+@click.option("--max-retries", type=click.IntRange(min=0), default=None)
+@click.pass_context
+def enqueue(
+    ctx: click.Context, app_spec: str | None, func: str, args: tuple[str, ...], kwargs_json: str,
+    queue: str | None, delay: float | None, priority: int | None, max_retries: int | None,
+) -> None:  # fmt: skip
+    """Enqueue FUNC(ARGS...) by its registered name. ARGS are JSON values (else strings)."""
+    kwargs = parse_value(kwargs_json)
+    if not isinstance(kwargs, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="--kwargs")
+    application = resolve_app(ctx, app_spec)
+    if app_spec and func not in application.registry:
+        raise click.BadParameter(f"{func!r} is not registered with {app_spec}", param_hint="FUNC")
+
+    async def go() -> str:
+        async with application:
+            if func in application.registry:
+                handle = await application.enqueue(
+                    func, *[parse_value(a) for a in args], queue=queue, delay=delay,
+                    priority=priority, max_retries=max_retries, **kwargs,
+                )  # fmt: skip
+                return handle.id
+            task = Task(
+                func=func, args=tuple(parse_value(a) for a in args), kwargs=kwargs,
+                queue_name=queue or "default", delay=delay, priority=priority or 0,
+                max_retries=max_retries or 0,
+            )  # fmt: skip
+            return (await application.enqueue_task(task)).id
+
+    try:
+        console.print(run(go()))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@cli.command()
+@app_option
+@click.pass_context
+def status(ctx: click.Context, app_spec: str | None) -> None:
+    """Per-queue counts by state, oldest runnable task, and workers holding leases."""
+    application = resolve_app(ctx, app_spec)
+
+    async def go() -> Any:
+        async with application:
+            return await application.backend.task_queue.queue_stats()
+
+    rows = run(go())
+    table = Table(title=f"OmniQ at {getattr(application.backend, 'url', application.backend)}")
+    for col in ("queue", "pending", "delayed", "running", "completed", "failed", "cancelled",
+                "oldest pending", "workers"):  # fmt: skip
+        table.add_column(col, justify="left" if col in ("queue", "workers") else "right")
+    for s in rows:
+        workers = ", ".join(f"{w} ({n})" for w, n in sorted(s.workers.items()))
+        if s.expired_leases:
+            workers += f" [{s.expired_leases} expired lease(s)]"
+        table.add_row(
+            s.queue, str(s.pending), str(s.delayed), str(s.running), str(s.completed),
+            str(s.failed), str(s.cancelled), age(s.oldest_due_at), workers or "-",
+        )  # fmt: skip
+    if not rows:
+        console.print("no queues yet")
+    else:
+        console.print(table)
+
+
+@cli.command()
+@app_option
+@click.argument("task_id")
+@click.pass_context
+def inspect(ctx: click.Context, app_spec: str | None, task_id: str) -> None:
+    """Show a task, its result and its event timeline."""
+    application = resolve_app(ctx, app_spec)
+
+    async def go() -> Any:
+        async with application:
+            backend = application.backend
+            return (
+                await backend.task_queue.get_task(task_id),
+                await backend.result_storage.get(task_id),
+                await backend.event_storage.get_events(task_id=task_id),
+            )
+
+    try:
+        task, result, events = run(go())
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if task is None and result is None and not events:
+        raise click.ClickException(f"no task, result or event for {task_id}")
+    if task is not None:
+        t = Table(title=f"task {task.id}", show_header=False)
+        fields = ["func", "args", "kwargs", "queue_name", "status", "priority", "attempts"]
+        fields += ["max_retries", "eta", "created_at", "started_at", "completed_at", "error"]
+        for field in fields:
+            value = getattr(task, field)
+            t.add_row(field, str(value.value if hasattr(value, "value") else value))
+        console.print(t)
+    if result is not None:
+        console.print(f"[bold]result[/bold]: {result.status.value}  {result.result!r}")
+        if result.error:
+            console.print(f"[red]{result.error}[/red]")
+        if result.traceback:
+            console.print(result.traceback, markup=False, highlight=False)
+    if events:
+        t = Table(title="events")
+        for col in ("time (UTC)", "event", "attempt", "worker", "message"):
+            t.add_column(col)
+        for e in events:
+            t.add_row(
+                e.timestamp.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
+                e.event_type.value, str(e.attempt or ""), e.worker_id or "", e.message or "",
+            )  # fmt: skip
+        console.print(t)
+
+
+@cli.command()
+@app_option
+@click.pass_context
+def cleanup(ctx: click.Context, app_spec: str | None) -> None:
+    """Delete finished tasks, results and events past their ttl."""
+    application = resolve_app(ctx, app_spec)
+
+    async def go() -> dict[str, int]:
+        async with application:
+            return await application.backend.cleanup_expired()
+
+    counts = run(go())
+    console.print(", ".join(f"{k}: {v}" for k, v in counts.items()) + " removed")
+
+
+def main() -> None:
+    cli(obj={})

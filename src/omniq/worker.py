@@ -1,0 +1,439 @@
+"""The worker: claims tasks, runs them (async, thread or process), keeps their leases alive,
+records results and events, retries with back-off, and shuts down without losing work."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import importlib
+import logging
+import os
+import random
+import signal
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from omniq.exceptions import LeaseLostError, TaskNotRegisteredError, ValidationError
+from omniq.models._time import utcnow
+from omniq.models.event import EventType, TaskEvent
+from omniq.models.ids import validate_name
+from omniq.models.result import ResultStatus, TaskResult
+from omniq.models.task import Task, TaskStatus
+
+if TYPE_CHECKING:
+    from omniq.app import AsyncOmniQ, TaskFunction
+
+logger = logging.getLogger("omniq.worker")
+
+KINDS = ("thread", "process", "async")
+MAX_BACKOFF = 3600.0
+
+
+@dataclass
+class WorkerStats:
+    """What a worker did: counts per outcome."""
+
+    worker_id: str
+    claimed: int = 0
+    completed: int = 0
+    failed: int = 0
+    retried: int = 0
+    lost: int = 0
+    released: int = 0
+    started_at: float = field(default_factory=time.time)
+
+
+def default_worker_id() -> str:
+    host = "".join(c if c.isalnum() or c in "_-" else "_" for c in socket.gethostname())[:40]
+    return f"{host or 'host'}_{os.getpid()}"
+
+
+def backoff(retry_delay: float, attempt: int) -> float:
+    """Exponential back-off with jitter: retry_delay * 2^(attempt-1), scaled by 0.5-1.0."""
+    base: float = min(MAX_BACKOFF, retry_delay * (2.0 ** max(0, attempt - 1)))
+    return base * random.uniform(0.5, 1.0)
+
+
+def run_in_process(
+    module: str, qualname: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Entry point in a pool process: import the task's module and call the plain function."""
+    target: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    fn = getattr(target, "fn", target)  # a TaskFunction wraps the plain function
+    return fn(*args, **kwargs)
+
+
+def remote_traceback(error: BaseException) -> str:
+    """The traceback of a task's exception without the worker's own frames above the task."""
+    frames = traceback.extract_tb(error.__traceback__)
+    skip = (os.sep + "omniq" + os.sep + "worker.py", os.sep + "asyncio" + os.sep,
+            os.sep + "concurrent" + os.sep)  # fmt: skip
+    kept = [
+        f
+        for f in frames
+        if not f.filename.endswith(skip) and not any(s in f.filename for s in skip)
+    ]
+    lines = ["Traceback (most recent call last):\n", *traceback.format_list(kept)]
+    lines += traceback.format_exception_only(type(error), error)
+    return "".join(lines)
+
+
+class _Timeout(Exception):
+    pass
+
+
+def run_in_daemon_thread(fn: Any) -> asyncio.Future[Any]:
+    """Run ``fn()`` in a new daemon thread; a timed-out call can be abandoned and never blocks
+    interpreter exit (a ThreadPoolExecutor's threads are joined at exit)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def deliver(ok: bool, value: Any) -> None:
+        if not future.done():
+            (future.set_result if ok else future.set_exception)(value)
+
+    def target() -> None:
+        try:
+            outcome = (True, fn())
+        except BaseException as exc:  # delivered to the awaiting coroutine
+            outcome = (False, exc)
+        with contextlib.suppress(RuntimeError):  # the loop may be closed by now
+            loop.call_soon_threadsafe(deliver, *outcome)
+
+    threading.Thread(target=target, name="omniq-task", daemon=True).start()
+    return future
+
+
+class Worker:
+    """``Worker(app, queues=["high", "default"], concurrency=4, kind="thread")``; ``await run()``.
+
+    ``kind`` is how plain functions run: ``thread`` (default), ``process`` (a spawned process
+    pool; the function must be importable by module and name), or ``async`` (only ``async def``
+    tasks). ``async def`` tasks always run on the worker's loop. A task past its ``timeout`` is
+    cancelled (async) or abandoned (thread/process: the call keeps running, its result is
+    dropped) and counts as a failed attempt.
+    """
+
+    def __init__(
+        self,
+        app: AsyncOmniQ,
+        queues: Sequence[str] | str = ("default",),
+        concurrency: int = 4,
+        kind: str = "thread",
+        visibility_timeout: float | None = None,
+        burst: bool = False,
+        grace_period: float = 30.0,
+        worker_id: str | None = None,
+    ) -> None:
+        if isinstance(queues, str):
+            queues = [q for q in queues.split(",") if q]
+        self.queues = [validate_name(q) for q in queues]
+        if not self.queues:
+            raise ValidationError("a worker needs at least one queue")
+        if kind not in KINDS:
+            raise ValidationError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValidationError(f"concurrency must be an int >= 1, got {concurrency!r}")
+        if visibility_timeout is not None and visibility_timeout <= 0:
+            raise ValidationError(f"visibility_timeout must be > 0, got {visibility_timeout!r}")
+        if grace_period < 0:
+            raise ValidationError(f"grace_period must be >= 0, got {grace_period!r}")
+        self.app = app
+        self.backend = app.backend
+        self.kind = kind
+        self.concurrency = concurrency
+        config = getattr(self.backend, "config", None)
+        default_timeout: float = getattr(config, "visibility_timeout", 60.0)
+        self.visibility_timeout = visibility_timeout or default_timeout
+        self.burst = burst
+        self.grace_period = grace_period
+        self.worker_id = worker_id or default_worker_id()
+        self.stats = WorkerStats(self.worker_id)
+        self._stop = asyncio.Event()
+        self._force = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._running: dict[asyncio.Task[None], Task] = {}
+        self._processes: concurrent.futures.ProcessPoolExecutor | None = None
+
+    # ------------------------------------------------------------------ control
+
+    def stop(self, force: bool = False) -> None:
+        """Stop claiming and shut down gracefully; thread-safe. ``force`` skips the grace period."""
+        loop = self._loop
+        if loop is not None and threading.current_thread() is not self._loop_thread:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._request_stop, force)
+                return
+        self._request_stop(force)
+
+    def _request_stop(self, force: bool) -> None:
+        if self._stop.is_set():
+            force = True  # a second signal means now
+        self._force = self._force or force
+        self._stop.set()
+
+    @contextlib.contextmanager
+    def handle_signals(self) -> Iterator[None]:
+        """SIGTERM/SIGINT stop the worker gracefully (a second one: at once). Main thread only."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {}
+
+        def handler(signum: int, frame: Any) -> None:
+            logger.info("worker %s: got signal %d, shutting down", self.worker_id, signum)
+            self.stop()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, handler)
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+    # ------------------------------------------------------------------ main loop
+
+    async def run(self) -> WorkerStats:
+        """Work until stopped, or with ``burst`` until no task is runnable now."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.current_thread()
+        if self.kind == "process":
+            import multiprocessing
+
+            self._processes = concurrent.futures.ProcessPoolExecutor(
+                self.concurrency, mp_context=multiprocessing.get_context("spawn")
+            )
+        await self.app.open()
+        queue = self.backend.task_queue
+        slots = asyncio.Semaphore(self.concurrency)
+        logger.info(
+            "worker %s: queues=%s concurrency=%d kind=%s", self.worker_id, self.queues,
+            self.concurrency, self.kind,
+        )  # fmt: skip
+        try:
+            await self._reap()
+            while not self._stop.is_set():
+                await slots.acquire()
+                if self._stop.is_set():
+                    slots.release()
+                    break
+                task = await queue.dequeue(
+                    self.queues,
+                    timeout=None if self.burst else 0.5,
+                    visibility_timeout=self.visibility_timeout,
+                    worker_id=self.worker_id,
+                )
+                if task is None:
+                    slots.release()
+                    if self.burst:
+                        if not self._running:
+                            break
+                        await asyncio.wait(set(self._running), return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                self.stats.claimed += 1
+                runner = asyncio.create_task(self._execute(task))
+                self._running[runner] = task
+                runner.add_done_callback(functools.partial(self._done, slots))
+            await self._shutdown()
+        finally:
+            if self._processes:
+                # Processes still running abandoned (timed-out or released) calls are ended:
+                # otherwise interpreter exit would wait for them.
+                for proc in list(getattr(self._processes, "_processes", {}).values()):
+                    proc.terminate()
+                self._processes.shutdown(wait=False, cancel_futures=True)
+        return self.stats
+
+    def _done(self, slots: asyncio.Semaphore, runner: asyncio.Task[None]) -> None:
+        self._running.pop(runner, None)
+        slots.release()
+        if not runner.cancelled() and runner.exception() is not None:
+            logger.error("task runner crashed", exc_info=runner.exception())
+
+    async def _reap(self) -> None:
+        """Re-queue tasks of dead workers (the backend records their events)."""
+        await self.backend.task_queue.requeue_expired()
+
+    async def _shutdown(self) -> None:
+        if not self._running:
+            return
+        if not self._force:
+            logger.info(
+                "worker %s: waiting up to %.0f s for %d running task(s)",
+                self.worker_id, self.grace_period, len(self._running),
+            )  # fmt: skip
+            deadline = time.monotonic() + self.grace_period
+            while self._running and not self._force and time.monotonic() < deadline:
+                await asyncio.wait(
+                    set(self._running), timeout=min(0.1, max(0.0, deadline - time.monotonic()))
+                )
+        for runner in list(self._running):
+            runner.cancel()  # _execute releases its task back to pending
+        if self._running:
+            await asyncio.wait(set(self._running))
+
+    # ------------------------------------------------------------------ one task
+
+    async def _event(self, task: Task, kind: EventType, message: str | None = None) -> None:
+        try:
+            await self.backend.event_storage.log_event(
+                TaskEvent(
+                    task_id=task.id, event_type=kind, message=message, queue_name=task.queue_name,
+                    worker_id=self.worker_id, attempt=task.attempts,
+                )
+            )  # fmt: skip
+        except Exception:
+            logger.exception("could not record %s event of task %s", kind.value, task.id)
+
+    async def _heartbeat(self, task: Task, lock: asyncio.Lock, lost: asyncio.Event) -> None:
+        interval = self.visibility_timeout / 3
+        while True:
+            await asyncio.sleep(interval)
+            async with lock:
+                try:
+                    await self.backend.task_queue.renew_lease(task, self.visibility_timeout)
+                except LeaseLostError:
+                    lost.set()
+                    return
+                except Exception:
+                    logger.exception("lease renewal of task %s failed; will retry", task.id)
+
+    async def _execute(self, task: Task) -> None:
+        lock, lost = asyncio.Lock(), asyncio.Event()
+        heartbeat = asyncio.create_task(self._heartbeat(task, lock, lost))
+        started = time.monotonic()
+        await self._event(task, EventType.STARTED)
+        value: Any = None
+        error: BaseException | None = None
+        permanent = False
+        try:
+            tf = self.app.resolve(task.func)
+            value = await self._invoke(tf, task, lost)
+        except TaskNotRegisteredError as exc:
+            error, permanent = exc, True
+        except asyncio.CancelledError:
+            heartbeat.cancel()
+            await self._release(task, lock)
+            raise
+        except _Timeout:
+            error = TimeoutError(f"timed out after {task.timeout} s")
+        except LeaseLostError as exc:
+            error = exc
+        except Exception as exc:
+            error = exc
+        async with lock:
+            heartbeat.cancel()
+            if lost.is_set():
+                self.stats.lost += 1
+                logger.warning("task %s: lease lost while running; its outcome is dropped", task.id)
+                return
+            try:
+                if error is None:
+                    await self._succeed(task, value, time.monotonic() - started)
+                else:
+                    await self._fail(task, error, permanent)
+            except LeaseLostError:
+                self.stats.lost += 1  # logged by the queue: a late result never overwrites
+
+    async def _invoke(self, tf: TaskFunction[Any], task: Task, lost: asyncio.Event) -> Any:
+        if tf.is_async:
+            call: Any = tf.fn(*task.args, **task.kwargs)
+        elif self.kind == "async":
+            raise ValidationError(
+                f"task {tf.name} is not async; run this worker with kind='thread'"
+            )
+        elif self.kind == "process":
+            assert self._processes is not None
+            call = asyncio.get_running_loop().run_in_executor(
+                self._processes, run_in_process, tf.__module__, tf.__qualname__,
+                task.args, task.kwargs,
+            )  # fmt: skip
+        else:
+            call = run_in_daemon_thread(functools.partial(tf.fn, *task.args, **task.kwargs))
+        work = asyncio.ensure_future(call)
+        watch = asyncio.ensure_future(lost.wait())
+        try:
+            done, _ = await asyncio.wait({work, watch}, timeout=task.timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        except asyncio.CancelledError:
+            work.cancel()
+            raise
+        finally:
+            watch.cancel()
+        if work in done:
+            return work.result()
+        work.cancel()  # async: cancelled; thread/process: abandoned, its result dropped
+        if lost.is_set():
+            raise LeaseLostError(f"lease of task {task.id} was lost while it ran")
+        raise _Timeout()
+
+    async def _succeed(self, task: Task, value: Any, duration: float) -> None:
+        queue = self.backend.task_queue
+        result = TaskResult(
+            task_id=task.id, status=ResultStatus.SUCCESS, result=value, attempts=task.attempts,
+            worker_id=self.worker_id, started_at=task.started_at, ttl=task.ttl,
+            metadata={"duration": duration},
+        )  # fmt: skip
+        # Fence, then write the result, then finish: a stale worker's renew fails before it can
+        # overwrite anything, and a crash after the result write only repeats the task.
+        await queue.renew_lease(task, self.visibility_timeout)
+        try:
+            await self.backend.result_storage.set(result)
+        except Exception as exc:
+            from omniq.exceptions import SerializationError
+
+            if not isinstance(exc, SerializationError):
+                raise
+            await self._fail(task, exc, permanent=True)
+            return
+        await queue.finish_task(task, TaskStatus.COMPLETED)
+        self.stats.completed += 1
+        await self._event(task, EventType.COMPLETED, f"in {duration:.3f} s")
+
+    async def _fail(self, task: Task, error: BaseException, permanent: bool) -> None:
+        queue = self.backend.task_queue
+        message = f"{type(error).__name__}: {error}"
+        tb = remote_traceback(error)
+        if not permanent and task.attempts <= task.max_retries:
+            wait = backoff(task.retry_delay, task.attempts)
+            await queue.requeue_task(task, eta=utcnow() + timedelta(seconds=wait), error=message)
+            self.stats.retried += 1
+            await self._event(task, EventType.RETRIED, f"{message}; retry in {wait:.2f} s")
+            return
+        await queue.renew_lease(task, self.visibility_timeout)
+        await self.backend.result_storage.set(
+            TaskResult(
+                task_id=task.id, status=ResultStatus.FAILED, error=message, traceback=tb,
+                attempts=task.attempts, worker_id=self.worker_id, started_at=task.started_at,
+                ttl=task.ttl,
+            )
+        )  # fmt: skip
+        await queue.finish_task(task, TaskStatus.FAILED, error=message)
+        self.stats.failed += 1
+        logger.warning("task %s failed for good: %s", task.id, message)
+        await self._event(task, EventType.FAILED, message)
+
+    async def _release(self, task: Task, lock: asyncio.Lock) -> None:
+        """Give an unfinished task back (shutdown): not lost, and this attempt does not count."""
+        async with lock:
+            task.attempts = max(0, task.attempts - 1)
+            try:
+                await self.backend.task_queue.requeue_task(
+                    task, error="released at worker shutdown"
+                )
+                self.stats.released += 1
+                logger.info("task %s released back to its queue", task.id)
+            except LeaseLostError:
+                pass

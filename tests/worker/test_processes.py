@@ -1,0 +1,128 @@
+"""Workers as real processes: process pools, signals, and SIGKILL fault injection (local disk)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import task_defs  # tests/worker is on sys.path (pytest rootdir-relative import)
+
+from omniq import AsyncOmniQ
+from omniq.backend.file import FileBackend
+from omniq.models.event import EventType
+from omniq.models.task import Task, TaskStatus
+
+HERE = Path(__file__).parent
+
+
+def worker_env(base: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OMNIQ_")}
+    env.update(OMNIQ_TEST_URL=str(base), PYTHONPATH=str(HERE), **extra)
+    return env
+
+
+def start_worker(base: Path, *args: str, **env: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "omniq", "worker", "--app", "task_defs:app", *args],
+        cwd=HERE, env=worker_env(base, **env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+
+async def test_process_kind_runs_in_other_processes(tmp_path):
+    app = AsyncOmniQ(str(tmp_path / "data"))
+    app.task(name="pid")(task_defs.pid.fn)
+    handles = [await app.enqueue("pid") for _ in range(4)]
+    stats = await app.run_worker(kind="process", concurrency=2, burst=True)
+    assert stats.completed == 4
+    pids = {await h.result(timeout=1) for h in handles}
+    assert os.getpid() not in pids
+
+
+@pytest.mark.slow
+def test_sigterm_releases_running_task(tmp_path):
+    base = tmp_path / "data"
+
+    async def enqueue() -> str:
+        app = AsyncOmniQ(str(base))
+        app.task(name="sleep_for")(task_defs.sleep_for.fn)
+        return (await app.enqueue("sleep_for", 30)).id
+
+    task_id = asyncio.run(enqueue())
+    proc = start_worker(base, "--grace-period", "0.5")
+
+    async def state() -> Task | None:
+        async with FileBackend(str(base)) as b:
+            return await b.task_queue.get_task(task_id)
+
+    deadline = time.monotonic() + 30
+    while asyncio.run(state()).status is not TaskStatus.RUNNING:
+        assert time.monotonic() < deadline, "worker never started the task"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0, out.decode()
+    assert b"released 1" in out
+    task = asyncio.run(state())
+    assert task.status is TaskStatus.PENDING and task.attempts == 0
+
+
+@pytest.mark.slow
+def test_sigkill_fault_injection_loses_nothing(tmp_path):
+    """4 workers drain 2,000 tasks while one is SIGKILLed and restarted every half second."""
+    base = tmp_path / "data"
+    n_tasks = 2000
+
+    async def fill() -> list[str]:
+        app = AsyncOmniQ(str(base))
+        app.task(name="noop")(task_defs.noop.fn)
+        return [(await app.enqueue("noop", i)).id for i in range(n_tasks)]
+
+    ids = asyncio.run(fill())
+    opts = ("--concurrency", "4", "--visibility-timeout", "1")
+    env = {"OMNIQ_REAP_INTERVAL": "0.5"}
+    workers = [start_worker(base, *opts, **env) for _ in range(4)]
+    completed_dir = base / "tasks" / "default" / "completed"
+    kills = 0
+    deadline = time.monotonic() + 240
+    try:
+        while len(os.listdir(completed_dir) if completed_dir.exists() else []) < n_tasks:
+            assert time.monotonic() < deadline, "workers did not drain the queue"
+            time.sleep(0.5)
+            victim = random.randrange(len(workers))
+            workers[victim].kill()
+            workers[victim].wait()
+            kills += 1
+            workers[victim] = start_worker(base, *opts, **env)
+    finally:
+        for w in workers:
+            w.kill()
+            w.wait()
+
+    async def check() -> None:
+        async with FileBackend(str(base)) as b:
+            q, results, events = b.task_queue, b.result_storage, b.event_storage
+            assert await q.get_queue_size("default") == 0
+            assert await b.objects.list("tasks/default/running") == []
+            completed = await b.objects.list("tasks/default/completed")
+            assert sorted(n.removesuffix(".json") for n in completed) == sorted(ids)
+            redelivered = 0
+            for task_id in ids:
+                result = await results.get(task_id)
+                assert result is not None and result.is_success, task_id
+                task = await q.get_task(task_id)
+                assert task.status is TaskStatus.COMPLETED
+                if task.attempts > 1:
+                    redelivered += 1
+                    kinds = [e.event_type for e in await events.get_events(task_id=task_id)]
+                    assert EventType.LEASE_EXPIRED in kinds, (task_id, kinds)
+            assert kills >= 3 and redelivered >= 1, (kills, redelivered)
+            print(f"{kills} kills, {redelivered} tasks re-delivered")
+
+    asyncio.run(check())

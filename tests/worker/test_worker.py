@@ -1,0 +1,374 @@
+"""Worker behaviour on every backend of the contract suite."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from omniq import AsyncOmniQ, OmniQ
+from omniq.exceptions import (
+    LeaseLostError,
+    ResultTimeoutError,
+    TaskFailedError,
+    TaskNotRegisteredError,
+    ValidationError,
+)
+from omniq.models._time import utcnow
+from omniq.models.event import EventType
+from omniq.models.result import ResultStatus
+from omniq.models.task import Task, TaskStatus
+from omniq.worker import Worker, backoff
+
+
+@pytest.fixture
+async def app(backend):
+    a = AsyncOmniQ(backend)
+    async with a:
+        yield a
+
+
+async def events_of(app, task_id):
+    return [e.event_type for e in await app.backend.event_storage.get_events(task_id=task_id)]
+
+
+async def test_task_runs_and_result_comes_back(app):
+    @app.task
+    def add(x, y):
+        return x + y
+
+    h = await add.delay(1, 2)
+    stats = await app.run_worker(burst=True)
+    assert stats.completed == 1
+    assert await h.result(timeout=5) == 3
+    assert await app.get_result(h.id, timeout=1) == 3
+    task = await app.backend.task_queue.get_task(h.id)
+    assert task.status is TaskStatus.COMPLETED and task.attempts == 1
+    assert await events_of(app, h.id) == [
+        EventType.ENQUEUED,
+        EventType.STARTED,
+        EventType.COMPLETED,
+    ]
+
+
+@pytest.mark.parametrize("kind", ["thread", "async"])
+async def test_async_tasks_run_on_the_loop(app, kind):
+    @app.task
+    async def double(x):
+        await asyncio.sleep(0.01)
+        return 2 * x
+
+    h = await app.enqueue(double, 21)
+    await app.run_worker(burst=True, kind=kind)
+    assert await h.result(timeout=5) == 42
+
+
+async def test_async_kind_refuses_plain_functions(app):
+    @app.task
+    def plain():
+        return 1
+
+    h = await plain.delay()
+    await app.run_worker(burst=True, kind="async")
+    with pytest.raises(TaskFailedError, match="not async"):
+        await h.result(timeout=1)
+
+
+async def test_retries_with_backoff_then_success(app):
+    calls = []
+
+    @app.task(max_retries=3, retry_delay=0.01)
+    def flaky():
+        calls.append(time.monotonic())
+        if len(calls) < 3:
+            raise RuntimeError(f"fail {len(calls)}")
+        return "ok"
+
+    h = await flaky.delay()
+    worker = app.worker(concurrency=1)
+    runner = asyncio.create_task(worker.run())
+    assert await h.result(timeout=10) == "ok"
+    worker.stop()
+    await runner
+    assert len(calls) == 3 and worker.stats.retried == 2
+    assert (await app.backend.task_queue.get_task(h.id)).attempts == 3
+    kinds = await events_of(app, h.id)
+    assert kinds.count(EventType.RETRIED) == 2 and kinds[-1] is EventType.COMPLETED
+
+
+async def test_exhausted_retries_go_to_dead_letter_with_traceback(app):
+    @app.task(max_retries=1, retry_delay=0.01)
+    def broken():
+        raise ValueError("bad input")
+
+    h = await broken.delay()
+    worker = app.worker()
+    runner = asyncio.create_task(worker.run())
+    with pytest.raises(TaskFailedError) as info:
+        await h.result(timeout=10)
+    worker.stop()
+    await runner
+    assert "ValueError: bad input" in str(info.value)
+    assert "in broken" in info.value.remote_traceback
+    assert "omniq/worker.py" not in info.value.remote_traceback
+    task = await app.backend.task_queue.get_task(h.id)
+    assert task.status is TaskStatus.FAILED and task.attempts == 2
+    assert [t.id for t in await app.backend.task_queue.list_tasks(status="failed")] == [h.id]
+    assert (await events_of(app, h.id))[-1] is EventType.FAILED
+
+
+async def test_timeout_cancels_async_and_abandons_threads(app):
+    @app.task(timeout=0.1)
+    async def slow_async():
+        await asyncio.sleep(10)
+
+    @app.task(timeout=0.1)
+    def slow_thread():
+        time.sleep(0.5)
+
+    ha, ht = await slow_async.delay(), await slow_thread.delay()
+    t0 = time.monotonic()
+    await app.run_worker(burst=True)
+    assert time.monotonic() - t0 < 5
+    for h in (ha, ht):
+        with pytest.raises(TaskFailedError, match=r"timed out after 0\.1 s"):
+            await h.result(timeout=1)
+
+
+async def test_unregistered_function_fails_without_import(app):
+    h = await app.enqueue_task(Task(func="os.system", args=("echo pwned",), max_retries=3))
+    stats = await app.run_worker(burst=True)
+    assert stats.failed == 1 and stats.retried == 0
+    with pytest.raises(TaskFailedError, match="not registered"):
+        await app.get_result(h.id, timeout=1)
+    events = await app.backend.event_storage.get_events(task_id=h.id)
+    assert events[-1].event_type is EventType.FAILED and "not registered" in events[-1].message
+
+
+async def test_priorities_and_queue_order(app):
+    order = []
+
+    @app.task
+    def record(tag):
+        order.append(tag)
+
+    await app.enqueue(record, "low", queue="default")
+    await app.enqueue(record, "high-queue", queue="high")
+    await app.enqueue(record, "urgent", queue="default", priority=9)
+    await app.run_worker(queues=["high", "default"], concurrency=1, burst=True)
+    assert order == ["high-queue", "urgent", "low"]
+
+
+async def test_delayed_tasks_wait_and_do_not_hold_a_burst_worker(app):
+    @app.task
+    def stamp():
+        return time.time()
+
+    h_later = await app.enqueue(stamp, eta=utcnow() + timedelta(hours=1))
+    h_soon = await app.enqueue(stamp, delay=0.3)
+    eta = (await app.backend.task_queue.get_task(h_soon.id)).eta.timestamp()
+    stats = await app.run_worker(burst=True)
+    assert stats.claimed == 0  # nothing runnable now
+    worker = app.worker()
+    runner = asyncio.create_task(worker.run())
+    assert await h_soon.result(timeout=5) >= eta
+    worker.stop()
+    await runner
+    assert (await app.backend.task_queue.get_task(h_later.id)).status is TaskStatus.PENDING
+
+
+async def test_lease_is_renewed_while_a_task_runs_long(app):
+    @app.task
+    async def long_task():
+        await asyncio.sleep(1.0)
+        return "done"
+
+    h = await long_task.delay()
+    stats = await app.run_worker(burst=True, visibility_timeout=0.3)
+    assert stats.completed == 1 and stats.lost == 0
+    assert await h.result(timeout=1) == "done"
+    assert EventType.LEASE_EXPIRED not in await events_of(app, h.id)
+
+
+async def test_taken_over_worker_cannot_overwrite_new_owners_result(app):
+    @app.task
+    def value():
+        return "new owner"
+
+    h = await value.delay()
+    queue = app.backend.task_queue
+    stale = await queue.dequeue("default", visibility_timeout=0.05, worker_id="stale")
+    await asyncio.sleep(0.1)
+    [requeued] = await queue.requeue_expired()
+    assert requeued.attempts == 1
+    await app.run_worker(burst=True)  # the new owner runs it
+    assert await h.result(timeout=1) == "new owner"
+    stale_worker = app.worker(worker_id="stale")
+    with pytest.raises(LeaseLostError):
+        await stale_worker._succeed(stale, "stale result", 0.1)
+    with pytest.raises(LeaseLostError):
+        await stale_worker._fail(stale, RuntimeError("late failure"), permanent=True)
+    result = await app.backend.result_storage.get(h.id)
+    assert result.result == "new owner" and result.status is ResultStatus.SUCCESS
+    assert (await queue.get_task(h.id)).status is TaskStatus.COMPLETED
+
+
+async def test_graceful_stop_releases_unfinished_tasks(app):
+    started = asyncio.Event()
+
+    @app.task
+    async def forever():
+        started.set()
+        await asyncio.sleep(60)
+
+    h = await forever.delay()
+    worker = app.worker(grace_period=0.2)
+    runner = asyncio.create_task(worker.run())
+    await asyncio.wait_for(started.wait(), 5)
+    worker.stop()
+    stats = await asyncio.wait_for(runner, 5)
+    assert stats.released == 1
+    task = await app.backend.task_queue.get_task(h.id)
+    assert task.status is TaskStatus.PENDING and task.attempts == 0  # not lost, not counted
+
+
+async def test_graceful_stop_waits_for_tasks_that_finish_in_time(app):
+    @app.task
+    async def short():
+        await asyncio.sleep(0.2)
+        return "finished"
+
+    h = await short.delay()
+    worker = app.worker(grace_period=5)
+    runner = asyncio.create_task(worker.run())
+    while (await app.backend.task_queue.get_task(h.id)).status is not TaskStatus.RUNNING:
+        await asyncio.sleep(0.01)
+    worker.stop()
+    await runner
+    assert await h.result(timeout=1) == "finished"
+
+
+async def test_killed_workers_task_is_redelivered(app):
+    @app.task
+    def work():
+        return "second delivery"
+
+    h = await work.delay()
+    # A worker claims it and dies without a word (no finish, no renew).
+    await app.backend.task_queue.dequeue("default", visibility_timeout=0.05, worker_id="dead")
+    await asyncio.sleep(0.1)
+    stats = await app.run_worker(burst=True)  # a burst worker reaps first
+    assert stats.completed == 1
+    assert await h.result(timeout=1) == "second delivery"
+    assert (await app.backend.task_queue.get_task(h.id)).attempts == 2
+    assert EventType.LEASE_EXPIRED in await events_of(app, h.id)
+
+
+async def test_cancel_pending_task(app):
+    @app.task
+    def never():
+        raise AssertionError("cancelled tasks do not run")
+
+    h = await never.delay()
+    assert await h.cancel() is True
+    await app.run_worker(burst=True)
+    with pytest.raises(TaskFailedError, match="cancelled"):
+        await h.result(timeout=1)
+    assert await h.status() == "cancelled"
+
+
+async def test_result_timeout(app):
+    @app.task
+    def nothing():
+        return None
+
+    h = await nothing.delay()
+    with pytest.raises(ResultTimeoutError):
+        await h.result(timeout=0.05)
+
+
+async def test_enqueue_options_override_decorator(app):
+    @app.task(queue="q1", priority=1, max_retries=2)
+    def f():
+        return None
+
+    h = await app.enqueue(f, queue="q2", priority=5, delay=10)
+    task = await app.backend.task_queue.get_task(h.id)
+    assert (task.queue_name, task.priority, task.max_retries) == ("q2", 5, 2)
+    assert task.eta > utcnow() + timedelta(seconds=5)
+
+
+async def test_bad_input(app):
+    with pytest.raises(TaskNotRegisteredError):
+        await app.enqueue(lambda: 1)
+    with pytest.raises(ValidationError):
+        app.task(queue="../x")(lambda: 1)
+    with pytest.raises(ValidationError, match="stable task name"):
+        app.task(lambda: 1)
+    with pytest.raises(ValidationError):
+        Worker(app, kind="fork")
+    with pytest.raises(ValidationError):
+        Worker(app, concurrency=0)
+    with pytest.raises(ValidationError):
+        Worker(app, queues=["ok", "bad/name"])
+
+    @app.task
+    def f(x):
+        return x
+
+    from omniq.exceptions import SerializationError
+
+    with pytest.raises(SerializationError):
+        await f.delay(object())
+
+    def other(x):
+        return x
+
+    other.__qualname__ = f.__qualname__
+    with pytest.raises(ValidationError, match="already registered"):
+        app.task(other)
+
+
+def test_backoff_grows_with_jitter():
+    waits = [backoff(1.0, a) for a in (1, 2, 3, 4)]
+    assert 0.5 <= waits[0] <= 1.0 and 4.0 <= waits[3] <= 8.0
+    assert backoff(1.0, 100) <= 3600
+
+
+def test_sync_app_api(tmp_path: Path):
+    app = OmniQ(str(tmp_path / "data"))
+
+    @app.task(queue="default", max_retries=3, retry_delay=1.0, timeout=30, priority=0)
+    def add(x, y):
+        return x + y
+
+    h = add.delay(1, 2)
+    h2 = app.enqueue(add, 1, 2, priority=9)
+    assert isinstance(h.id, str)
+    app.run_worker(queues=["high", "default"], concurrency=4, kind="thread",
+                   visibility_timeout=60, burst=True)  # fmt: skip
+    assert h.result(timeout=10) == 3
+    assert app.get_result(h2.id, timeout=10) == 3
+    assert add(2, 2) == 4  # calling the function runs it here
+
+
+def test_sync_app_worker_in_a_thread_can_be_stopped(tmp_path: Path):
+    app = OmniQ(str(tmp_path / "data"))
+
+    @app.task
+    def add(x, y):
+        return x + y
+
+    worker = app.wrapped.worker()
+    from omniq.sync import run_sync
+
+    thread = threading.Thread(target=lambda: run_sync(worker.run()))
+    thread.start()
+    assert add.delay(2, 3).result(timeout=10) == 5
+    worker.stop()
+    thread.join(10)
+    assert not thread.is_alive()
