@@ -29,6 +29,7 @@ check: lint typecheck test
 
 bench: $(STAMP)
 	$(PY) benchmarks/storage_rates.py
+	$(PY) benchmarks/worker_latency.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache omniq_data

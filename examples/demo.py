@@ -1,126 +1,111 @@
-"""OmniQ demo: a queue in a directory, drained by a small loop over the storage API.
+"""OmniQ demo: a few hundred tasks through a worker pool, on a plain directory.
 
-Run with ``make demo``. Enqueues tasks on two queues (some delayed, some failing once), claims
-them in priority order, stores results and events, then prints what is on disk.
+Run with ``make demo``. Enqueues quick, slow, flaky (fail once, then succeed on retry), broken
+(fail every time: dead letter), delayed and high-priority tasks; runs a thread worker pool with
+a progress bar until everything is final; prints the status table, a result and one task's
+event timeline.
 """
 
 from __future__ import annotations
 
-import asyncio
+import logging
+import random
 import shutil
 import sys
+import threading
 import time
-from collections import Counter
 from pathlib import Path
 
-from omniq.backend.file import FileBackend
-from omniq.models.event import EventType, TaskEvent
-from omniq.models.result import ResultStatus, TaskResult
-from omniq.models.task import Task, TaskStatus
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from omniq import OmniQ, TaskFailedError
+from omniq.cli import status_table
+from omniq.sync import run_sync
 
 BASE = Path("./omniq_data/demo")
+shutil.rmtree(BASE, ignore_errors=True)
+app = OmniQ(str(BASE))
+console = Console(width=None if sys.stdout.isatty() else 120)
+logging.getLogger("omniq").setLevel(logging.ERROR)  # the dead-letter warnings are expected here
+_failed_once: set[int] = set()
+_lock = threading.Lock()
 
 
+@app.task
 def add(x: int, y: int) -> int:
     return x + y
 
 
+@app.task
+def slow(seconds: float) -> str:
+    time.sleep(seconds)
+    return f"slept {seconds:.2f} s"
+
+
+@app.task(max_retries=2, retry_delay=0.2)
 def flaky(n: int) -> int:
-    if n % 7 == 0:
-        raise RuntimeError(f"flaky({n}) failed")
+    with _lock:
+        first_try = n not in _failed_once
+        _failed_once.add(n)
+    if first_try:
+        raise ConnectionError(f"flaky({n}): transient failure, will retry")
     return n * n
 
 
-FUNCTIONS = {"add": add, "flaky": flaky}
+@app.task(max_retries=1, retry_delay=0.1)
+def broken(n: int) -> None:
+    raise ValueError(f"broken({n}) always fails")
 
 
-async def run_one(backend: FileBackend, task: Task) -> str:
-    """Run a claimed task, then record its result, events and final state."""
-    events = backend.get_event_storage()
-    queue = backend.get_task_queue()
-    started = TaskEvent(task_id=task.id, event_type=EventType.STARTED, attempt=task.attempts)
-    try:
-        value = FUNCTIONS[task.func](*task.args, **task.kwargs)
-    except Exception as exc:
-        if task.attempts <= task.max_retries:
-            await queue.requeue_task(task, eta=None, error=str(exc))
-            await events.log_events(
-                [
-                    started,
-                    TaskEvent(task_id=task.id, event_type=EventType.RETRIED, message=str(exc)),
-                ]
-            )
-            return "retried"
-        await queue.finish_task(task, TaskStatus.FAILED, error=str(exc))
-        await backend.get_result_storage().set(
-            TaskResult(
-                task_id=task.id, status=ResultStatus.FAILED, error=str(exc), attempts=task.attempts
-            )
-        )
-        await events.log_events([started, TaskEvent(task_id=task.id, event_type=EventType.FAILED)])
-        return "failed"
-    await queue.finish_task(task)
-    await backend.get_result_storage().set(
-        TaskResult(task_id=task.id, result=value, attempts=task.attempts)
+@app.task(queue="high", priority=9)
+def urgent(n: int) -> str:
+    return f"urgent {n} done"
+
+
+def main() -> None:
+    handles = [add.delay(i, i) for i in range(200)]
+    handles += [slow.delay(random.uniform(0.05, 0.3)) for _ in range(40)]
+    handles += [flaky.delay(i) for i in range(40)]
+    handles += [broken.delay(i) for i in range(5)]
+    handles += [app.enqueue(add, 1000, i, delay=1.0) for i in range(10)]
+    handles += [urgent.delay(i) for i in range(5)]
+    total = len(handles)
+    console.print(f"enqueued [bold]{total}[/bold] tasks into {app.backend.url}")
+
+    worker = app.wrapped.worker(queues=["high", "default"], concurrency=8, kind="thread")
+    thread = threading.Thread(target=lambda: run_sync(worker.run()), daemon=True)
+    t0 = time.perf_counter()
+    thread.start()
+    columns = (TextColumn("draining"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task("tasks", total=total)
+        while True:
+            stats = app.backend.get_task_queue(async_mode=False).queue_stats()
+            done = sum(s.completed + s.failed for s in stats)
+            progress.update(bar, completed=done)
+            if done >= total:
+                break
+            time.sleep(0.1)
+    elapsed = time.perf_counter() - t0
+    worker.stop()
+    thread.join(30)
+    s = worker.stats
+    console.print(
+        f"drained in {elapsed:.2f} s: {s.completed} completed, {s.failed} failed for good, "
+        f"{s.retried} retries"
     )
-    await events.log_events([started, TaskEvent(task_id=task.id, event_type=EventType.COMPLETED)])
-    return "completed"
-
-
-async def main() -> None:
-    shutil.rmtree(BASE, ignore_errors=True)
-    async with FileBackend(base_dir=str(BASE)) as backend:
-        queue = backend.get_task_queue()
-        tasks = [Task(func="add", args=(i, i), queue_name="default") for i in range(150)]
-        tasks += [Task(func="flaky", args=(i,), max_retries=1) for i in range(1, 50)]
-        tasks += [Task(func="add", args=(1000, i), queue_name="high", priority=9) for i in range(5)]
-        tasks += [Task(func="add", args=(0, i), delay=0.5) for i in range(5)]
-        t0 = time.perf_counter()
-        for task in tasks:
-            await queue.enqueue(task)
-            await backend.get_event_storage().log_event(
-                TaskEvent(
-                    task_id=task.id, event_type=EventType.ENQUEUED, queue_name=task.queue_name
-                )
-            )
-        enqueue_s = time.perf_counter() - t0
-        print(f"enqueued {len(tasks)} tasks into {backend.url} in {enqueue_s * 1000:.0f} ms")
-
-        outcomes: Counter[str] = Counter()
-        first = []
-        t0 = time.perf_counter()
-        while (task := await queue.dequeue(["high", "default"], timeout=1.0)) is not None:
-            if len(first) < 3:
-                first.append(f"{task.queue_name}:{task.func}{task.args}")
-            outcomes[await run_one(backend, task)] += 1
-        drain_s = time.perf_counter() - t0
-
-        print(f"first claimed: {', '.join(first)}  (high priority first)")
-        print(f"drained in {drain_s:.2f} s (the last 1 s is the idle timeout): {dict(outcomes)}")
-        print()
-        print(f"{'queue':<10}{'pending':>9}{'running':>9}{'completed':>11}{'failed':>8}")
-        for name in await queue.list_queues():
-            counts = Counter(t.status.value for t in await queue.list_tasks(queue_name=name))
-            print(
-                f"{name:<10}{counts['pending']:>9}{counts['running']:>9}"
-                f"{counts['completed']:>11}{counts['failed']:>8}"
-            )
-        results = backend.get_result_storage()
-        sample = await results.get(tasks[3].id)
-        failed = await results.list_results(status=ResultStatus.FAILED)
-        print()
-        print(f"result of add(3, 3): {sample.result if sample else None}")
-        print(
-            f"failed results: {len(failed)}, e.g. {failed[0].error!r}" if failed else "no failures"
-        )
-        timeline = (
-            await backend.get_event_storage().get_events(task_id=failed[0].task_id)
-            if failed
-            else []
-        )
-        print("events of that task: " + " -> ".join(e.event_type.value for e in timeline))
-        print(f"\nlook around: ls -R {BASE}")
+    console.print(status_table(stats, app.backend.url))
+    console.print(f"add(21, 21) = {handles[21].result(timeout=10)}")
+    try:
+        handles[280].result(timeout=1)  # a broken() task
+    except TaskFailedError as exc:
+        console.print(f"[red]a dead-lettered task:[/red] {exc.error}")
+    flaky_id = handles[240].id
+    timeline = app.backend.get_event_storage(async_mode=False).get_events(task_id=flaky_id)
+    console.print("events of a flaky task: " + " -> ".join(e.event_type.value for e in timeline))
+    console.print(f"\nlook around: ls -R {BASE}   or   omniq --url {BASE} status")
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    main()

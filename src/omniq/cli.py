@@ -18,9 +18,10 @@ from omniq.app import AsyncOmniQ, OmniQ
 from omniq.exceptions import OmniQError
 from omniq.models._time import utcnow
 from omniq.models.task import Task
+from omniq.storage.base import QueueStats
 from omniq.worker import KINDS
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 120)
 
 
 def load_app(spec: str) -> AsyncOmniQ:
@@ -192,8 +193,14 @@ def status(ctx: click.Context, app_spec: str | None) -> None:
         async with application:
             return await application.backend.task_queue.queue_stats()
 
-    rows = run(go())
-    table = Table(title=f"OmniQ at {getattr(application.backend, 'url', application.backend)}")
+    console.print(status_table(run(go()), getattr(application.backend, "url", "")))
+
+
+def status_table(rows: list[QueueStats], where: str) -> Table | str:
+    """The ``omniq status`` table (also used by the demo)."""
+    if not rows:
+        return "no queues yet"
+    table = Table(title=f"OmniQ at {where}")
     for col in ("queue", "pending", "delayed", "running", "completed", "failed", "cancelled",
                 "oldest pending", "workers"):  # fmt: skip
         table.add_column(col, justify="left" if col in ("queue", "workers") else "right")
@@ -205,10 +212,7 @@ def status(ctx: click.Context, app_spec: str | None) -> None:
             s.queue, str(s.pending), str(s.delayed), str(s.running), str(s.completed),
             str(s.failed), str(s.cancelled), age(s.oldest_due_at), workers or "-",
         )  # fmt: skip
-    if not rows:
-        console.print("no queues yet")
-    else:
-        console.print(table)
+    return table
 
 
 @cli.command()

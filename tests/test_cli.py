@@ -1,0 +1,106 @@
+"""The omniq command, through click's runner (the worker subcommand also runs as a real
+process in tests/worker/test_processes.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from omniq.cli import cli
+
+HERE = Path(__file__).parent / "worker"
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    monkeypatch.chdir(HERE)  # so that --app task_defs:app imports
+    monkeypatch.setenv("OMNIQ_TEST_URL", str(tmp_path / "data"))
+    monkeypatch.setenv("COLUMNS", "200")
+    import sys
+
+    sys.modules.pop("task_defs", None)  # re-read OMNIQ_TEST_URL
+    runner = CliRunner()
+
+    def invoke(*args: str, ok: bool = True):
+        result = runner.invoke(cli, ["--url", str(tmp_path / "data"), *args], obj={})
+        if ok:
+            assert result.exit_code == 0, result.output + repr(result.exception)
+        return result
+
+    yield invoke
+    sys.modules.pop("task_defs", None)
+
+
+@pytest.mark.parametrize("command", [[], ["worker"], ["enqueue"], ["status"], ["inspect"], ["cleanup"]])
+def test_help_everywhere(command):
+    result = CliRunner().invoke(cli, [*command, "--help"])
+    assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_enqueue_worker_status_inspect_cleanup(run):
+    task_id = run("enqueue", "--app", "task_defs:app", "add", "2", "3").output.strip()
+    delayed = run("enqueue", "add", "1", "1", "--delay", "3600").output.strip()
+    status = run("status").output
+    assert "default" in status and "2" in status  # two pending, one of them delayed
+    out = run("worker", "--app", "task_defs:app", "--burst", "--queues", "high,default").output
+    assert "completed 1" in out
+    inspect = run("inspect", task_id).output
+    assert "success" in inspect and "5" in inspect
+    assert "enqueued" in inspect and "started" in inspect and "completed" in inspect
+    assert "pending" in run("inspect", delayed).output
+    assert "removed" in run("cleanup").output
+
+
+def test_enqueue_kwargs_and_json_args(run):
+    task_id = run("enqueue", "add", "--kwargs", json.dumps({"x": 1, "y": 2})).output.strip()
+    run("worker", "--app", "task_defs:app", "--burst")
+    assert "3" in run("inspect", task_id).output
+
+
+def test_status_shows_live_lease_holders(run, tmp_path):
+    import asyncio
+
+    from omniq.backend.file import FileBackend
+    from omniq.models.task import Task
+
+    async def claim():
+        async with FileBackend(str(tmp_path / "data")) as b:
+            await b.task_queue.enqueue(Task(func="add", args=(1, 2)))
+            await b.task_queue.dequeue("default", worker_id="busy-worker")
+
+    asyncio.run(claim())
+    assert "busy-worker (1)" in run("status").output
+
+
+def test_errors_are_clear(run):
+    bad_app = run("worker", "--app", "nonexistent_module:app", ok=False)
+    assert bad_app.exit_code != 0 and "cannot import" in bad_app.output
+    no_colon = run("worker", "--app", "task_defs", ok=False)
+    assert "module:attribute" in no_colon.output
+    not_app = run("worker", "--app", "task_defs:add", ok=False)
+    assert "not an OmniQ app" in not_app.output
+    unknown = run("enqueue", "--app", "task_defs:app", "nope", ok=False)
+    assert "not registered" in unknown.output
+    missing = run("inspect", "NOSUCHTASK", ok=False)
+    assert "no task" in missing.output
+    traversal = run("inspect", "../../etc", ok=False)
+    assert traversal.exit_code != 0 and "invalid task id" in traversal.output
+    bad_kind = run("worker", "--app", "task_defs:app", "--kind", "fork", ok=False)
+    assert bad_kind.exit_code != 0
+    bad_queue = run("enqueue", "add", "--queue", "../x", ok=False)
+    assert "invalid queue name" in bad_queue.output
+
+
+def test_python_dash_m(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "omniq", "--help"], capture_output=True, text=True, check=True,
+        env={**os.environ},
+    )  # fmt: skip
+    assert "worker" in out.stdout and "status" in out.stdout
