@@ -35,7 +35,9 @@ def run(tmp_path, monkeypatch):
     sys.modules.pop("task_defs", None)
 
 
-@pytest.mark.parametrize("command", [[], ["worker"], ["enqueue"], ["status"], ["inspect"], ["cleanup"]])
+@pytest.mark.parametrize(
+    "command", [[], ["worker"], ["enqueue"], ["status"], ["inspect"], ["cleanup"]]
+)
 def test_help_everywhere(command):
     result = CliRunner().invoke(cli, [*command, "--help"])
     assert result.exit_code == 0 and "Usage" in result.output
