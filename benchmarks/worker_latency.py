@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script or -m
 
-import bench_tasks
+from benchmarks import bench_tasks
 from omniq import AsyncOmniQ
 
 RESULTS = Path(__file__).parent / "results"

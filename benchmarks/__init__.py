@@ -1,0 +1,1 @@
+"""OmniQ's benchmark suite: ``python -m benchmarks [--quick]`` (see benchmarks/suite.py)."""

@@ -1,0 +1,290 @@
+"""The benchmark suite: OmniQ against the queues people would pick instead, and the floor.
+
+    python -m benchmarks            # full: N = 1k, 10k, 100k, 3 repeats (tens of minutes)
+    python -m benchmarks --quick    # N = 1k, 10k, 1 repeat, small payload counts (< 2 min)
+
+Workloads (all on the same disk, in one run, systems interleaved within each repeat so that the
+ratios are taken pair by pair): enqueue N and drain N (take + acknowledge) with 100-byte
+messages; payload sizes 100 B / 10 KB / 1 MB; 4 consumer processes on one queue (throughput,
+duplicates, losses); OmniQ's worker end to end (throughput and enqueue->start latency).
+A system whose next size would exceed the time budget (extrapolated from its own growth) is
+skipped and marked so. Prints markdown tables, writes benchmarks/results/suite.json and
+benchmarks/results/per_task_cost.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import multiprocessing as mp
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.systems import MISSING, SYSTEMS, System, payload_of
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def one_run(factory: Any, root: str, n: int, size: int) -> dict[str, Any]:
+    path = tempfile.mkdtemp(dir=root)
+    system: System = factory(path)
+    payloads = [payload_of(size, i) for i in range(n)]
+    try:
+        os.sync()
+        t0 = time.perf_counter()
+        system.enqueue(payloads)
+        enqueue = time.perf_counter() - t0
+        os.sync()
+        t0 = time.perf_counter()
+        got = system.drain()
+        drain = time.perf_counter() - t0
+    finally:
+        system.close()
+        shutil.rmtree(path, ignore_errors=True)
+    return {"enqueue_s": enqueue, "drain_s": drain, "correct": sorted(got) == sorted(payloads)}
+
+
+def extrapolate(past: list[tuple[int, float]], n: int) -> float:
+    """Seconds a system will need at n, from its own growth so far (at least linear)."""
+    if not past:
+        return 0.0
+    n2, t2 = past[-1]
+    exponent = 1.0
+    if len(past) > 1:
+        n1, t1 = past[-2]
+        exponent = max(1.0, math.log(max(t2, 1e-9) / max(t1, 1e-9)) / math.log(n2 / n1))
+    return t2 * (n / n2) ** exponent
+
+
+def scaling(root: str, sizes: list[int], repeats: int, budget: float) -> dict[str, Any]:
+    """Per-task enqueue and drain cost at each N, per system; ratios to OmniQ per repeat."""
+    out: dict[str, Any] = {}
+    history: dict[str, list[tuple[int, float]]] = {}
+    for n in sizes:
+        runs: dict[str, list[dict[str, Any]]] = {}
+        for _ in range(repeats):
+            for factory in SYSTEMS:
+                name = factory.name
+                estimate = extrapolate(history.get(name, []), n)
+                if estimate > budget:
+                    out.setdefault(name, {})[str(n)] = {"skipped": f"est. {estimate:.0f} s"}
+                    continue
+                runs.setdefault(name, []).append(one_run(factory, root, n, 100))
+            print(f"  N={n} repeat done", file=sys.stderr)
+        for name, rs in runs.items():
+            total = statistics.median(r["enqueue_s"] + r["drain_s"] for r in rs)
+            history.setdefault(name, []).append((n, total))
+            out.setdefault(name, {})[str(n)] = {
+                "enqueue_us": statistics.median(r["enqueue_s"] for r in rs) / n * 1e6,
+                "drain_us": statistics.median(r["drain_s"] for r in rs) / n * 1e6,
+                "drain_spread_us": [min(r["drain_s"] for r in rs) / n * 1e6,
+                                    max(r["drain_s"] for r in rs) / n * 1e6],
+                "correct": all(r["correct"] for r in rs),
+                "_runs": rs,
+            }  # fmt: skip
+        base = runs.get("omniq local")
+        for name, rs in runs.items():
+            if base and len(rs) == len(base):
+                ratio_e = statistics.median(
+                    b["enqueue_s"] / r["enqueue_s"] for b, r in zip(base, rs, strict=True)
+                )
+                ratio_d = statistics.median(
+                    b["drain_s"] / r["drain_s"] for b, r in zip(base, rs, strict=True)
+                )
+                out[name][str(n)]["omniq_time_ratio"] = {"enqueue": ratio_e, "drain": ratio_d}
+            out[name][str(n)].pop("_runs", None)
+    return out
+
+
+def payloads(root: str, sizes: dict[int, int]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for size, n in sizes.items():
+        for factory in SYSTEMS:
+            r = one_run(factory, root, n, size)
+            out.setdefault(factory.name, {})[str(size)] = {
+                "n": n, "enqueue_us": r["enqueue_s"] / n * 1e6, "drain_us": r["drain_s"] / n * 1e6,
+                "correct": r["correct"],
+            }  # fmt: skip
+    return out
+
+
+def _consume(factory: Any, path: str, start: Any, out: Any) -> None:
+    system = factory(path)
+    start.wait()
+    got = system.drain()
+    system.close()
+    out.put(got)
+
+
+def concurrent(root: str, n: int, consumers: int = 4) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    ctx = mp.get_context("spawn")
+    for factory in SYSTEMS:
+        if not factory.multi_process:
+            continue
+        path = tempfile.mkdtemp(dir=root)
+        producer = factory(path)
+        sent = [payload_of(100, i) for i in range(n)]
+        producer.enqueue(sent)
+        producer.close()
+        start, results = ctx.Event(), ctx.Queue()
+        procs = [
+            ctx.Process(target=_consume, args=(factory, path, start, results))
+            for _ in range(consumers)
+        ]
+        for p in procs:
+            p.start()
+        time.sleep(1.0)  # let them import and open
+        t0 = time.perf_counter()
+        start.set()
+        got = [m for _ in procs for m in results.get(timeout=600)]
+        elapsed = time.perf_counter() - t0
+        for p in procs:
+            p.join()
+        shutil.rmtree(path, ignore_errors=True)
+        out[factory.name] = {
+            "tasks_per_s": n / elapsed, "duplicates": len(got) - len(set(got)),
+            "lost": len(set(sent) - set(got)), "consumers": consumers, "n": n,
+        }  # fmt: skip
+    return out
+
+
+def worker_end_to_end(tasks: int, samples: int, kinds: list[str]) -> dict[str, Any]:
+    from benchmarks.worker_latency import latency, throughput
+
+    out = {}
+    tmp = tempfile.mkdtemp(prefix="omniq-suite-worker-")
+    try:
+        for kind in kinds:
+            n = tasks if kind != "process" else max(100, tasks // 4)
+            rate = asyncio.run(throughput(os.path.join(tmp, f"tp-{kind}"), kind, n))
+            lat = asyncio.run(latency(os.path.join(tmp, f"lat-{kind}"), kind, samples))
+            q = statistics.quantiles(lat, n=100)
+            out[kind] = {"tasks_per_s": rate, "p50_ms": statistics.median(lat), "p99_ms": q[98]}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def plot(scale: dict[str, Any], sizes: list[int], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, by_n in scale.items():
+        xs = [n for n in sizes if "drain_us" in by_n.get(str(n), {})]
+        ys = [by_n[str(n)]["drain_us"] + by_n[str(n)]["enqueue_us"] for n in xs]
+        if xs:
+            ax.plot(xs, ys, marker="o", label=name)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("tasks in the queue (N)")
+    ax.set_ylabel("µs per task (enqueue + drain)")
+    ax.set_title("Per-task cost vs queue size (lower and flatter is better)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def report(data: dict[str, Any], sizes: list[int]) -> str:
+    lines = [f"Machine: {data['machine']}", ""]
+    lines += [
+        "Per-task cost, 100-byte messages (µs; median of repeats). (x r): OmniQ local's time",
+        "divided by the system's, pair by pair in each repeat (above 1: the system is faster).",
+        "",
+    ]
+    head = "| system | " + " | ".join(f"enqueue N={n} | drain N={n}" for n in sizes) + " |"
+    lines += [head, "|---|" + "---|---|" * len(sizes)]
+    for name, by_n in data["scaling"].items():
+        cells = []
+        for n in sizes:
+            r = by_n.get(str(n), {})
+            if "skipped" in r:
+                cells += [f"skipped ({r['skipped']})", ""]
+                continue
+            ratio = r.get("omniq_time_ratio", {})
+            bad = "" if r.get("correct", True) else " ⚠ wrong"
+            cells.append(f"{r['enqueue_us']:.0f} (x{ratio.get('enqueue', 0):.2f})")
+            cells.append(f"{r['drain_us']:.0f} (x{ratio.get('drain', 0):.2f}){bad}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    sizes_p = sorted({int(s) for v in data["payloads"].values() for s in v})
+    lines += ["", "Payload sizes (µs per message, enqueue / drain)", ""]
+    lines += [
+        "| system | " + " | ".join(f"{s:,} B" for s in sizes_p) + " |",
+        "|---|" + "---|" * len(sizes_p),
+    ]
+    for name, by_size in data["payloads"].items():
+        cells = [
+            f"{by_size[str(s)]['enqueue_us']:.0f} / {by_size[str(s)]['drain_us']:.0f}"
+            for s in sizes_p
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "4 consumer processes on one queue", ""]
+    lines += ["| system | tasks/s | duplicates | lost |", "|---|---|---|---|"]
+    for name, r in data["concurrent"].items():
+        lines.append(f"| {name} | {r['tasks_per_s']:,.0f} | {r['duplicates']} | {r['lost']} |")
+    lines += ["", "OmniQ worker, no-op tasks end to end (local disk, concurrency 4)", "",
+              "| kind | tasks/s | enqueue→start p50 | p99 |", "|---|---|---|---|"]  # fmt: skip
+    for kind, r in data["worker"].items():
+        lines.append(
+            f"| {kind} | {r['tasks_per_s']:,.0f} | {r['p50_ms']:.1f} ms | {r['p99_ms']:.1f} ms |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes, one repeat (< 2 min)")
+    parser.add_argument("--dir", default=None, help="where the queues live (default: a temp dir)")
+    args = parser.parse_args()
+    if args.quick:
+        sizes, repeats, budget = [1000, 10_000], 1, 8.0
+        payload_sizes = {100: 300, 10_000: 300, 1_000_000: 20}
+        conc_n, worker_tasks, samples, kinds = 2000, 500, 30, ["thread", "async"]
+    else:
+        sizes, repeats, budget = [1000, 10_000, 100_000], 3, 120.0
+        payload_sizes = {100: 2000, 10_000: 2000, 1_000_000: 100}
+        conc_n, worker_tasks, samples, kinds = 10_000, 2000, 200, ["thread", "async", "process"]
+    if MISSING:
+        print(f"not installed, left out: {', '.join(MISSING)} (pip install -e '.[bench]')")
+    root = tempfile.mkdtemp(prefix="omniq-suite-", dir=args.dir)
+    t0 = time.perf_counter()
+    try:
+        data: dict[str, Any] = {
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
+            f"{platform.python_version()}, {'quick' if args.quick else 'full'} run",
+        }
+        print("scaling...", file=sys.stderr)
+        data["scaling"] = scaling(root, sizes, repeats, budget)
+        print("payload sizes...", file=sys.stderr)
+        data["payloads"] = payloads(root, payload_sizes)
+        print("concurrent consumers...", file=sys.stderr)
+        data["concurrent"] = concurrent(root, conc_n)
+        print("worker end to end...", file=sys.stderr)
+        data["worker"] = worker_end_to_end(worker_tasks, samples, kinds)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    data["seconds"] = time.perf_counter() - t0
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "suite.json").write_text(json.dumps(data, indent=2))
+    plot(data["scaling"], sizes, RESULTS / "per_task_cost.png")
+    print(report(data, sizes))
+    print(f"\n({data['seconds']:.0f} s; JSON and PNG in {RESULTS})")
+
+
+if __name__ == "__main__":
+    main()
