@@ -201,8 +201,9 @@ def plot(scale: dict[str, Any], sizes: list[int], path: Path) -> None:
 def report(data: dict[str, Any], sizes: list[int]) -> str:
     lines = [f"Machine: {data['machine']}", ""]
     lines += [
-        "Per-task cost, 100-byte messages (µs; median of repeats). (x r): OmniQ local's time",
-        "divided by the system's, pair by pair in each repeat (above 1: the system is faster).",
+        "Per-task cost, 100-byte messages (µs; median of repeats [min-max]).",
+        "(x r): OmniQ local's time divided by the system's, pair by pair in each repeat",
+        "(above 1: the system is faster).",
         "",
     ]
     head = "| system | " + " | ".join(f"enqueue N={n} | drain N={n}" for n in sizes) + " |"
@@ -217,7 +218,9 @@ def report(data: dict[str, Any], sizes: list[int]) -> str:
             ratio = r.get("omniq_time_ratio", {})
             bad = "" if r.get("correct", True) else " ⚠ wrong"
             cells.append(f"{r['enqueue_us']:.0f} (x{ratio.get('enqueue', 0):.2f})")
-            cells.append(f"{r['drain_us']:.0f} (x{ratio.get('drain', 0):.2f}){bad}")
+            lo, hi = r["drain_spread_us"]
+            spread = f" [{lo:.0f}-{hi:.0f}]" if hi - lo >= 1 else ""
+            cells.append(f"{r['drain_us']:.0f}{spread} (x{ratio.get('drain', 0):.2f}){bad}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     sizes_p = sorted({int(s) for v in data["payloads"].values() for s in v})
     lines += ["", "Payload sizes (µs per message, enqueue / drain)", ""]
@@ -250,7 +253,13 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat (< 2 min)")
     parser.add_argument("--dir", default=None, help="where the queues live (default: a temp dir)")
+    parser.add_argument("--report", metavar="JSON", help="only print the tables of a saved run")
     args = parser.parse_args()
+    if args.report:
+        data = json.loads(Path(args.report).read_text())
+        sizes = sorted({int(n) for by_n in data["scaling"].values() for n in by_n})
+        print(report(data, sizes))
+        return
     if args.quick:
         sizes, repeats, budget = [1000, 10_000], 1, 8.0
         payload_sizes = {100: 300, 10_000: 300, 1_000_000: 20}

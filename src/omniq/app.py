@@ -304,20 +304,12 @@ class AsyncOmniQ:
 
     # ------------------------------------------------------------------ workers
 
-    async def run_worker(
-        self,
-        queues: Sequence[str] | str | None = None,
-        concurrency: int = 4,
-        kind: str = "thread",
-        visibility_timeout: float | None = None,
-        burst: bool = False,
-        grace_period: float = 30.0,
-        worker_id: str | None = None,
-    ) -> WorkerStats:
-        """Run a worker until stopped (SIGTERM/SIGINT) or, with ``burst``, until idle."""
-        worker = self.worker(
-            queues, concurrency, kind, visibility_timeout, burst, grace_period, worker_id
-        )
+    async def run_worker(self, *args: Any, **kwargs: Any) -> WorkerStats:
+        """Run a worker until SIGTERM/SIGINT or, with ``burst=True``, until idle.
+
+        Takes the arguments of ``worker()``.
+        """
+        worker = self.worker(*args, **kwargs)
         with worker.handle_signals():
             return await worker.run()
 
