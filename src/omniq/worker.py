@@ -225,9 +225,7 @@ class Worker:
         try:
             await self._reap()
             while not self._stop.is_set():
-                await slots.acquire()
-                if self._stop.is_set():
-                    slots.release()
+                if not await self._free_slot(slots):
                     break
                 task = await queue.dequeue(
                     self.queues,
@@ -255,6 +253,20 @@ class Worker:
                     proc.terminate()
                 self._processes.shutdown(wait=False, cancel_futures=True)
         return self.stats
+
+    async def _free_slot(self, slots: asyncio.Semaphore) -> bool:
+        """Wait for a free slot; ``False`` (holding none) if a stop comes first."""
+        acquire = asyncio.ensure_future(slots.acquire())
+        stopped = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({acquire, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not acquire.done():
+            acquire.cancel()
+            return False
+        if self._stop.is_set():
+            slots.release()
+            return False
+        return True
 
     def _done(self, slots: asyncio.Semaphore, runner: asyncio.Task[None]) -> None:
         self._running.pop(runner, None)

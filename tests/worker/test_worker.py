@@ -236,6 +236,23 @@ async def test_graceful_stop_releases_unfinished_tasks(app):
     assert task.status is TaskStatus.PENDING and task.attempts == 0  # not lost, not counted
 
 
+async def test_stop_with_every_slot_busy(app):
+    started = asyncio.Event()
+
+    @app.task
+    async def forever():
+        started.set()
+        await asyncio.sleep(60)
+
+    h = await forever.delay()
+    worker = app.worker(concurrency=1, grace_period=0.1)
+    runner = asyncio.create_task(worker.run())
+    await asyncio.wait_for(started.wait(), 5)
+    worker.stop()
+    assert (await asyncio.wait_for(runner, 5)).released == 1
+    assert (await app.backend.task_queue.get_task(h.id)).status is TaskStatus.PENDING
+
+
 async def test_graceful_stop_waits_for_tasks_that_finish_in_time(app):
     @app.task
     async def short():
