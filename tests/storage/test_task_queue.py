@@ -310,6 +310,14 @@ async def test_bad_task_ids_rejected(backend, bad):
 
 async def test_bad_dequeue_arguments(backend):
     q = backend.get_task_queue()
+    await q.enqueue(Task(func="f"))
+    claimed = await q.dequeue("default")
+    with pytest.raises(ValidationError):
+        await q.renew_lease(claimed, visibility_timeout=-5)
+    with pytest.raises(ValidationError):
+        await q.dequeue(["default"], visibility_timeout=-1)
+    with pytest.raises(ValidationError):
+        await q.dequeue(["default"], worker_id="bad/worker")
     with pytest.raises(ValidationError):
         await q.dequeue([])
     with pytest.raises(ValidationError):

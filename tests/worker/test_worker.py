@@ -389,3 +389,20 @@ def test_sync_app_worker_in_a_thread_can_be_stopped(tmp_path: Path):
     worker.stop()
     thread.join(10)
     assert not thread.is_alive()
+
+
+async def test_poison_task_dead_lettered_by_reaper_fails_its_waiter(backend_factory):
+    b = backend_factory(max_deliveries=1)
+    async with AsyncOmniQ(b) as app:
+
+        @app.task
+        def killer():
+            return "never finishes in this test"
+
+        h = await killer.delay()
+        await app.backend.task_queue.dequeue("default", visibility_timeout=0.01, worker_id="w1")
+        await asyncio.sleep(0.05)
+        await app.run_worker(burst=True)  # reaps: the lease expired max_deliveries times
+        with pytest.raises(TaskFailedError, match="dead letter"):
+            await h.result(timeout=1)
+        assert (await events_of(app, h.id))[-1] is EventType.FAILED

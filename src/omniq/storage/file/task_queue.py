@@ -214,6 +214,8 @@ class FileTaskQueue(TaskQueue):
 
     async def _move_held(self, task: Task, lease_seconds: float, action: str) -> tuple[str, str]:
         """Rename the task's running object to a fresh lease; only the lease holder can."""
+        if lease_seconds <= 0:
+            raise ValidationError(f"visibility_timeout must be > 0, got {lease_seconds!r}")
         running_dir, key = self._held_key(task)
         parsed = parse_running(key)
         assert parsed is not None
