@@ -1,7 +1,7 @@
 """The benchmark suite: OmniQ against the queues people would pick instead, and the floor.
 
     python -m benchmarks            # full: N = 1k, 10k, 100k, 3 repeats (tens of minutes)
-    python -m benchmarks --quick    # N = 1k, 10k, 1 repeat, small payload counts (< 2 min)
+    python -m benchmarks --quick    # N = 1k, 3k, 1 repeat, small payload counts (< 2 min)
 
 Workloads (all on the same disk, in one run, systems interleaved within each repeat so that the
 ratios are taken pair by pair): enqueue N and drain N (take + acknowledge) with 100-byte
@@ -261,7 +261,7 @@ def main() -> None:
         print(report(data, sizes))
         return
     if args.quick:
-        sizes, repeats, budget = [1000, 10_000], 1, 8.0
+        sizes, repeats, budget = [1000, 3000], 1, 15.0
         payload_sizes = {100: 300, 10_000: 300, 1_000_000: 20}
         conc_n, worker_tasks, samples, kinds = 2000, 500, 30, ["thread", "async"]
     else:
