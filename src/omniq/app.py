@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -31,19 +31,6 @@ if TYPE_CHECKING:
     from omniq.worker import Worker, WorkerStats
 
 R = TypeVar("R")
-
-# Names of enqueue options; a task keyword argument with one of these names must go via `kwargs=`.
-ENQUEUE_OPTIONS = (
-    "delay",
-    "eta",
-    "queue",
-    "priority",
-    "max_retries",
-    "retry_delay",
-    "timeout",
-    "ttl",
-)
-
 
 class TaskFunction(Generic[R]):
     """A function registered with an app. Call it to run it here; ``.delay()`` to enqueue it."""
@@ -367,5 +354,4 @@ class OmniQ(SyncWrapper[AsyncOmniQ]):
         run_sync(self.wrapped.close())
 
 
-TaskHandle = SyncWrapper[AsyncTaskHandle]
-AsyncCallable = Callable[..., Awaitable[Any]]
+TaskHandle = SyncWrapper[AsyncTaskHandle]  # what OmniQ's enqueue and TaskFunction.delay return
