@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 R = TypeVar("R")
 
+
 class TaskFunction(Generic[R]):
     """A function registered with an app. Call it to run it here; ``.delay()`` to enqueue it."""
 
