@@ -196,43 +196,38 @@ class PersistQueueFile(System):
         for payload in payloads:
             self.q.put(payload)
 
+    def take(self) -> bytes:
+        """One message, acknowledged; ``persistqueue.Empty`` when there is none."""
+        data: bytes = self.q.get(block=False)
+        self.q.task_done()
+        return data
+
     def drain(self) -> list[bytes]:
         import persistqueue
 
         out = []
         while True:
             try:
-                out.append(self.q.get(block=False))
+                out.append(self.take())
             except persistqueue.Empty:
                 return out
-            self.q.task_done()
 
 
-class PersistQueueSqliteAck(System):
+class PersistQueueSqliteAck(PersistQueueFile):
     name = "persist-queue SQLiteAckQueue"
     requires = "persistqueue"
 
     def __init__(self, path: str) -> None:
-        super().__init__(path)
+        System.__init__(self, path)
         import persistqueue
 
         self.q = persistqueue.SQLiteAckQueue(path, auto_commit=True, multithreading=True)
 
-    def enqueue(self, payloads: list[bytes]) -> None:
-        for payload in payloads:
-            self.q.put(payload)
-
-    def drain(self) -> list[bytes]:
-        import persistqueue
-
-        out = []
-        while True:
-            try:
-                item = self.q.get(block=False, raw=True)
-            except persistqueue.Empty:
-                return out
-            self.q.ack(id=item["pqid"])
-            out.append(item["data"])
+    def take(self) -> bytes:
+        item = self.q.get(block=False, raw=True)
+        self.q.ack(id=item["pqid"])
+        data: bytes = item["data"]
+        return data
 
 
 ALL_SYSTEMS: list[type[System]] = [

@@ -391,6 +391,15 @@ class FileTaskQueue(TaskQueue):
 
     async def get_task(self, task_id: str) -> Task | None:
         validate_id(task_id, "task id")
+        finished_name = task_id + self._ctx.ext
+        for queue in await self.list_queues():  # finished tasks: one direct read, no lookup
+            for state in FINISHED_DIRS:
+                try:
+                    return await self._load(queue, state, finished_name)
+                except FileNotFoundError:
+                    continue
+                except CorruptFileError:
+                    return None
         for _ in range(3):  # a task may move between the lookup and the read
             found = await self._locate(task_id)
             if found is None:
