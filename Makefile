@@ -12,10 +12,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Azurite (the Azure blob emulator) for the tests; 3.35.0 is the last that runs on Node 20.
+AZURITE := $(VENV)/node/node_modules/.bin/azurite-blob
+$(AZURITE):
+	npm install --prefix $(VENV)/node --no-audit --no-fund --loglevel=error azurite@3.35.0
+
 demo: $(STAMP)
 	$(PY) examples/demo.py
 
-test: $(STAMP)
+test: $(STAMP) $(AZURITE)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)

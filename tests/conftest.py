@@ -1,4 +1,8 @@
-"""Shared fixtures: the backends the storage contract runs on."""
+"""Shared fixtures: the backends the storage contract runs on.
+
+Cloud kinds run against local protocol servers (tests/emulators.py), started once per session
+the first time a test needs them.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +13,60 @@ from typing import Any
 
 import pytest
 
+from emulators import STARTERS, Emulator  # tests/ is on sys.path (rootdir conftest)
 from omniq.backend.file import FileBackend
 
-# Every contract test runs once per entry. Cloud emulators join here as they are added.
-BACKENDS = ["local", "memory"]
+# Every contract test runs once per entry.
+BACKENDS = ["local", "memory", "s3", "gcs", "azure"]
+CLOUD = frozenset(STARTERS)
 
 
-def make_backend(kind: str, tmp_path: Path, **settings: Any) -> FileBackend:
+def make_backend(
+    kind: str,
+    tmp_path: Path,
+    emulator: Emulator | None = None,
+    url: str | None = None,
+    **settings: Any,
+) -> FileBackend:
+    """A backend of one kind; cloud kinds get a fresh bucket unless ``url`` names one."""
     if kind == "local":
         return FileBackend(base_dir=str(tmp_path / "omniq_data"), fs_protocol="file", **settings)
     if kind == "memory":
         return FileBackend.from_url(f"memory://omniq-{uuid.uuid4().hex}", **settings)
+    if kind in CLOUD:
+        assert emulator is not None, f"{kind} needs its emulator"
+        return FileBackend.from_url(
+            url or emulator.url(), fs_kwargs=dict(emulator.options), **settings
+        )
     raise ValueError(kind)
+
+
+_running: dict[str, Emulator] = {}
+
+
+def emulator_for(kind: str, tmp_path_factory: pytest.TempPathFactory) -> Emulator:
+    """The session's server for a cloud kind, started on first use."""
+    if kind not in _running:
+        _running[kind] = STARTERS[kind](tmp_path_factory.mktemp(f"{kind}-server"))
+    return _running[kind]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_emulators() -> Iterator[None]:
+    yield
+    for emulator in _running.values():
+        emulator.stop()
+    _running.clear()
+
+
+@pytest.fixture
+def emulator(backend_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Emulator | None:
+    return emulator_for(backend_kind, tmp_path_factory) if backend_kind in CLOUD else None
+
+
+@pytest.fixture
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Emulator:
+    return emulator_for("s3", tmp_path_factory)
 
 
 @pytest.fixture(autouse=True)
@@ -40,9 +86,11 @@ def backend_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def backend_factory(backend_kind: str, tmp_path: Path) -> Any:
+def backend_factory(backend_kind: str, tmp_path: Path, emulator: Emulator | None) -> Any:
+    url = emulator.url() if emulator is not None else None  # one bucket per test
+
     def factory(**settings: Any) -> FileBackend:
-        return make_backend(backend_kind, tmp_path, **settings)
+        return make_backend(backend_kind, tmp_path, emulator, url, **settings)
 
     return factory
 

@@ -66,7 +66,9 @@ async def test_backend_refuses_injected_task_when_key_set(backend_factory):
         got = await q.dequeue("default")
         assert got is not None and got.func == "legit"
         assert await q.dequeue("default") is None
-        assert len(await signed.objects.list("corrupt/tasks/default/running")) == 1
+        from storage.test_corruption import claimed_dir
+
+        assert len(await signed.objects.list(f"corrupt/tasks/default/{claimed_dir(signed)}")) == 1
 
 
 async def test_secret_key_from_environment(backend_factory, monkeypatch):

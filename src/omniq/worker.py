@@ -21,7 +21,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from omniq.exceptions import LeaseLostError, TaskNotRegisteredError, ValidationError
+from omniq.exceptions import (
+    ConfigError,
+    LeaseLostError,
+    TaskNotRegisteredError,
+    ValidationError,
+)
 from omniq.models._time import utcnow
 from omniq.models.event import EventType, TaskEvent
 from omniq.models.ids import validate_name
@@ -164,6 +169,7 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._running: dict[asyncio.Task[None], Task] = {}
+        self._events: dict[str, list[TaskEvent]] = {}  # buffered events of running tasks
         self._processes: concurrent.futures.ProcessPoolExecutor | None = None
 
     # ------------------------------------------------------------------ control
@@ -216,6 +222,7 @@ class Worker:
                 self.concurrency, mp_context=multiprocessing.get_context("spawn")
             )
         await self.app.open()
+        self._check_store()
         queue = self.backend.task_queue
         slots = asyncio.Semaphore(self.concurrency)
         logger.info(
@@ -253,6 +260,16 @@ class Worker:
                     proc.terminate()
                 self._processes.shutdown(wait=False, cancel_futures=True)
         return self.stats
+
+    def _check_store(self) -> None:
+        """Refuse concurrent claims on a store that cannot make them race-free."""
+        objects = getattr(self.backend, "objects", None)
+        capabilities = getattr(objects, "capabilities", None)
+        if capabilities is not None and not capabilities.safe_claims and self.concurrency > 1:
+            raise ConfigError(
+                f"{objects.url} offers neither an atomic rename nor conditional writes, so two "  # type: ignore[union-attr]
+                "claims of one task could both succeed: run a single worker with concurrency=1"
+            )
 
     async def _free_slot(self, slots: asyncio.Semaphore) -> bool:
         """Wait for a free slot; ``False`` (holding none) if a stop comes first."""
@@ -298,16 +315,29 @@ class Worker:
 
     # ------------------------------------------------------------------ one task
 
-    async def _event(self, task: Task, kind: EventType, message: str | None = None) -> None:
+    def _note(self, task: Task, kind: EventType, message: str | None = None) -> None:
+        """Buffer an event of a running task; ``_flush`` writes the buffer as one object."""
+        self._events.setdefault(task.id, []).append(
+            TaskEvent(
+                task_id=task.id, event_type=kind, message=message, queue_name=task.queue_name,
+                worker_id=self.worker_id, attempt=task.attempts,
+            )
+        )  # fmt: skip
+
+    async def _flush(self, task: Task) -> None:
+        events = self._events.pop(task.id, None)
+        if not events:
+            return
         try:
-            await self.backend.event_storage.log_event(
-                TaskEvent(
-                    task_id=task.id, event_type=kind, message=message, queue_name=task.queue_name,
-                    worker_id=self.worker_id, attempt=task.attempts,
-                )
-            )  # fmt: skip
+            await self.backend.event_storage.log_events(events)
         except Exception:
-            logger.exception("could not record %s event of task %s", kind.value, task.id)
+            kinds = ", ".join(e.event_type.value for e in events)
+            logger.exception("could not record %s event(s) of task %s", kinds, task.id)
+
+    async def _event(self, task: Task, kind: EventType, message: str | None = None) -> None:
+        """Record an event now, with any buffered before it (one object, one request)."""
+        self._note(task, kind, message)
+        await self._flush(task)
 
     async def _heartbeat(self, task: Task, lock: asyncio.Lock, lost: asyncio.Event) -> None:
         interval = self.visibility_timeout / 3
@@ -321,12 +351,23 @@ class Worker:
                     return
                 except Exception:
                     logger.exception("lease renewal of task %s failed; will retry", task.id)
+            await self._flush(task)  # a long task's "started" shows up by its first heartbeat
 
     async def _execute(self, task: Task) -> None:
         lock, lost = asyncio.Lock(), asyncio.Event()
         heartbeat = asyncio.create_task(self._heartbeat(task, lock, lost))
         started = time.monotonic()
-        await self._event(task, EventType.STARTED)
+        # Buffered: a short task's started and finished events are written as one object.
+        self._note(task, EventType.STARTED)
+        try:
+            await self._run(task, lock, lost, heartbeat, started)
+        finally:
+            await self._flush(task)
+
+    async def _run(
+        self, task: Task, lock: asyncio.Lock, lost: asyncio.Event,
+        heartbeat: asyncio.Task[None], started: float,
+    ) -> None:  # fmt: skip
         value: Any = None
         error: BaseException | None = None
         permanent = False
@@ -400,7 +441,7 @@ class Worker:
         )  # fmt: skip
         # Fence, then write the result, then finish: a stale worker's renew fails before it can
         # overwrite anything, and a crash after the result write only repeats the task.
-        await queue.renew_lease(task, self.visibility_timeout)
+        await self._fence(task)
         try:
             await self.backend.result_storage.set(result)
         except Exception as exc:
@@ -414,6 +455,21 @@ class Worker:
         self.stats.completed += 1
         await self._event(task, EventType.COMPLETED, f"in {duration:.3f} s")
 
+    async def _fence(self, task: Task) -> None:
+        """Make sure the lease is ours for a while before writing a result.
+
+        A lease with at least half the visibility timeout left cannot be taken over within the
+        few milliseconds the result write takes (a take-over needs it expired), so the renewal
+        request is skipped; heartbeats keep leases in that state. Otherwise renew, which fails
+        for a worker whose lease was lost. ``finish_task`` fences again, atomically.
+        """
+        lease = task.lease
+        if lease is not None:
+            left = (lease.expires_at - utcnow()).total_seconds()
+            if left >= self.visibility_timeout / 2:
+                return
+        await self.backend.task_queue.renew_lease(task, self.visibility_timeout)
+
     async def _fail(self, task: Task, error: BaseException, permanent: bool) -> None:
         queue = self.backend.task_queue
         message = f"{type(error).__name__}: {error}"
@@ -424,7 +480,7 @@ class Worker:
             self.stats.retried += 1
             await self._event(task, EventType.RETRIED, f"{message}; retry in {wait:.2f} s")
             return
-        await queue.renew_lease(task, self.visibility_timeout)
+        await self._fence(task)
         await self.backend.result_storage.set(
             TaskResult(
                 task_id=task.id, status=ResultStatus.FAILED, error=message, traceback=tb,

@@ -12,12 +12,14 @@ from omniq.models.task import Task
 
 
 def test_missing_driver_names_the_extra(monkeypatch):
-    import fsspec
+    import importlib.util
 
-    def missing(protocol):
-        raise ImportError(f"Install s3fs to access {protocol}")
+    real_find_spec = importlib.util.find_spec
 
-    monkeypatch.setattr(fsspec, "get_filesystem_class", missing)
+    def find_spec(name, *args):
+        return None if name in {"s3fs", "gcsfs", "adlfs"} else real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     with pytest.raises(MissingDependencyError, match=r"omniq\[s3\]"):
         FileBackend.from_url("s3://bucket/prefix")
     with pytest.raises(MissingDependencyError, match=r"omniq\[gcs\]"):

@@ -10,6 +10,14 @@ from omniq.models.result import TaskResult
 from omniq.models.task import Task
 
 
+def claimed_dir(backend):
+    """Where a task that was unreadable at claim time is set aside from: rename stores move it
+    to running/ before reading it; lease-object stores read it in pending/."""
+    from omniq.storage.file.lease_queue import LeaseTaskQueue
+
+    return "pending" if isinstance(backend.task_queue, LeaseTaskQueue) else "running"
+
+
 async def _pending_names(backend):
     return sorted(await backend.objects.list("tasks/default/pending"))
 
@@ -31,7 +39,7 @@ async def test_corrupt_task_is_set_aside_and_dequeue_goes_on(backend, damage, ca
     got = await q.dequeue("default")
     assert got is not None and got.id == good.id
     assert any("corrupt file" in r.message for r in caplog.records)
-    corrupt = await backend.objects.list("corrupt/tasks/default/running")
+    corrupt = await backend.objects.list(f"corrupt/tasks/default/{claimed_dir(backend)}")
     assert len(corrupt) == 1 and bad.id in corrupt[0]
     events = await backend.get_event_storage().get_events(event_type=EventType.CORRUPTED)
     assert [e.task_id for e in events] == [bad.id]

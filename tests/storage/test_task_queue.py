@@ -94,8 +94,8 @@ async def test_dequeue_timeout_returns_none_when_idle(backend):
 async def test_other_consumers_enqueues_become_visible(backend_factory):
     """Two backend instances on one store: B sees what A enqueued after B cached a listing."""
     a = backend_factory()
-    async with a:
-        b = a if a.protocol == "memory" else backend_factory()
+    b = a if a.protocol == "memory" else backend_factory()
+    async with a, b:
         qa, qb = a.get_task_queue(), b.get_task_queue()
         await qa.enqueue(Task(func="first"))
         assert (await qb.dequeue("default")).func == "first"

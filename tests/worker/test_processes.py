@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -22,13 +23,13 @@ from omniq.models.task import Task, TaskStatus
 HERE = Path(__file__).parent
 
 
-def worker_env(base: Path, **extra: str) -> dict[str, str]:
+def worker_env(base: Path | str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OMNIQ_")}
     env.update(OMNIQ_TEST_URL=str(base), PYTHONPATH=str(HERE), **extra)
     return env
 
 
-def start_worker(base: Path, *args: str, **env: str) -> subprocess.Popen[bytes]:
+def start_worker(base: Path | str, *args: str, **env: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "omniq", "worker", "--app", "task_defs:app", *args],
         cwd=HERE, env=worker_env(base, **env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -124,5 +125,60 @@ def test_sigkill_fault_injection_loses_nothing(tmp_path):
                     assert EventType.LEASE_EXPIRED in kinds, (task_id, kinds)
             assert kills >= 3 and redelivered >= 1, (kills, redelivered)
             print(f"{kills} kills, {redelivered} tasks re-delivered")
+
+    asyncio.run(check())
+
+
+@pytest.mark.slow
+def test_sigkill_on_s3_task_is_redelivered_after_its_lease_expires(s3_server):
+    """A worker killed mid-task on S3: its lease object expires and another worker re-runs it."""
+    import json
+
+    url = s3_server.url()
+    env = {"OMNIQ_STORAGE_OPTIONS": json.dumps(s3_server.options), "OMNIQ_REAP_INTERVAL": "0.3"}
+
+    def backend() -> FileBackend:
+        return FileBackend.from_url(url, fs_kwargs=dict(s3_server.options))
+
+    async def enqueue() -> str:
+        app = AsyncOmniQ(backend())
+        app.task(name="sleep_for")(task_defs.sleep_for.fn)
+        async with app:
+            return (await app.enqueue("sleep_for", 1.5)).id
+
+    async def state() -> Task | None:
+        async with backend() as b:
+            return await b.task_queue.get_task(task_id)
+
+    task_id = asyncio.run(enqueue())
+    first = start_worker(url, "--visibility-timeout", "1", **env)
+    try:
+        deadline = time.monotonic() + 60
+        while asyncio.run(state()).status is not TaskStatus.RUNNING:
+            assert time.monotonic() < deadline, "worker never started the task"
+            time.sleep(0.1)
+        first.kill()
+        first.wait()
+        orphan = asyncio.run(state())
+        assert orphan.status is TaskStatus.RUNNING  # the lease object outlives its worker
+        wait = (orphan.lease.expires_at - datetime.now(timezone.utc)).total_seconds()
+        time.sleep(max(0.0, wait) + 0.2)  # a burst worker only re-delivers expired leases
+    finally:
+        first.kill()
+    second = start_worker(url, "--visibility-timeout", "1", "--burst", **env)
+    out, _ = second.communicate(timeout=120)
+    assert second.returncode == 0, out.decode()
+
+    async def check() -> None:
+        async with backend() as b:
+            task = await b.task_queue.get_task(task_id)
+            assert task.status is TaskStatus.COMPLETED and task.attempts == 2, task
+            result = await b.result_storage.get(task_id)
+            assert result is not None and result.is_success and result.result == 1.5
+            kinds = [e.event_type for e in await b.event_storage.get_events(task_id=task_id)]
+            # The killed delivery may leave no "started" (buffered until its first heartbeat):
+            # its lease_expired event records it.
+            assert EventType.LEASE_EXPIRED in kinds and EventType.COMPLETED in kinds, kinds
+            assert await b.objects.list("tasks/default/running") == []
 
     asyncio.run(check())

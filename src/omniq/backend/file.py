@@ -26,11 +26,17 @@ from omniq.storage.file import (
     LocalObjectStore,
     ObjectStore,
 )
+from omniq.storage.file.cloud import CloudObjectStore
 from omniq.storage.file.keys import task_id_of
+from omniq.storage.file.lease_queue import LeaseTaskQueue
 
 logger = logging.getLogger("omniq.storage.file")
 
 _LOCAL = frozenset({"file", "local"})
+_CLOUD_PROTOCOLS = {
+    "s3": "s3", "s3a": "s3", "gs": "gs", "gcs": "gs",
+    "az": "az", "abfs": "az", "abfss": "az",
+}  # fmt: skip
 EXTRAS = {
     "s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs",
     "az": "azure", "abfs": "azure", "abfss": "azure", "adl": "azure",
@@ -67,6 +73,21 @@ def make_filesystem(protocol: str, options: dict[str, Any]) -> Any:
     except ValueError as exc:
         raise ConfigError(f"unknown filesystem protocol {protocol!r}") from exc
     return cls(**options)
+
+
+def cloud_store(kind: str, root: str, options: dict[str, Any]) -> CloudObjectStore:
+    """The object store of a cloud protocol family ("s3", "gs" or "az")."""
+    if kind == "s3":
+        from omniq.storage.file.s3 import S3ObjectStore
+
+        return S3ObjectStore(root, options)
+    if kind == "gs":
+        from omniq.storage.file.gcs import GCSObjectStore
+
+        return GCSObjectStore(root, options)
+    from omniq.storage.file.azure import AzureObjectStore
+
+    return AzureObjectStore(root, options)
 
 
 class FileBackend(Backend):
@@ -106,7 +127,11 @@ class FileBackend(Backend):
             config=config,
             reporters=[self._report_corrupt],
         )
-        self.task_queue = FileTaskQueue(ctx, config.tasks_dir)
+        # Stores with an atomic rename claim by renaming; object stores by lease objects.
+        queue_class = (
+            LeaseTaskQueue if isinstance(self.objects, CloudObjectStore) else FileTaskQueue
+        )
+        self.task_queue = queue_class(ctx, config.tasks_dir)
         self.result_storage = FileResultStorage(ctx, config.results_dir)
         self.event_storage = FileEventStorage(ctx, config.events_dir)
         self.schedule_storage = FileScheduleStorage(ctx, config.schedules_dir)
@@ -140,6 +165,9 @@ class FileBackend(Backend):
     def _make_objects(self) -> ObjectStore:
         if self.protocol == "file":
             return LocalObjectStore(self.root, fsync=self.config.fsync)
+        cloud = _CLOUD_PROTOCOLS.get(self.protocol)
+        if cloud is not None:
+            return cloud_store(cloud, self.root, self.storage_options)
         return FsspecObjectStore(
             self.fs, self.protocol, f"{self.protocol}://{self.root.lstrip('/')}"
         )

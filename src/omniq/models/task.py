@@ -37,6 +37,7 @@ class Lease(msgspec.Struct, kw_only=True):
     expires_at: datetime
     worker_id: str | None = None
     key: str | None = None  # the running object's name in the file backend
+    version: str | None = None  # the lease object's ETag/generation on object stores
 
 
 class Task(msgspec.Struct, kw_only=True):

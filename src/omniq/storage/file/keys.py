@@ -10,6 +10,7 @@ finished: ``{task_id}{ext}`` under completed/, failed/ or cancelled/.
 from __future__ import annotations
 
 import bisect
+import random
 from typing import NamedTuple
 
 from omniq.models.task import PRIORITY_MAX, Task
@@ -90,14 +91,20 @@ class PendingIndex:
     def __len__(self) -> int:
         return sum(len(b) - self._cursors[r] for r, b in self._buckets.items())
 
-    def next_due(self, now_ms: int) -> str | None:
-        """The first name, in queue order, whose due time has come."""
+    def next_due(self, now_ms: int, window: int = 1) -> str | None:
+        """The first name, in queue order, whose due time has come; with ``window`` > 1, one
+        of the first ``window`` due names of the highest priority, at random."""
         for rank in self._ranks:
             bucket, cursor = self._buckets[rank], self._cursors[rank]
             if cursor < len(bucket):
                 name = bucket[cursor]
-                if int(name[DUE_OFFSET:DUE_END]) <= now_ms:
-                    return name
+                if int(name[DUE_OFFSET:DUE_END]) > now_ms:
+                    continue
+                if window > 1:
+                    pick = bucket[random.randrange(cursor, min(len(bucket), cursor + window))]
+                    if int(pick[DUE_OFFSET:DUE_END]) <= now_ms:
+                        return pick
+                return name
         return None
 
     def discard(self, name: str) -> None:

@@ -2,20 +2,27 @@
 
 The four file stores are written once on top of ``ObjectStore``; technologies differ only here.
 ``LocalObjectStore`` makes plain ``os`` calls (an fsspec call on the async path costs a thread hop,
-~10x a plain syscall, see DESIGN.md). ``FsspecObjectStore`` serves any other fsspec filesystem.
+~10x a plain syscall, see DESIGN.md). ``FsspecObjectStore`` serves memory and any other fsspec
+filesystem; ``omniq.storage.file.cloud`` serves S3, GCS and Azure with conditional writes.
 Names starting with ``.`` are private (temporary files) and never listed.
+
+Two claim protocols sit on top (docs/storage-protocol.md): stores with ``atomic_rename`` claim by
+renaming; stores with ``compare_and_swap`` claim by creating a lease object conditionally and
+fence with versioned writes (``create`` / ``get_versioned`` / ``replace`` / ``delete_version``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import itertools
 import logging
 import os
 import shutil
 import threading
 from abc import ABC, abstractmethod
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,22 +34,32 @@ _tmp_counter = itertools.count()
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a store guarantees. A claim is race-free only with one of the two."""
+    """What a store guarantees. Claims are race-free with an atomic rename, or with conditional
+    create plus compare-and-swap (the lease-object protocol)."""
 
     atomic_rename: bool
     conditional_create: bool
+    compare_and_swap: bool = False
 
     @property
     def safe_claims(self) -> bool:
-        return self.atomic_rename or self.conditional_create
+        return self.atomic_rename or (self.conditional_create and self.compare_and_swap)
+
+
+NO_GUARANTEES = Capabilities(atomic_rename=False, conditional_create=False, compare_and_swap=False)
+
+
+class VersionMismatch(Exception):
+    """A conditional write or delete found the object changed (or gone) since its version."""
 
 
 class ObjectStore(ABC):
     """Bytes under keys. Missing objects are ``FileNotFoundError``; any other failure is
-    ``StorageError`` naming the key."""
+    ``StorageError`` naming the key. ``requests`` counts the calls made, by kind."""
 
     capabilities: Capabilities
     url: str
+    requests: Counter[str]
 
     @abstractmethod
     async def put(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
@@ -61,6 +78,11 @@ class ObjectStore(ABC):
     async def delete(self, key: str) -> bool:
         """Remove an object; ``False`` if it was not there."""
 
+    async def discard(self, key: str) -> None:
+        """Remove an object if it is there, without asking whether it was (one request less on
+        stores whose delete does not say, such as S3)."""
+        await self.delete(key)
+
     @abstractmethod
     async def move(self, src: str, dst: str) -> bool:
         """Move ``src`` to ``dst``; ``False`` if ``src`` is gone. Exactly one of any number of
@@ -69,6 +91,28 @@ class ObjectStore(ABC):
     @abstractmethod
     async def delete_tree(self, prefix: str) -> int:
         """Remove everything under ``prefix``; return how many objects were removed."""
+
+    # Versioned operations, for stores with ``compare_and_swap`` (the lease-object protocol).
+    # A version is an opaque string: an ETag on S3 and Azure, a generation on GCS.
+
+    async def create(self, key: str, data: bytes) -> str:
+        """Write ``data`` only if ``key`` does not exist (``FileExistsError`` otherwise);
+        return the new version."""
+        raise NotImplementedError(f"{type(self).__name__} has no conditional writes")
+
+    async def get_versioned(self, key: str) -> tuple[bytes, str]:
+        """The object's bytes and version; ``FileNotFoundError`` if it does not exist."""
+        raise NotImplementedError(f"{type(self).__name__} has no conditional writes")
+
+    async def replace(self, key: str, data: bytes, version: str) -> str:
+        """Overwrite ``key`` only if it still has ``version`` (else ``VersionMismatch``, also
+        when it is gone); return the new version."""
+        raise NotImplementedError(f"{type(self).__name__} has no conditional writes")
+
+    async def delete_version(self, key: str, version: str) -> bool:
+        """Delete ``key`` only if it still has ``version``; ``False`` if it is gone,
+        ``VersionMismatch`` if it changed."""
+        raise NotImplementedError(f"{type(self).__name__} has no conditional writes")
 
     async def open(self) -> None:  # noqa: B027 - optional hook, most stores need nothing
         """Prepare the store (create the base directory where that means something)."""
@@ -94,6 +138,7 @@ class LocalObjectStore(ObjectStore):
         self.root = os.path.abspath(os.path.expanduser(root))
         self.url = "file://" + self.root
         self.fsync = fsync
+        self.requests = Counter()  # not counted: local calls are syscalls, not requests
         self._pid = os.getpid()
 
     async def open(self) -> None:
@@ -231,8 +276,9 @@ class FsspecObjectStore(ObjectStore):
     """Any fsspec filesystem (``memory://`` and others) through its blocking API.
 
     ``fs`` is rooted at the base directory (a ``DirFileSystem``). In-process stores (memory) get
-    atomic moves and exclusive creates from a process lock. Other protocols get neither here:
-    moves are copy + delete, safe for one consumer only, and the backend says so at open.
+    atomic moves, exclusive creates and compare-and-swap from a process lock (versions are content
+    hashes, as S3's ETags are). Other protocols get none of these here: moves are copy + delete,
+    safe for one consumer only, and the backend says so at open.
     """
 
     IN_PROCESS = frozenset({"memory"})
@@ -240,9 +286,12 @@ class FsspecObjectStore(ObjectStore):
     def __init__(self, fs: Any, protocol: str, url: str) -> None:
         self.fs = fs
         self.url = url
+        self.requests = Counter()
         self._in_process = protocol in self.IN_PROCESS
-        self.capabilities = Capabilities(
-            atomic_rename=self._in_process, conditional_create=self._in_process
+        self.capabilities = (
+            Capabilities(atomic_rename=True, conditional_create=True, compare_and_swap=True)
+            if self._in_process
+            else NO_GUARANTEES
         )
 
     def _guard(self) -> Any:
@@ -302,6 +351,50 @@ class FsspecObjectStore(ObjectStore):
             return False
         except OSError as exc:
             raise _wrap(exc, "move", f"{self.url}/{src} -> {dst}") from exc
+
+    # Versioned operations: memory only (under the process lock).
+
+    def _need_lock(self) -> None:
+        if not self._in_process:
+            raise NotImplementedError(f"{self.url} has no conditional writes")
+
+    @staticmethod
+    def _version(data: bytes) -> str:
+        return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+    async def create(self, key: str, data: bytes) -> str:
+        self._need_lock()
+        await self.put(key, data, exclusive=True)
+        return self._version(data)
+
+    async def get_versioned(self, key: str) -> tuple[bytes, str]:
+        self._need_lock()
+        data = await self.get(key)
+        return data, self._version(data)
+
+    async def replace(self, key: str, data: bytes, version: str) -> str:
+        self._need_lock()
+        with _process_lock:
+            try:
+                current = bytes(self.fs.cat_file(key))
+            except FileNotFoundError:
+                raise VersionMismatch(key) from None
+            if self._version(current) != version:
+                raise VersionMismatch(key)
+            self.fs.pipe_file(key, data)
+        return self._version(data)
+
+    async def delete_version(self, key: str, version: str) -> bool:
+        self._need_lock()
+        with _process_lock:
+            try:
+                current = bytes(self.fs.cat_file(key))
+            except FileNotFoundError:
+                return False
+            if self._version(current) != version:
+                raise VersionMismatch(key)
+            self.fs.rm_file(key)
+        return True
 
     async def delete_tree(self, prefix: str) -> int:
         try:

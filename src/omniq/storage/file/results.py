@@ -32,7 +32,10 @@ class FileResultStorage(ResultStorage):
         data = self._ctx.serializer.encode(result)  # fails before anything is written
         folder, other = (SUCCESS, FAILED) if result.is_success else (FAILED, SUCCESS)
         await self._ctx.objects.put(self._key(folder, result.task_id), data)
-        await self._ctx.objects.delete(self._key(other, result.task_id))
+        if result.attempts != 1:
+            # A result of the other kind can only come from an earlier delivery (or a caller
+            # setting results by hand): a first delivery saves the request.
+            await self._ctx.objects.discard(self._key(other, result.task_id))
 
     async def get(self, task_id: str) -> TaskResult | None:
         validate_id(task_id, "task id")

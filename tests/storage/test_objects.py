@@ -1,0 +1,96 @@
+"""The primitive layer's conditional operations, against each store that has them.
+
+These are what the lease-object claim protocol stands on: if a driver (or an emulator) dropped
+the condition, two workers could claim one task. The start-up probe checks the same at run time.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from omniq import AsyncOmniQ
+from omniq.exceptions import ConfigError
+from omniq.storage.file.objects import VersionMismatch
+
+
+def _conditional(backend) -> bool:
+    return backend.objects.capabilities.compare_and_swap
+
+
+async def test_capabilities_after_open(backend, backend_kind):
+    caps = backend.objects.capabilities
+    assert caps.safe_claims
+    assert caps.atomic_rename == (backend_kind in ("local", "memory"))
+    assert caps.compare_and_swap == (backend_kind != "local")
+
+
+async def test_create_is_exclusive(backend):
+    if not _conditional(backend):
+        with pytest.raises(NotImplementedError):
+            await backend.objects.create("x/a", b"1")
+        return
+    version = await backend.objects.create("x/a", b"1")
+    with pytest.raises(FileExistsError):
+        await backend.objects.create("x/a", b"2")
+    assert await backend.objects.get_versioned("x/a") == (b"1", version)
+
+
+async def test_replace_is_compare_and_swap(backend):
+    if not _conditional(backend):
+        pytest.skip("local disk claims by rename; it has no versioned writes")
+    objects = backend.objects
+    v1 = await objects.create("x/b", b"1")
+    v2 = await objects.replace("x/b", b"2", v1)
+    assert v2 != v1
+    with pytest.raises(VersionMismatch):
+        await objects.replace("x/b", b"3", v1)  # stale
+    assert (await objects.get("x/b")) == b"2"
+    with pytest.raises(VersionMismatch):
+        await objects.replace("x/missing", b"1", v2)
+
+
+async def test_conditional_delete(backend, backend_kind):
+    if not _conditional(backend):
+        pytest.skip("local disk claims by rename; it has no versioned writes")
+    objects = backend.objects
+    v1 = await objects.create("x/c", b"1")
+    v2 = await objects.replace("x/c", b"2", v1)
+    try:
+        await objects.delete_version("x/c", v1)
+    except VersionMismatch:
+        pass
+    else:
+        assert backend_kind == "gcs", "a stale conditional delete went through"
+        pytest.xfail("fake-gcs-server ignores ifGenerationMatch on DELETE (real GCS honours it)")
+    assert await objects.delete_version("x/c", v2) is True
+    assert await objects.delete_version("x/c", v2) is False
+
+
+async def test_probe_refuses_a_store_that_ignores_conditions(s3_server, caplog):
+    """A store (or a proxy) that drops the conditions is found out at open, loudly."""
+    from omniq.backend.file import FileBackend
+    from omniq.storage.file.s3 import S3ObjectStore
+
+    class Unconditional(S3ObjectStore):
+        async def _put(self, path, data, *, create, version):
+            return await super()._put(path, data, create=False, version=None)
+
+    backend = FileBackend.from_url(s3_server.url(), fs_kwargs=dict(s3_server.options))
+    backend.objects.__class__ = Unconditional
+    with caplog.at_level(logging.WARNING, logger="omniq.storage.file"):
+        async with backend:
+            assert not backend.objects.capabilities.safe_claims
+            async with AsyncOmniQ(backend) as app:
+                app.task(name="one")(one)
+                handle = await app.enqueue("one")
+                with pytest.raises(ConfigError, match="concurrency=1"):
+                    await app.run_worker(concurrency=2, burst=True)
+                stats = await app.run_worker(concurrency=1, burst=True)
+                assert stats.completed == 1 and await handle.result(timeout=5) == 1
+    assert any("run one worker only" in r.message for r in caplog.records)
+
+
+async def one() -> int:
+    return 1
