@@ -18,7 +18,9 @@ listing from it, one extra listing per refresh rather than a failed create per r
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from datetime import datetime
 
 import msgspec
@@ -64,9 +66,15 @@ class LeaseTaskQueue(FileTaskQueue):
     """``FileTaskQueue`` on a store with conditional create and compare-and-swap."""
 
     # A lost claim race costs a round trip here, and every worker lists the same names in the
-    # same order: each picks among the first due names of the top priority at random, so that
-    # workers rarely collide. Order within that window is not kept (priority always is).
-    claim_window = 16
+    # same order. Once a worker has lost a race it picks among the first due names of the top
+    # priority at random for a while, so that competing workers rarely collide; alone, it takes
+    # names strictly in order (with several consumers the order is interleaved anyway).
+    CONTENDED_WINDOW = 16
+    CONTENDED_SECONDS = 5.0
+    _contended_until = 0.0
+
+    def _claim_window(self) -> int:
+        return self.CONTENDED_WINDOW if time.monotonic() < self._contended_until else 1
 
     # ------------------------------------------------------------------ names and leases
 
@@ -133,16 +141,26 @@ class LeaseTaskQueue(FileTaskQueue):
     ) -> Task | None:
         record = LeaseRecord(token=_token(worker_id), expires_ms=now_ms + lease_ms,
                              worker_id=worker_id)  # fmt: skip
-        try:
-            version = await self._objects.create(self._lease_key(queue, name), _encode(record))
-        except FileExistsError:
-            return None  # held by another worker (or expired: the reaper's business)
-        try:
-            task = await self._read_task(self._payload_key(queue, name))
-        except (FileNotFoundError, CorruptFileError):
+        # The create and the read go out together (one round trip): the payload of a pending
+        # name does not change while nobody holds its lease, and a lost race wastes one GET.
+        created, read = await asyncio.gather(
+            self._objects.create(self._lease_key(queue, name), _encode(record)),
+            self._read_task(self._payload_key(queue, name)),
+            return_exceptions=True,
+        )
+        if isinstance(created, BaseException):
+            if isinstance(created, FileExistsError):
+                self._contended_until = time.monotonic() + self.CONTENDED_SECONDS
+                return None  # held by another worker (or expired: the reaper's business)
+            raise created
+        version = created
+        if isinstance(read, BaseException):
             # Finished (or set aside) after our listing: give the name back.
             await self._drop_lease(queue, name, version)
-            return None
+            if isinstance(read, (FileNotFoundError, CorruptFileError)):
+                return None
+            raise read
+        task = read
         return _delivered(task, now_ms, Lease(
             token=record.token, expires_at=from_ms(record.expires_ms), worker_id=worker_id,
             key=name, version=version,
@@ -195,10 +213,14 @@ class LeaseTaskQueue(FileTaskQueue):
         """Write the task where the settle record says, drop its pending payload (unless that
         is where it goes), then the lease. Every step is idempotent."""
         assert record.settle_to is not None and record.settle_data is not None
-        await self._objects.put(record.settle_to, record.settle_data)
         payload = self._payload_key(queue, name)
-        if record.settle_to != payload:
-            await self._objects.discard(payload)
+        if record.settle_to == payload:
+            await self._objects.put(record.settle_to, record.settle_data)
+        else:  # independent while the lease stands: one round trip
+            await asyncio.gather(
+                self._objects.put(record.settle_to, record.settle_data),
+                self._objects.discard(payload),
+            )
         await self._drop_lease(queue, name, version)
 
     async def finish_task(

@@ -87,7 +87,8 @@ class FileTaskQueue(TaskQueue):
 
     # How many of the first due names a claim picks from at random. A lost claim race costs a
     # failed rename here (microseconds): take them strictly in order.
-    claim_window = 1
+    def _claim_window(self) -> int:
+        return 1
 
     def __init__(self, ctx: FileStoreContext, tasks_dir: str) -> None:
         self._ctx = ctx
@@ -184,7 +185,7 @@ class FileTaskQueue(TaskQueue):
         lease_ms = int(lease_seconds * 1000)
         while True:
             now_ms = time.time_ns() // 1_000_000
-            name = index.next_due(now_ms, self.claim_window)
+            name = index.next_due(now_ms, self._claim_window())
             if name is None:
                 if fresh:
                     return None
