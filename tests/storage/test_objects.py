@@ -94,3 +94,23 @@ async def test_probe_refuses_a_store_that_ignores_conditions(s3_server, caplog):
 
 async def one() -> int:
     return 1
+
+
+async def test_s3_refuses_a_botocore_that_would_drop_the_conditions(s3_server, monkeypatch):
+    """s3fs filters out keywords its botocore does not know: a conditional PUT would silently
+    become a plain one. The store checks at start instead of finding out in a race."""
+    import s3fs
+
+    from omniq.backend.file import FileBackend
+    from omniq.exceptions import MissingDependencyError
+
+    real = s3fs.S3FileSystem._filter_kwargs
+
+    def old_botocore(self, method, kwargs):
+        return {k: v for k, v in real(self, method, kwargs).items() if k != "IfMatch"}
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "_filter_kwargs", old_botocore)
+    backend = FileBackend.from_url(s3_server.url(), fs_kwargs=dict(s3_server.options))
+    with pytest.raises(MissingDependencyError, match="IfMatch"):
+        async with backend:
+            pass

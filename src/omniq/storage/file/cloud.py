@@ -18,7 +18,7 @@ from abc import abstractmethod
 from collections import Counter
 from typing import Any
 
-from omniq.exceptions import MissingDependencyError, StorageError
+from omniq.exceptions import MissingDependencyError, OmniQError, StorageError
 from omniq.storage.file.objects import (
     NO_GUARANTEES,
     Capabilities,
@@ -104,7 +104,7 @@ class CloudObjectStore(ObjectStore):
             return await coro
         except (FileNotFoundError, FileExistsError, VersionMismatch, NotImplementedError):
             raise
-        except StorageError:
+        except OmniQError:  # already says what went wrong (StorageError, MissingDependencyError)
             raise
         except Exception as exc:
             raise self._fail(exc, action, key) from exc
