@@ -356,3 +356,33 @@ async def test_enqueue_finished_task_keeps_its_state(backend):
     await q.enqueue(running)
     assert (await q.get_task(done.id)).status is TaskStatus.COMPLETED
     assert (await q.get_task(running.id)).status is TaskStatus.PENDING  # no lease here: redeliver
+
+
+async def test_object_stores_list_only_the_head_of_a_long_queue(backend_factory, monkeypatch):
+    """On object stores a listing costs a request per page: a consumer lists pages in queue
+    order only until it has enough due names, and still keeps the order."""
+    from omniq.storage.file.lease_queue import LeaseTaskQueue
+
+    producer = backend_factory()
+    if not isinstance(producer.task_queue, LeaseTaskQueue):
+        pytest.skip("rename stores list a directory in one call")
+    consumer = backend_factory()
+    monkeypatch.setattr(LeaseTaskQueue, "HEAD_NAMES", 3)
+    async with producer, consumer:
+        monkeypatch.setattr(consumer.objects, "page_size", 5)
+        ids = [await producer.task_queue.enqueue(Task(func="f", args=(i,))) for i in range(20)]
+        delayed = [  # 7 sort before the due tasks (higher priority), 40 after
+            await producer.task_queue.enqueue(Task(func="later", priority=p, delay=3600))
+            for p in [5] * 7 + [-5] * 40
+        ]
+        consumer.objects.requests.clear()
+        got = []
+        while (task := await consumer.task_queue.dequeue("default")) is not None:
+            await consumer.task_queue.finish_task(task)
+            got.append(task.id)
+        assert got == ids  # the delayed high-priority names did not hide the due tasks
+        # Seven refreshes list running/ and two pending pages each; the last two, finding no due
+        # name, page through the whole queue. Listing all 67 names every time would cost
+        # 1 + 14 pages per refresh, over 130 in all.
+        assert consumer.objects.requests["list"] <= 50, consumer.objects.requests
+        assert await consumer.task_queue.get_queue_size("default") == len(delayed)

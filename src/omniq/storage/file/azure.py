@@ -9,8 +9,10 @@ service principal or the default Azure credential).
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import weakref
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from omniq.exceptions import MissingDependencyError
@@ -117,14 +119,17 @@ class AzureObjectStore(CloudObjectStore):
             raise VersionMismatch(path) from exc
         return True
 
-    async def _list(self, prefix: str, recursive: bool) -> list[str]:
-        out: list[str] = []
+    async def _pages(
+        self, prefix: str, recursive: bool
+    ) -> AsyncGenerator[builtins.list[str], None]:
         if recursive:
-            pages = self.container.list_blobs(name_starts_with=prefix).by_page()
+            pages = self.container.list_blobs(
+                name_starts_with=prefix, results_per_page=self.page_size
+            ).by_page()
         else:
-            pages = self.container.walk_blobs(name_starts_with=prefix, delimiter="/").by_page()
+            pages = self.container.walk_blobs(
+                name_starts_with=prefix, delimiter="/", results_per_page=self.page_size
+            ).by_page()
         async for page in pages:
             self.requests["list"] += 1
-            async for item in page:
-                out.append(item.name)
-        return out
+            yield sorted([item.name async for item in page])

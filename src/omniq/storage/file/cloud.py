@@ -10,12 +10,14 @@ No listing cache is used: other workers' writes must be visible at the next list
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import importlib.util
 import logging
 import os
 from abc import abstractmethod
 from collections import Counter
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from omniq.exceptions import MissingDependencyError, OmniQError, StorageError
@@ -40,6 +42,7 @@ class CloudObjectStore(ObjectStore):
     """
 
     protocol = ""
+    page_size = 1000  # names per listing request (the most S3 returns)
     driver = ""  # the fsspec driver package whose client is used
     extra = ""  # the omniq extra that installs it
 
@@ -81,9 +84,13 @@ class CloudObjectStore(ObjectStore):
         """DELETE; ``False`` if absent; ``VersionMismatch`` if ``version`` no longer matches."""
 
     @abstractmethod
-    async def _list(self, prefix: str, recursive: bool) -> list[str]:
-        """Paths under ``prefix`` (which ends in '/'): one level (files and sub-folders, a
-        folder with a trailing '/'), or every object below it."""
+    def _pages(self, prefix: str, recursive: bool) -> AsyncGenerator[builtins.list[str], None]:
+        """Paths under ``prefix`` (which ends in '/'), a page (one request) at a time, in name
+        order: one level (files and sub-folders, a folder with a trailing '/'), or every object
+        below it."""
+
+    async def _list(self, prefix: str, recursive: bool) -> builtins.list[str]:
+        return [path async for page in self._pages(prefix, recursive) for path in page]
 
     @abstractmethod
     async def _ensure_bucket(self) -> None:
@@ -102,7 +109,8 @@ class CloudObjectStore(ObjectStore):
     async def _call(self, action: str, key: str, coro: Any) -> Any:
         try:
             return await coro
-        except (FileNotFoundError, FileExistsError, VersionMismatch, NotImplementedError):
+        except (FileNotFoundError, FileExistsError, VersionMismatch, NotImplementedError,
+                StopAsyncIteration):  # fmt: skip
             raise
         except OmniQError:  # already says what went wrong (StorageError, MissingDependencyError)
             raise
@@ -137,11 +145,27 @@ class CloudObjectStore(ObjectStore):
     async def delete_version(self, key: str, version: str) -> bool:
         return await self._call("delete", key, self._delete(self._path(key), version))  # type: ignore[no-any-return]
 
-    async def list(self, prefix: str) -> list[str]:
-        base = self._path(prefix.strip("/")) + "/"
-        paths = await self._call("list", prefix, self._list(base, False))
+    @staticmethod
+    def _names(base: str, paths: builtins.list[str]) -> builtins.list[str]:
         names = (p[len(base) :].rstrip("/") for p in paths)
         return [n for n in names if n and "/" not in n and not n.startswith(".")]
+
+    async def list(self, prefix: str) -> list[str]:
+        base = self._path(prefix.strip("/")) + "/"
+        return self._names(base, await self._call("list", prefix, self._list(base, False)))
+
+    async def list_pages(self, prefix: str) -> AsyncGenerator[builtins.list[str], None]:
+        base = self._path(prefix.strip("/")) + "/"
+        pages = self._pages(base, False)
+        try:
+            while True:
+                try:
+                    page = await self._call("list", prefix, anext(pages))
+                except StopAsyncIteration:
+                    return
+                yield self._names(base, page)
+        finally:
+            await pages.aclose()
 
     async def move(self, src: str, dst: str) -> bool:
         """Copy + delete: not atomic. Claims never move on these stores (they use lease

@@ -10,7 +10,9 @@ probe stalls against emulators.
 
 from __future__ import annotations
 
+import builtins
 import json
+from collections.abc import AsyncGenerator
 from typing import Any
 from urllib.parse import quote
 
@@ -105,17 +107,19 @@ class GCSObjectStore(CloudObjectStore):
             raise VersionMismatch(path) from exc
         return True
 
-    async def _list(self, prefix: str, recursive: bool) -> list[str]:
-        out: list[str] = []
-        params: dict[str, Any] = {"prefix": prefix, "maxResults": 1000}
+    async def _pages(
+        self, prefix: str, recursive: bool
+    ) -> AsyncGenerator[builtins.list[str], None]:
+        params: dict[str, Any] = {"prefix": prefix, "maxResults": self.page_size}
         if not recursive:
             params["delimiter"] = "/"
         while True:
             self.requests["list"] += 1
             page = await self.fs._call("GET", self._object_url, json_out=True, **params)
-            out.extend(item["name"] for item in page.get("items", ()))
-            out.extend(page.get("prefixes", ()))
+            names = [item["name"] for item in page.get("items", ())]
+            names.extend(page.get("prefixes", ()))
+            yield sorted(names)
             token = page.get("nextPageToken")
             if not token:
-                return out
+                return
             params["pageToken"] = token

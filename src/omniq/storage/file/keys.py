@@ -75,13 +75,18 @@ class PendingIndex:
     Names are grouped by priority rank; within a group they sort by due time, so the first name
     of a group that is not due yet means no later one is either. Choosing the next task costs
     O(priorities), whatever the queue's length. The listing goes stale as other processes enqueue
-    and claim; the queue refreshes it every ``listing_ttl`` seconds and whenever it runs dry.
+    and claim; the queue refreshes it every ``listing_ttl`` seconds and whenever it runs dry. On
+    object stores it may hold only the head of the queue (see ``horizon``).
     """
 
-    __slots__ = ("_buckets", "_cursors", "_ranks", "listed_at")
+    __slots__ = ("_buckets", "_cursors", "_ranks", "horizon", "listed_at")
 
-    def __init__(self, names: list[str], listed_at: float) -> None:
+    def __init__(self, names: list[str], listed_at: float, horizon: str | None = None) -> None:
         self.listed_at = listed_at
+        # A listing of the head of the queue only: names after ``horizon`` were not listed, so
+        # own enqueues beyond it are left for a later listing (taking them first would jump
+        # the unlisted names before them).
+        self.horizon = horizon
         self._buckets: dict[str, list[str]] = {}
         for name in sorted(names):
             self._buckets.setdefault(name[:RANK_WIDTH], []).append(name)
@@ -121,6 +126,8 @@ class PendingIndex:
             del bucket[i]
 
     def add(self, name: str) -> None:
+        if self.horizon is not None and name > self.horizon:
+            return
         rank = name[:RANK_WIDTH]
         bucket = self._buckets.get(rank)
         if bucket is None:

@@ -30,7 +30,7 @@ from omniq.models._time import utcnow
 from omniq.models.ids import validate_id
 from omniq.models.task import Lease, Task, TaskStatus
 from omniq.storage.file.common import from_ms, logger, to_ms
-from omniq.storage.file.keys import PendingIndex, pending_stem
+from omniq.storage.file.keys import PendingIndex, parse_pending, pending_stem, split_ext
 from omniq.storage.file.objects import VersionMismatch
 from omniq.storage.file.task_queue import (
     _DIR_OF_STATUS,
@@ -69,6 +69,7 @@ class LeaseTaskQueue(FileTaskQueue):
     # same order. Once a worker has lost a race it picks among the first due names of the top
     # priority at random for a while, so that competing workers rarely collide; alone, it takes
     # names strictly in order (with several consumers the order is interleaved anyway).
+    HEAD_NAMES = 1000  # due names a refresh lists before it stops (one page on S3)
     CONTENDED_WINDOW = 16
     CONTENDED_SECONDS = 5.0
     _contended_until = 0.0
@@ -110,7 +111,30 @@ class LeaseTaskQueue(FileTaskQueue):
         return [n for n in payloads if n not in leased]
 
     async def _fresh_index(self, queue: str) -> PendingIndex:
-        return self._index(queue, await self._state_names(queue, PENDING))
+        """List the head of the queue: pages in name order (priority, then due time) until
+        ``HEAD_NAMES`` due, unleased names are in hand. A listing costs a request per page, so
+        listing a whole long queue each refresh would make dequeue slow down as it grows."""
+        leased = set(await self._objects.list(self._dir(queue, RUNNING)))
+        now_ms = to_ms(utcnow())
+        names: list[str] = []
+        due = 0
+        horizon: str | None = None
+        async with contextlib.aclosing(
+            self._objects.list_pages(self._dir(queue, PENDING))
+        ) as pages:
+            async for page in pages:
+                for name in page:
+                    if name in leased or not self._ctx.is_data_name(name):
+                        continue
+                    names.append(name)
+                    parsed = parse_pending(split_ext(name)[0])
+                    due += parsed is not None and parsed.due_ms <= now_ms
+                if due >= self.HEAD_NAMES and page:
+                    horizon = page[-1]
+                    break
+        index = PendingIndex(names, time.monotonic(), horizon)
+        self._indexes[queue] = index
+        return index
 
     async def _running_lease(self, queue: str, name: str) -> tuple[int, str] | None:
         found = await self._read_lease(queue, name)

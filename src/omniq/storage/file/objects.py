@@ -13,6 +13,7 @@ fence with versioned writes (``create`` / ``get_versioned`` / ``replace`` / ``de
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
 import hashlib
@@ -23,6 +24,7 @@ import shutil
 import threading
 from abc import ABC, abstractmethod
 from collections import Counter
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +75,11 @@ class ObjectStore(ABC):
     @abstractmethod
     async def list(self, prefix: str) -> list[str]:
         """Names (not keys) of the direct children of ``prefix``; ``[]`` if there is none."""
+
+    async def list_pages(self, prefix: str) -> AsyncGenerator[builtins.list[str], None]:
+        """``list`` in pages, in name order, for callers that may stop early: on stores that
+        list over HTTP each page is one request. Stores that list in one call yield one page."""
+        yield await self.list(prefix)
 
     @abstractmethod
     async def delete(self, key: str) -> bool:

@@ -8,6 +8,8 @@ reaches botocore; ``_check_keywords`` refuses to start if this botocore would dr
 
 from __future__ import annotations
 
+import builtins
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from omniq.exceptions import MissingDependencyError
@@ -134,17 +136,23 @@ class S3ObjectStore(CloudObjectStore):
             raise
         return True  # S3 answers 204 whether or not the object was there
 
-    async def _list(self, prefix: str, recursive: bool) -> list[str]:
-        out: list[str] = []
-        params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+    async def _pages(
+        self, prefix: str, recursive: bool
+    ) -> AsyncGenerator[builtins.list[str], None]:
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Prefix": prefix,
+            "MaxKeys": self.page_size,
+        }
         if not recursive:
             params["Delimiter"] = "/"
         while True:
             self.requests["list"] += 1
             page = await self.fs._call_s3("list_objects_v2", **params)
-            out.extend(item["Key"] for item in page.get("Contents", ()))
-            out.extend(item["Prefix"] for item in page.get("CommonPrefixes", ()))
+            keys = [item["Key"] for item in page.get("Contents", ())]
+            keys.extend(item["Prefix"] for item in page.get("CommonPrefixes", ()))
+            yield sorted(keys)
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
-                return out
+                return
             params["ContinuationToken"] = token
