@@ -386,3 +386,26 @@ async def test_object_stores_list_only_the_head_of_a_long_queue(backend_factory,
         # 1 + 14 pages per refresh, over 130 in all.
         assert consumer.objects.requests["list"] <= 50, consumer.objects.requests
         assert await consumer.task_queue.get_queue_size("default") == len(delayed)
+
+
+async def test_object_stores_reap_once_per_interval_across_consumers(backend_factory):
+    """Reaping reads every lease object: on object stores one consumer per reap interval does
+    it for all (it wins a CAS on tasks/.reaper); the others skip."""
+    from omniq.storage.file.lease_queue import LeaseTaskQueue
+
+    consumers = [backend_factory(reap_interval=30) for _ in range(3)]
+    if not isinstance(consumers[0].task_queue, LeaseTaskQueue):
+        pytest.skip("rename stores reap with one cheap listing per queue")
+    reaps: list[int] = []
+    async with consumers[0], consumers[1], consumers[2]:
+        for i, b in enumerate(consumers):
+            original = b.task_queue.requeue_expired
+
+            async def counted(now=None, _i=i, _original=original):
+                reaps.append(_i)
+                return await _original(now)
+
+            b.task_queue.requeue_expired = counted
+        for b in consumers:
+            assert await b.task_queue.dequeue("default") is None
+        assert len(reaps) == 1, reaps

@@ -268,6 +268,40 @@ class LeaseTaskQueue(FileTaskQueue):
 
     # ---------------------------------------------------------------------- the reaper
 
+    async def _maybe_reap(self) -> None:
+        # Reaping reads every lease object (a GET each): one consumer per reap interval does it
+        # for all, the one that wins the reaper turn; the others pay one GET to find out.
+        now = time.monotonic()
+        if now - self._last_reap >= self._config.reap_interval:
+            self._last_reap = now
+            if await self._reaper_turn():
+                await self.requeue_expired()
+
+    async def _reaper_turn(self) -> bool:
+        """Take ``<tasks>/.reaper`` for one reap interval, if nobody holds it (CAS)."""
+        key = f"{self._root}/.reaper"
+        now_ms = to_ms(utcnow())
+        mine = _encode(LeaseRecord(token=_token(), expires_ms=now_ms + int(
+            self._config.reap_interval * 1000)))  # fmt: skip
+        try:
+            data, version = await self._objects.get_versioned(key)
+        except FileNotFoundError:
+            try:
+                await self._objects.create(key, mine)
+                return True
+            except FileExistsError:
+                return False
+        try:
+            if _decode(data).expires_ms > now_ms:
+                return False
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            pass  # unreadable: take it over
+        try:
+            await self._objects.replace(key, mine, version)
+        except VersionMismatch:
+            return False
+        return True
+
     async def requeue_expired(self, now: datetime | None = None) -> list[Task]:
         now = now or utcnow()
         now_ms = to_ms(now)
