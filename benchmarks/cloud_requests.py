@@ -8,6 +8,8 @@ Starts each emulator (tests/emulators.py: moto, fake-gcs-server, Azurite) on 127
 - ``worker``: the whole lifecycle through the app: enqueue (task + "enqueued" event), a burst
   worker (async, concurrency 4) claims, runs a no-op, writes the result and the batched
   started+completed events, and finishes.
+- ``scaling``: claim + finish N tasks from queues of each ``--backlogs`` length, by a consumer
+  that did not enqueue them (it must list): requests and time per task must not grow.
 
 Requests are counted at the object-store seam (one per HTTP request, listing pages included),
 divided by N. Rates are those of emulators on this machine (moto handles one conditional PUT at a
@@ -96,6 +98,27 @@ async def worker_phase(emulator: Emulator, n: int) -> list[dict[str, Any]]:
         ]
 
 
+async def scaling_phase(emulator: Emulator, n: int, backlog: int) -> dict[str, Any]:
+    """Claim + finish ``n`` tasks from a queue ``backlog`` long: the cost must not grow with it."""
+    backend = FileBackend.from_url(emulator.url(), fs_kwargs=dict(emulator.options))
+    async with backend:
+        q, requests = backend.task_queue, backend.objects.requests
+        for i in range(backlog):
+            await q.enqueue(Task(func="f", args=(i,)))
+    consumer = FileBackend.from_url(backend.url, fs_kwargs=dict(emulator.options))
+    async with consumer:
+        q, requests = consumer.task_queue, consumer.objects.requests
+        requests.clear()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            task = await q.dequeue("default")
+            assert task is not None
+            await q.finish_task(task)
+        elapsed = time.perf_counter() - t0
+    return {"phase": f"claim + finish, {backlog:,} queued", "tasks_per_s": n / elapsed,
+            **per_task(requests, n)}  # fmt: skip
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     head = "| store | phase | tasks/s | " + " | ".join(KINDS) + " | total requests/task |"
     lines = [head, "|" + "---|" * (len(KINDS) + 4)]
@@ -110,17 +133,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", type=int, default=200)
     parser.add_argument("--only", default="s3,gcs,azure")
+    parser.add_argument(
+        "--backlogs",
+        default="200,2000",
+        help="queue lengths to claim --tasks from (dequeue must stay flat)",
+    )
     args = parser.parse_args()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as logs:
         for kind in args.only.split(","):
             emulator = STARTERS[kind](Path(logs))
             try:
-                for phase in (queue_phase, worker_phase):
-                    for row in asyncio.run(phase(emulator, args.tasks)):
-                        rows.append({"store": kind, **row})
-                        print(f"{kind:6} {row['phase']:24} {row['total']:.2f} requests/task",
-                              file=sys.stderr)  # fmt: skip
+                found = asyncio.run(queue_phase(emulator, args.tasks))
+                found += asyncio.run(worker_phase(emulator, args.tasks))
+                for backlog in (int(b) for b in args.backlogs.split(",") if b):
+                    found.append(asyncio.run(scaling_phase(emulator, args.tasks, backlog)))
+                for row in found:
+                    rows.append({"store": kind, **row})
+                    print(f"{kind:6} {row['phase']:32} {row['total']:.2f} requests/task, "
+                          f"{row['tasks_per_s'] or 0:.0f} tasks/s", file=sys.stderr)  # fmt: skip
             finally:
                 emulator.stop()
     print(table(rows))

@@ -368,8 +368,8 @@ async def test_object_stores_list_only_the_head_of_a_long_queue(backend_factory,
         pytest.skip("rename stores list a directory in one call")
     consumer = backend_factory()
     monkeypatch.setattr(LeaseTaskQueue, "HEAD_NAMES", 3)
+    monkeypatch.setattr(LeaseTaskQueue, "HEAD_PAGE", 5)
     async with producer, consumer:
-        monkeypatch.setattr(consumer.objects, "page_size", 5)
         ids = [await producer.task_queue.enqueue(Task(func="f", args=(i,))) for i in range(20)]
         delayed = [  # 7 sort before the due tasks (higher priority), 40 after
             await producer.task_queue.enqueue(Task(func="later", priority=p, delay=3600))
@@ -409,3 +409,23 @@ async def test_object_stores_reap_once_per_interval_across_consumers(backend_fac
         for b in consumers:
             assert await b.task_queue.dequeue("default") is None
         assert len(reaps) == 1, reaps
+
+
+async def test_object_stores_poll_an_empty_queue_once_per_listing_ttl(backend_factory):
+    """An idle consumer polls every poll_interval; on object stores it lists an empty queue at
+    most once per listing_ttl (two requests), not at every poll."""
+    from omniq.storage.file.lease_queue import LeaseTaskQueue
+
+    backend = backend_factory(poll_interval=0.02, listing_ttl=0.5, reap_interval=60)
+    if not isinstance(backend.task_queue, LeaseTaskQueue):
+        pytest.skip("a local listing is a system call: rename stores list at every poll")
+    async with backend:
+        backend.objects.requests.clear()
+        assert await backend.task_queue.dequeue("default", timeout=1.0) is None
+        # ~50 polls; listings at 0, 0.5 and 1.0 s at most (2 requests each) + the reaper's turn.
+        assert backend.objects.requests["list"] <= 8, backend.objects.requests
+        other = backend_factory()
+        async with other:
+            await other.task_queue.enqueue(Task(func="from-elsewhere"))
+        got = await backend.task_queue.dequeue("default", timeout=2.0)
+        assert got is not None and got.func == "from-elsewhere"  # seen within listing_ttl

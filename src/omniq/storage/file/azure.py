@@ -120,15 +120,15 @@ class AzureObjectStore(CloudObjectStore):
         return True
 
     async def _pages(
-        self, prefix: str, recursive: bool
+        self, prefix: str, recursive: bool, page_size: int
     ) -> AsyncGenerator[builtins.list[str], None]:
         if recursive:
             pages = self.container.list_blobs(
-                name_starts_with=prefix, results_per_page=self.page_size
+                name_starts_with=prefix, results_per_page=page_size
             ).by_page()
         else:
             pages = self.container.walk_blobs(
-                name_starts_with=prefix, delimiter="/", results_per_page=self.page_size
+                name_starts_with=prefix, delimiter="/", results_per_page=page_size
             ).by_page()
         async for page in pages:
             self.requests["list"] += 1

@@ -84,13 +84,16 @@ class CloudObjectStore(ObjectStore):
         """DELETE; ``False`` if absent; ``VersionMismatch`` if ``version`` no longer matches."""
 
     @abstractmethod
-    def _pages(self, prefix: str, recursive: bool) -> AsyncGenerator[builtins.list[str], None]:
-        """Paths under ``prefix`` (which ends in '/'), a page (one request) at a time, in name
-        order: one level (files and sub-folders, a folder with a trailing '/'), or every object
-        below it."""
+    def _pages(
+        self, prefix: str, recursive: bool, page_size: int
+    ) -> AsyncGenerator[builtins.list[str], None]:
+        """Paths under ``prefix`` (which ends in '/'), a page (one request, at most
+        ``page_size`` entries) at a time, in name order: one level (files and sub-folders, a
+        folder with a trailing '/'), or every object below it."""
 
     async def _list(self, prefix: str, recursive: bool) -> builtins.list[str]:
-        return [path async for page in self._pages(prefix, recursive) for path in page]
+        pages = self._pages(prefix, recursive, self.page_size)
+        return [path async for page in pages for path in page]
 
     @abstractmethod
     async def _ensure_bucket(self) -> None:
@@ -154,9 +157,11 @@ class CloudObjectStore(ObjectStore):
         base = self._path(prefix.strip("/")) + "/"
         return self._names(base, await self._call("list", prefix, self._list(base, False)))
 
-    async def list_pages(self, prefix: str) -> AsyncGenerator[builtins.list[str], None]:
+    async def list_pages(
+        self, prefix: str, page_size: int | None = None
+    ) -> AsyncGenerator[builtins.list[str], None]:
         base = self._path(prefix.strip("/")) + "/"
-        pages = self._pages(base, False)
+        pages = self._pages(base, False, page_size or self.page_size)
         try:
             while True:
                 try:

@@ -108,9 +108,9 @@ class GCSObjectStore(CloudObjectStore):
         return True
 
     async def _pages(
-        self, prefix: str, recursive: bool
+        self, prefix: str, recursive: bool, page_size: int
     ) -> AsyncGenerator[builtins.list[str], None]:
-        params: dict[str, Any] = {"prefix": prefix, "maxResults": self.page_size}
+        params: dict[str, Any] = {"prefix": prefix, "maxResults": page_size}
         if not recursive:
             params["delimiter"] = "/"
         while True:

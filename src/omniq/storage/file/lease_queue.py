@@ -65,16 +65,23 @@ _decode = msgspec.json.Decoder(LeaseRecord).decode
 class LeaseTaskQueue(FileTaskQueue):
     """``FileTaskQueue`` on a store with conditional create and compare-and-swap."""
 
-    # A lost claim race costs a round trip here, and every worker lists the same names in the
-    # same order. Once a worker has lost a race it picks among the first due names of the top
-    # priority at random for a while, so that competing workers rarely collide; alone, it takes
-    # names strictly in order (with several consumers the order is interleaved anyway).
-    HEAD_NAMES = 1000  # due names a refresh lists before it stops (one page on S3)
+    HEAD_NAMES = 100  # due names a refresh lists before it stops, in pages of HEAD_PAGE
+    HEAD_PAGE = 200
     CONTENDED_WINDOW = 16
     CONTENDED_SECONDS = 5.0
     _contended_until = 0.0
 
+    def _idle_relist_delay(self) -> float:
+        """A listing is two requests here: an idle consumer polling every ``poll_interval``
+        lists an empty queue at most once per ``listing_ttl`` (tasks enqueued elsewhere are seen
+        within it; own enqueues at once)."""
+        return self._config.listing_ttl
+
     def _claim_window(self) -> int:
+        """A lost claim race costs a round trip here, and every worker lists the same names in
+        the same order. Once a worker has lost a race it picks among the first due names of the
+        top priority at random for a while, so that competing workers rarely collide; alone, it
+        takes names strictly in order (with several consumers the order is interleaved anyway)."""
         return self.CONTENDED_WINDOW if time.monotonic() < self._contended_until else 1
 
     # ------------------------------------------------------------------ names and leases

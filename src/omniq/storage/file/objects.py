@@ -76,9 +76,12 @@ class ObjectStore(ABC):
     async def list(self, prefix: str) -> list[str]:
         """Names (not keys) of the direct children of ``prefix``; ``[]`` if there is none."""
 
-    async def list_pages(self, prefix: str) -> AsyncGenerator[builtins.list[str], None]:
-        """``list`` in pages, in name order, for callers that may stop early: on stores that
-        list over HTTP each page is one request. Stores that list in one call yield one page."""
+    async def list_pages(
+        self, prefix: str, page_size: int | None = None
+    ) -> AsyncGenerator[builtins.list[str], None]:
+        """``list`` in pages (of about ``page_size`` names), in name order, for callers that may
+        stop early: on stores that list over HTTP each page is one request. Stores that list in
+        one call yield one page."""
         yield await self.list(prefix)
 
     @abstractmethod

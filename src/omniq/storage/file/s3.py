@@ -137,12 +137,12 @@ class S3ObjectStore(CloudObjectStore):
         return True  # S3 answers 204 whether or not the object was there
 
     async def _pages(
-        self, prefix: str, recursive: bool
+        self, prefix: str, recursive: bool, page_size: int
     ) -> AsyncGenerator[builtins.list[str], None]:
         params: dict[str, Any] = {
             "Bucket": self.bucket,
             "Prefix": prefix,
-            "MaxKeys": self.page_size,
+            "MaxKeys": page_size,
         }
         if not recursive:
             params["Delimiter"] = "/"

@@ -85,17 +85,13 @@ def _queue_names(queues: Sequence[str] | str) -> list[str]:
 class FileTaskQueue(TaskQueue):
     """Task queue over an ``ObjectStore``; see the module docstring for the layout."""
 
-    # How many of the first due names a claim picks from at random. A lost claim race costs a
-    # failed rename here (microseconds): take them strictly in order.
-    def _claim_window(self) -> int:
-        return 1
-
     def __init__(self, ctx: FileStoreContext, tasks_dir: str) -> None:
         self._ctx = ctx
         self._objects = ctx.objects
         self._root = tasks_dir
         self._config = ctx.config
         self._indexes: dict[str, PendingIndex] = {}
+        self._idle_until: dict[str, float] = {}  # queue -> monotonic time to list it again
         self._last_reap = 0.0
 
     # ----------------------------------------------------------------- paths and reading
@@ -167,6 +163,16 @@ class FileTaskQueue(TaskQueue):
                 return None
             await asyncio.sleep(min(self._config.poll_interval, remaining))
 
+    def _idle_relist_delay(self) -> float:
+        """After a listing found nothing due, how long a polling consumer waits before listing
+        again. A local listing is a cheap system call: at once."""
+        return 0.0
+
+    def _claim_window(self) -> int:
+        """How many of the first due names a claim picks from at random. A lost race costs a
+        failed rename here (microseconds): take names strictly in order."""
+        return 1
+
     def _index(self, queue: str, names: list[str]) -> PendingIndex:
         index = PendingIndex([n for n in names if self._ctx.is_data_name(n)], time.monotonic())
         self._indexes[queue] = index
@@ -188,7 +194,10 @@ class FileTaskQueue(TaskQueue):
             name = index.next_due(now_ms, self._claim_window())
             if name is None:
                 if fresh:
+                    self._idle_until[queue] = time.monotonic() + self._idle_relist_delay()
                     return None
+                if time.monotonic() < self._idle_until.get(queue, 0.0):
+                    return None  # listed empty a moment ago: don't list again yet
                 index, fresh = await self._fresh_index(queue), True
                 continue
             index.discard(name)
