@@ -429,3 +429,18 @@ async def test_object_stores_poll_an_empty_queue_once_per_listing_ttl(backend_fa
             await other.task_queue.enqueue(Task(func="from-elsewhere"))
         got = await backend.task_queue.dequeue("default", timeout=2.0)
         assert got is not None and got.func == "from-elsewhere"  # seen within listing_ttl
+
+
+async def test_update_of_a_running_task_keeps_it_running(backend):
+    q = backend.get_task_queue()
+    await q.enqueue(Task(func="f"))
+    claimed = await q.dequeue("default")
+    edited = await q.get_task(claimed.id)
+    edited.metadata = {"note": "edited while running"}
+    await q.update_task(edited)
+    stored = await q.get_task(claimed.id)
+    assert stored.status is TaskStatus.RUNNING and stored.metadata == {
+        "note": "edited while running"
+    }
+    assert stored.attempts == 1
+    assert await q.dequeue("default") is None  # still leased: not claimable

@@ -385,6 +385,10 @@ class LeaseTaskQueue(FileTaskQueue):
         return True
 
     async def update_task(self, task: Task) -> None:
+        """Rewrite a task in whatever state it is in (an admin tool). A pending or running task
+        is taken under a lease first, so no claim or finish races the rewrite; a running task's
+        worker thereby loses its lease (its outcome is refused) and the task, left RUNNING under
+        a lease nobody holds, is re-delivered when that lease expires."""
         if not isinstance(task, Task):
             raise ValidationError(f"update_task takes a Task, got {type(task).__name__}")
         found = await self._locate(task.id)
@@ -403,6 +407,7 @@ class LeaseTaskQueue(FileTaskQueue):
             target_name = self._finished_name(stored)
             target = f"{self._dir(stored.queue_name, target_state)}/{target_name}"
         data = self._ctx.serializer.encode(stored)
+        lease = _encode(LeaseRecord(token=_token(), expires_ms=self._lease_ms()))
         if state in FINISHED_DIRS:
             source = f"{self._dir(queue, state)}/{name}"
             await self._objects.put(target, data)
@@ -412,11 +417,16 @@ class LeaseTaskQueue(FileTaskQueue):
             record = LeaseRecord(token=_token(), expires_ms=self._lease_ms(), settle_to=target,
                                  settle_data=data)  # fmt: skip
             version = await self._take_control(queue, state, name, record)
-            await self._settle(queue, name, record, version)
             self._index_discard(queue, name)
+            if target_state == RUNNING and target == self._payload_key(queue, name):
+                # Stays running under the same name: rewrite the payload, keep the lease held.
+                await self._objects.put(target, data)
+                await self._objects.replace(self._lease_key(queue, name), lease, version)
+                return
+            await self._settle(queue, name, record, version)
         if target_state == RUNNING:  # a lease nobody holds: it expires and is re-delivered
-            lease = LeaseRecord(token=_token(), expires_ms=self._lease_ms())
-            await self._objects.put(self._lease_key(stored.queue_name, target_name), _encode(lease))
+            with contextlib.suppress(FileExistsError):  # a worker claimed it meanwhile
+                await self._objects.create(self._lease_key(stored.queue_name, target_name), lease)
         elif target_state == PENDING:
             self._index_add(stored.queue_name, target_name)
 
