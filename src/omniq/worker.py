@@ -263,11 +263,10 @@ class Worker:
 
     def _check_store(self) -> None:
         """Refuse concurrent claims on a store that cannot make them race-free."""
-        objects = getattr(self.backend, "objects", None)
-        capabilities = getattr(objects, "capabilities", None)
-        if capabilities is not None and not capabilities.safe_claims and self.concurrency > 1:
+        objects: Any = getattr(self.backend, "objects", None)  # file backends have one
+        if objects is not None and not objects.capabilities.safe_claims and self.concurrency > 1:
             raise ConfigError(
-                f"{objects.url} offers neither an atomic rename nor conditional writes, so two "  # type: ignore[union-attr]
+                f"{objects.url} offers neither an atomic rename nor conditional writes, so two "
                 "claims of one task could both succeed: run a single worker with concurrency=1"
             )
 

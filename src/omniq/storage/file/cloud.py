@@ -17,8 +17,8 @@ import logging
 import os
 from abc import abstractmethod
 from collections import Counter
-from collections.abc import AsyncGenerator
-from typing import Any
+from collections.abc import AsyncGenerator, Awaitable
+from typing import Any, TypeVar
 
 from omniq.exceptions import MissingDependencyError, OmniQError, StorageError
 from omniq.storage.file.objects import (
@@ -29,6 +29,8 @@ from omniq.storage.file.objects import (
 )
 
 logger = logging.getLogger("omniq.storage.file")
+
+T = TypeVar("T")
 
 CONDITIONAL = Capabilities(atomic_rename=False, conditional_create=True, compare_and_swap=True)
 PROBE_DIR = ".omniq-probe"
@@ -109,7 +111,7 @@ class CloudObjectStore(ObjectStore):
         err.__cause__ = exc
         return err
 
-    async def _call(self, action: str, key: str, coro: Any) -> Any:
+    async def _call(self, action: str, key: str, coro: Awaitable[T]) -> T:
         try:
             return await coro
         except (FileNotFoundError, FileExistsError, VersionMismatch, NotImplementedError,
@@ -127,26 +129,26 @@ class CloudObjectStore(ObjectStore):
 
     async def get(self, key: str) -> bytes:
         data, _ = await self._call("read", key, self._get(self._path(key)))
-        return data  # type: ignore[no-any-return]
+        return data
 
     async def create(self, key: str, data: bytes) -> str:
-        return await self._call(  # type: ignore[no-any-return]
+        return await self._call(
             "create", key, self._put(self._path(key), data, create=True, version=None)
         )
 
     async def get_versioned(self, key: str) -> tuple[bytes, str]:
-        return await self._call("read", key, self._get(self._path(key)))  # type: ignore[no-any-return]
+        return await self._call("read", key, self._get(self._path(key)))
 
     async def replace(self, key: str, data: bytes, version: str) -> str:
-        return await self._call(  # type: ignore[no-any-return]
+        return await self._call(
             "write", key, self._put(self._path(key), data, create=False, version=version)
         )
 
     async def delete(self, key: str) -> bool:
-        return await self._call("delete", key, self._delete(self._path(key), None))  # type: ignore[no-any-return]
+        return await self._call("delete", key, self._delete(self._path(key), None))
 
     async def delete_version(self, key: str, version: str) -> bool:
-        return await self._call("delete", key, self._delete(self._path(key), version))  # type: ignore[no-any-return]
+        return await self._call("delete", key, self._delete(self._path(key), version))
 
     @staticmethod
     def _names(base: str, paths: builtins.list[str]) -> builtins.list[str]:
@@ -180,7 +182,8 @@ class CloudObjectStore(ObjectStore):
         except FileNotFoundError:
             return False
         await self.put(dst, data)
-        return await self.delete(src)
+        await self.discard(src)
+        return True
 
     async def delete_tree(self, prefix: str) -> int:
         base = self._path(prefix.strip("/")) + "/"
