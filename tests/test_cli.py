@@ -106,3 +106,20 @@ def test_python_dash_m(tmp_path):
         env={**os.environ},
     )  # fmt: skip
     assert "worker" in out.stdout and "status" in out.stdout
+
+
+def test_cli_on_an_s3_bucket(s3_server, monkeypatch):
+    """--url s3://..., with the driver options from OMNIQ_STORAGE_OPTIONS."""
+    monkeypatch.setenv("OMNIQ_STORAGE_OPTIONS", json.dumps(s3_server.options))
+    monkeypatch.setenv("COLUMNS", "200")
+    url = s3_server.url()
+    runner = CliRunner()
+
+    def invoke(*args: str) -> str:
+        result = runner.invoke(cli, ["--url", url, *args], obj={})
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        return result.output
+
+    task_id = invoke("enqueue", "add", "2", "3", "--priority", "5").strip()
+    assert url.removeprefix("s3://") in invoke("status")
+    assert task_id in invoke("inspect", task_id)

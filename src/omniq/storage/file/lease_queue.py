@@ -172,26 +172,19 @@ class LeaseTaskQueue(FileTaskQueue):
     ) -> Task | None:
         record = LeaseRecord(token=_token(worker_id), expires_ms=now_ms + lease_ms,
                              worker_id=worker_id)  # fmt: skip
-        # The create and the read go out together (one round trip): the payload of a pending
-        # name does not change while nobody holds its lease, and a lost race wastes one GET.
-        created, read = await asyncio.gather(
-            self._objects.create(self._lease_key(queue, name), _encode(record)),
-            self._read_task(self._payload_key(queue, name)),
-            return_exceptions=True,
-        )
-        if isinstance(created, BaseException):
-            if isinstance(created, FileExistsError):
-                self._contended_until = time.monotonic() + self.CONTENDED_SECONDS
-                return None  # held by another worker (or expired: the reaper's business)
-            raise created
-        version = created
-        if isinstance(read, BaseException):
+        try:
+            version = await self._objects.create(self._lease_key(queue, name), _encode(record))
+        except FileExistsError:
+            self._contended_until = time.monotonic() + self.CONTENDED_SECONDS
+            return None  # held by another worker (or expired: the reaper's business)
+        # Read only once the lease is ours: a payload read before could predate a rewrite by
+        # the previous holder (a reaper's attempts + 1, an admin update) that settled between.
+        try:
+            task = await self._read_task(self._payload_key(queue, name))
+        except (FileNotFoundError, CorruptFileError):
             # Finished (or set aside) after our listing: give the name back.
             await self._drop_lease(queue, name, version)
-            if isinstance(read, (FileNotFoundError, CorruptFileError)):
-                return None
-            raise read
-        task = read
+            return None
         return _delivered(task, now_ms, Lease(
             token=record.token, expires_at=from_ms(record.expires_ms), worker_id=worker_id,
             key=name, version=version,
