@@ -120,8 +120,10 @@ class AzureObjectStore(CloudObjectStore):
         return True
 
     async def _pages(
-        self, prefix: str, recursive: bool, page_size: int
+        self, prefix: str, recursive: bool, page_size: int, start_after: str | None = None
     ) -> AsyncGenerator[builtins.list[str], None]:
+        # Blob listings cannot start after a name (their marker is opaque): ``start_after`` is
+        # left to the caller's filter, and ``seeks`` stays False.
         if recursive:
             pages = self.container.list_blobs(
                 name_starts_with=prefix, results_per_page=page_size

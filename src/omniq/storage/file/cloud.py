@@ -87,11 +87,13 @@ class CloudObjectStore(ObjectStore):
 
     @abstractmethod
     def _pages(
-        self, prefix: str, recursive: bool, page_size: int
+        self, prefix: str, recursive: bool, page_size: int, start_after: str | None = None
     ) -> AsyncGenerator[builtins.list[str], None]:
         """Paths under ``prefix`` (which ends in '/'), a page (one request, at most
         ``page_size`` entries) at a time, in name order: one level (files and sub-folders, a
-        folder with a trailing '/'), or every object below it."""
+        folder with a trailing '/'), or every object below it. Stores that ``seek`` start
+        after the path ``start_after`` server-side; the others may ignore it (the caller
+        filters)."""
 
     async def _list(self, prefix: str, recursive: bool) -> builtins.list[str]:
         pages = self._pages(prefix, recursive, self.page_size)
@@ -160,17 +162,19 @@ class CloudObjectStore(ObjectStore):
         return self._names(base, await self._call("list", prefix, self._list(base, False)))
 
     async def list_pages(
-        self, prefix: str, page_size: int | None = None
+        self, prefix: str, page_size: int | None = None, start_after: str | None = None
     ) -> AsyncGenerator[builtins.list[str], None]:
         base = self._path(prefix.strip("/")) + "/"
-        pages = self._pages(base, False, page_size or self.page_size)
+        after = None if start_after is None else base + start_after
+        pages = self._pages(base, False, page_size or self.page_size, after)
         try:
             while True:
                 try:
                     page = await self._call("list", prefix, anext(pages))
                 except StopAsyncIteration:
                     return
-                yield self._names(base, page)
+                names = self._names(base, page)
+                yield names if start_after is None else [n for n in names if n > start_after]
         finally:
             await pages.aclose()
 

@@ -28,6 +28,7 @@ class GCSObjectStore(CloudObjectStore):
     ...). ``STORAGE_EMULATOR_HOST`` is honoured as gcsfs does."""
 
     protocol = "gs"
+    seeks = True  # startOffset
     driver = "gcsfs"
     extra = "gcs"
 
@@ -108,11 +109,13 @@ class GCSObjectStore(CloudObjectStore):
         return True
 
     async def _pages(
-        self, prefix: str, recursive: bool, page_size: int
+        self, prefix: str, recursive: bool, page_size: int, start_after: str | None = None
     ) -> AsyncGenerator[builtins.list[str], None]:
         params: dict[str, Any] = {"prefix": prefix, "maxResults": page_size}
         if not recursive:
             params["delimiter"] = "/"
+        if start_after is not None:
+            params["startOffset"] = start_after  # inclusive; callers filter the name itself
         while True:
             self.requests["list"] += 1
             page = await self.fs._call("GET", self._object_url, json_out=True, **params)

@@ -120,25 +120,44 @@ class LeaseTaskQueue(FileTaskQueue):
     async def _fresh_index(self, queue: str) -> PendingIndex:
         """List the head of the queue: pages in name order (priority, then due time) until
         ``HEAD_NAMES`` due, unleased names are in hand. A listing costs a request per page, so
-        listing a whole long queue each refresh would make dequeue slow down as it grows."""
+        listing a whole long queue each refresh would make dequeue slow down as it grows.
+
+        Within a priority names sort by due time, so after the first name that is not due yet
+        the rest of that priority is not due either: where the store can start a listing after
+        a name, the listing jumps to the next priority instead of paging through a backlog of
+        delayed tasks (retries waiting out their back-off, say).
+        """
         leased = set(await self._objects.list(self._dir(queue, RUNNING)))
         now_ms = to_ms(utcnow())
         names: list[str] = []
         due = 0
         horizon: str | None = None
-        async with contextlib.aclosing(
-            self._objects.list_pages(self._dir(queue, PENDING))
-        ) as pages:
-            async for page in pages:
-                for name in page:
-                    if name in leased or not self._ctx.is_data_name(name):
-                        continue
-                    names.append(name)
-                    parsed = parse_pending(split_ext(name)[0])
-                    due += parsed is not None and parsed.due_ms <= now_ms
-                if due >= self.HEAD_NAMES and page:
-                    horizon = page[-1]
-                    break
+        start_after: str | None = None
+        while True:
+            jump: str | None = None
+            listing = self._objects.list_pages(
+                self._dir(queue, PENDING), self.HEAD_PAGE, start_after
+            )
+            async with contextlib.aclosing(listing) as pages:
+                async for page in pages:
+                    for name in page:
+                        if name in leased or not self._ctx.is_data_name(name):
+                            continue
+                        names.append(name)
+                        parsed = parse_pending(split_ext(name)[0])
+                        if parsed is None or parsed.due_ms <= now_ms:
+                            due += 1
+                        elif self._objects.seeks:
+                            jump = f"{parsed.rank}-{'9' * 13}~"  # past this priority's names
+                            break
+                    if jump is not None:
+                        break
+                    if due >= self.HEAD_NAMES and page:
+                        horizon = page[-1]
+                        break
+            if jump is None:
+                break
+            start_after = jump
         index = PendingIndex(names, time.monotonic(), horizon)
         self._indexes[queue] = index
         return index

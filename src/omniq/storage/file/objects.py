@@ -76,13 +76,17 @@ class ObjectStore(ABC):
     async def list(self, prefix: str) -> list[str]:
         """Names (not keys) of the direct children of ``prefix``; ``[]`` if there is none."""
 
+    # Whether list_pages can start after a name server-side (else it filters what it lists).
+    seeks = False
+
     async def list_pages(
-        self, prefix: str, page_size: int | None = None
+        self, prefix: str, page_size: int | None = None, start_after: str | None = None
     ) -> AsyncGenerator[builtins.list[str], None]:
         """``list`` in pages (of about ``page_size`` names), in name order, for callers that may
-        stop early: on stores that list over HTTP each page is one request. Stores that list in
-        one call yield one page."""
-        yield await self.list(prefix)
+        stop early: on stores that list over HTTP each page is one request. Only names after
+        ``start_after`` are listed. Stores that list in one call yield one page."""
+        names = sorted(await self.list(prefix))
+        yield names if start_after is None else [n for n in names if n > start_after]
 
     @abstractmethod
     async def delete(self, key: str) -> bool:

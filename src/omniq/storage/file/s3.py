@@ -33,6 +33,7 @@ class S3ObjectStore(CloudObjectStore):
     client_kwargs, ...)."""
 
     protocol = "s3"
+    seeks = True  # ListObjectsV2 StartAfter
     driver = "s3fs"
     extra = "s3"
 
@@ -137,7 +138,7 @@ class S3ObjectStore(CloudObjectStore):
         return True  # S3 answers 204 whether or not the object was there
 
     async def _pages(
-        self, prefix: str, recursive: bool, page_size: int
+        self, prefix: str, recursive: bool, page_size: int, start_after: str | None = None
     ) -> AsyncGenerator[builtins.list[str], None]:
         params: dict[str, Any] = {
             "Bucket": self.bucket,
@@ -146,6 +147,8 @@ class S3ObjectStore(CloudObjectStore):
         }
         if not recursive:
             params["Delimiter"] = "/"
+        if start_after is not None:
+            params["StartAfter"] = start_after
         while True:
             self.requests["list"] += 1
             page = await self.fs._call_s3("list_objects_v2", **params)
