@@ -29,6 +29,13 @@ def worker_env(base: Path | str, **extra: str) -> dict[str, str]:
     return env
 
 
+def _count_finished(directory: Path) -> int:
+    """Task files in a folder, without the temporary files of writes in progress."""
+    if not directory.exists():
+        return 0
+    return sum(1 for n in os.listdir(directory) if not n.startswith("."))
+
+
 def start_worker(base: Path | str, *args: str, **env: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "omniq", "worker", "--app", "task_defs:app", *args],
@@ -93,7 +100,7 @@ def test_sigkill_fault_injection_loses_nothing(tmp_path):
     kills = 0
     deadline = time.monotonic() + 240
     try:
-        while len(os.listdir(completed_dir) if completed_dir.exists() else []) < n_tasks:
+        while _count_finished(completed_dir) < n_tasks:
             assert time.monotonic() < deadline, "workers did not drain the queue"
             time.sleep(0.5)
             victim = random.randrange(len(workers))
