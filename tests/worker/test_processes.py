@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -187,5 +187,70 @@ def test_sigkill_on_s3_task_is_redelivered_after_its_lease_expires(s3_server):
             # its lease_expired event records it.
             assert EventType.LEASE_EXPIRED in kinds and EventType.COMPLETED in kinds, kinds
             assert await b.objects.list("tasks/default/running") == []
+
+    asyncio.run(check())
+
+
+@pytest.mark.slow
+def test_sigkill_fault_injection_on_s3_loses_nothing(s3_server):
+    """3 workers drain 80 tasks from one S3 bucket while one is SIGKILLed and restarted every
+    1.5 s: lease objects, settle records and take-overs leave every task completed."""
+    import json
+
+    n_tasks = 80
+    url = s3_server.url()
+    env = {"OMNIQ_STORAGE_OPTIONS": json.dumps(s3_server.options), "OMNIQ_REAP_INTERVAL": "0.5"}
+
+    def backend() -> FileBackend:
+        return FileBackend.from_url(url, fs_kwargs=dict(s3_server.options))
+
+    async def fill() -> list[str]:
+        app = AsyncOmniQ(backend())
+        app.task(name="noop")(task_defs.noop.fn)
+        async with app:
+            return [(await app.enqueue("noop", i)).id for i in range(n_tasks)]
+
+    async def finished() -> list[str]:
+        async with backend() as b:
+            return await b.objects.list("tasks/default/completed")
+
+    ids = asyncio.run(fill())
+    opts = ("--concurrency", "2", "--visibility-timeout", "1")
+    workers = [start_worker(url, *opts, **env) for _ in range(3)]
+    kills = 0
+    deadline = time.monotonic() + 180
+    try:
+        while len(asyncio.run(finished())) < n_tasks:
+            assert time.monotonic() < deadline, "workers did not drain the queue"
+            time.sleep(1.5)
+            victim = random.randrange(len(workers))
+            workers[victim].kill()
+            workers[victim].wait()
+            kills += 1
+            workers[victim] = start_worker(url, *opts, **env)
+    finally:
+        for w in workers:
+            w.kill()
+            w.wait()
+
+    async def check() -> None:
+        async with backend() as b:
+            q, results = b.task_queue, b.result_storage
+            # Every worker is dead: once their leases expire, a reaper settles what the last
+            # kills left mid-way (a lease whose task was already completed, say).
+            await q.requeue_expired(datetime.now(timezone.utc) + timedelta(seconds=120))
+            assert await q.get_queue_size("default") == 0
+            assert await b.objects.list("tasks/default/running") == []
+            completed = await b.objects.list("tasks/default/completed")
+            assert sorted(n.removesuffix(".json") for n in completed) == sorted(ids)
+            redelivered = 0
+            for task_id in ids:
+                result = await results.get(task_id)
+                assert result is not None and result.is_success, task_id
+                task = await q.get_task(task_id)
+                assert task.status is TaskStatus.COMPLETED
+                redelivered += task.attempts > 1
+            assert kills >= 2, kills
+            print(f"{kills} kills, {redelivered} tasks re-delivered")
 
     asyncio.run(check())

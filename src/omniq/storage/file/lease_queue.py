@@ -245,9 +245,12 @@ class LeaseTaskQueue(FileTaskQueue):
         """Fence with a settle record, then settle: the holder's way out of a lease."""
         self._held(task)
         assert task.lease is not None
+        # The settle record lives as long as the lease it replaces (at least a second): if its
+        # writer dies mid-way, a reaper completes it as soon as it would have re-delivered.
+        left = (task.lease.expires_at - utcnow()).total_seconds()
         record = LeaseRecord(
-            token=task.lease.token, expires_ms=self._lease_ms(), worker_id=task.lease.worker_id,
-            settle_to=settle_to, settle_data=data,
+            token=task.lease.token, expires_ms=self._lease_ms(max(1.0, left)),
+            worker_id=task.lease.worker_id, settle_to=settle_to, settle_data=data,
         )  # fmt: skip
         version = await self._swap(task, record, action)
         await self._settle(task.queue_name, task.lease.key or "", record, version)
