@@ -29,6 +29,46 @@ def worker_env(base: Path | str, **extra: str) -> dict[str, str]:
     return env
 
 
+def _kill_and_restart(workers: list, restart, drained, interval: float, timeout: float) -> int:
+    """SIGKILL a random worker every ``interval`` seconds and start a new one, until
+    ``drained()``; then kill them all. Returns the number of kills."""
+    kills = 0
+    deadline = time.monotonic() + timeout
+    try:
+        while not drained():
+            assert time.monotonic() < deadline, "workers did not drain the queue"
+            time.sleep(interval)
+            victim = random.randrange(len(workers))
+            workers[victim].kill()
+            workers[victim].wait()
+            kills += 1
+            workers[victim] = restart()
+    finally:
+        for w in workers:
+            w.kill()
+            w.wait()
+    return kills
+
+
+async def _assert_each_completed_once(b: FileBackend, ids: list[str]) -> list[Task]:
+    """Every task completed, with its result, nothing left pending or running; returns the
+    tasks that were delivered more than once."""
+    q, results = b.task_queue, b.result_storage
+    assert await q.get_queue_size("default") == 0
+    assert await b.objects.list("tasks/default/running") == []
+    completed = await b.objects.list("tasks/default/completed")
+    assert sorted(n.removesuffix(".json") for n in completed) == sorted(ids)
+    redelivered = []
+    for task_id in ids:
+        result = await results.get(task_id)
+        assert result is not None and result.is_success, task_id
+        task = await q.get_task(task_id)
+        assert task.status is TaskStatus.COMPLETED
+        if task.attempts > 1:
+            redelivered.append(task)
+    return redelivered
+
+
 def _count_finished(directory: Path) -> int:
     """Task files in a folder, without the temporary files of writes in progress."""
     if not directory.exists():
@@ -97,41 +137,19 @@ def test_sigkill_fault_injection_loses_nothing(tmp_path):
     env = {"OMNIQ_REAP_INTERVAL": "0.5"}
     workers = [start_worker(base, *opts, **env) for _ in range(4)]
     completed_dir = base / "tasks" / "default" / "completed"
-    kills = 0
-    deadline = time.monotonic() + 240
-    try:
-        while _count_finished(completed_dir) < n_tasks:
-            assert time.monotonic() < deadline, "workers did not drain the queue"
-            time.sleep(0.5)
-            victim = random.randrange(len(workers))
-            workers[victim].kill()
-            workers[victim].wait()
-            kills += 1
-            workers[victim] = start_worker(base, *opts, **env)
-    finally:
-        for w in workers:
-            w.kill()
-            w.wait()
+    kills = _kill_and_restart(
+        workers, lambda: start_worker(base, *opts, **env),
+        lambda: _count_finished(completed_dir) >= n_tasks, interval=0.5, timeout=240,
+    )  # fmt: skip
 
     async def check() -> None:
         async with FileBackend(str(base)) as b:
-            q, results, events = b.task_queue, b.result_storage, b.event_storage
-            assert await q.get_queue_size("default") == 0
-            assert await b.objects.list("tasks/default/running") == []
-            completed = await b.objects.list("tasks/default/completed")
-            assert sorted(n.removesuffix(".json") for n in completed) == sorted(ids)
-            redelivered = 0
-            for task_id in ids:
-                result = await results.get(task_id)
-                assert result is not None and result.is_success, task_id
-                task = await q.get_task(task_id)
-                assert task.status is TaskStatus.COMPLETED
-                if task.attempts > 1:
-                    redelivered += 1
-                    kinds = [e.event_type for e in await events.get_events(task_id=task_id)]
-                    assert EventType.LEASE_EXPIRED in kinds, (task_id, kinds)
-            assert kills >= 3 and redelivered >= 1, (kills, redelivered)
-            print(f"{kills} kills, {redelivered} tasks re-delivered")
+            redelivered = await _assert_each_completed_once(b, ids)
+            for task in redelivered:
+                kinds = [e.event_type for e in await b.event_storage.get_events(task_id=task.id)]
+                assert EventType.LEASE_EXPIRED in kinds, (task.id, kinds)
+            assert kills >= 3 and redelivered, (kills, len(redelivered))
+            print(f"{kills} kills, {len(redelivered)} tasks re-delivered")
 
     asyncio.run(check())
 
@@ -217,40 +235,18 @@ def test_sigkill_fault_injection_on_s3_loses_nothing(s3_server):
     ids = asyncio.run(fill())
     opts = ("--concurrency", "2", "--visibility-timeout", "1")
     workers = [start_worker(url, *opts, **env) for _ in range(3)]
-    kills = 0
-    deadline = time.monotonic() + 180
-    try:
-        while len(asyncio.run(finished())) < n_tasks:
-            assert time.monotonic() < deadline, "workers did not drain the queue"
-            time.sleep(1.5)
-            victim = random.randrange(len(workers))
-            workers[victim].kill()
-            workers[victim].wait()
-            kills += 1
-            workers[victim] = start_worker(url, *opts, **env)
-    finally:
-        for w in workers:
-            w.kill()
-            w.wait()
+    kills = _kill_and_restart(
+        workers, lambda: start_worker(url, *opts, **env),
+        lambda: len(asyncio.run(finished())) >= n_tasks, interval=1.5, timeout=180,
+    )  # fmt: skip
 
     async def check() -> None:
         async with backend() as b:
-            q, results = b.task_queue, b.result_storage
             # Every worker is dead: once their leases expire, a reaper settles what the last
             # kills left mid-way (a lease whose task was already completed, say).
-            await q.requeue_expired(datetime.now(timezone.utc) + timedelta(seconds=120))
-            assert await q.get_queue_size("default") == 0
-            assert await b.objects.list("tasks/default/running") == []
-            completed = await b.objects.list("tasks/default/completed")
-            assert sorted(n.removesuffix(".json") for n in completed) == sorted(ids)
-            redelivered = 0
-            for task_id in ids:
-                result = await results.get(task_id)
-                assert result is not None and result.is_success, task_id
-                task = await q.get_task(task_id)
-                assert task.status is TaskStatus.COMPLETED
-                redelivered += task.attempts > 1
+            await b.task_queue.requeue_expired(datetime.now(timezone.utc) + timedelta(seconds=120))
+            redelivered = await _assert_each_completed_once(b, ids)
             assert kills >= 2, kills
-            print(f"{kills} kills, {redelivered} tasks re-delivered")
+            print(f"{kills} kills, {len(redelivered)} tasks re-delivered")
 
     asyncio.run(check())

@@ -324,21 +324,15 @@ class LeaseTaskQueue(FileTaskQueue):
             return False
         return True
 
-    async def requeue_expired(self, now: datetime | None = None) -> list[Task]:
-        now = now or utcnow()
-        now_ms = to_ms(now)
-        out: list[Task] = []
-        for queue in await self.list_queues():
-            for name in await self._objects.list(self._dir(queue, RUNNING)):
-                if not self._ctx.is_data_name(name):
-                    continue
-                found = await self._read_lease(queue, name)
-                if found is None or found[0].expires_ms > now_ms:
-                    continue
-                task = await self._recover_lease(queue, name, *found, now)
-                if task is not None:
-                    out.append(task)
-        return out
+    async def _recover_if_expired(
+        self, queue: str, name: str, now_ms: int, now: datetime
+    ) -> Task | None:
+        if not self._ctx.is_data_name(name):
+            return None
+        found = await self._read_lease(queue, name)
+        if found is None or found[0].expires_ms > now_ms:
+            return None
+        return await self._recover_lease(queue, name, *found, now)
 
     async def _recover_lease(
         self, queue: str, name: str, record: LeaseRecord, version: str, now: datetime

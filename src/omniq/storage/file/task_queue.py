@@ -350,15 +350,20 @@ class FileTaskQueue(TaskQueue):
         now_ms = to_ms(now)
         out: list[Task] = []
         for queue in await self.list_queues():
-            running_dir = self._dir(queue, RUNNING)
-            for name in await self._objects.list(running_dir):
-                parsed = parse_running(name)
-                if parsed is None or parsed.expiry_ms > now_ms:
-                    continue
-                task = await self._recover(queue, running_dir, name, parsed.stem, now)
+            for name in await self._objects.list(self._dir(queue, RUNNING)):
+                task = await self._recover_if_expired(queue, name, now_ms, now)
                 if task is not None:
                     out.append(task)
         return out
+
+    async def _recover_if_expired(
+        self, queue: str, name: str, now_ms: int, now: datetime
+    ) -> Task | None:
+        """Re-queue (or dead-letter) the task of one running name if its lease has expired."""
+        parsed = parse_running(name)
+        if parsed is None or parsed.expiry_ms > now_ms:
+            return None
+        return await self._recover(queue, self._dir(queue, RUNNING), name, parsed.stem, now)
 
     async def _recover(
         self, queue: str, running_dir: str, name: str, stem: str, now: datetime
