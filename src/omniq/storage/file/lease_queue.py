@@ -27,7 +27,6 @@ import msgspec
 
 from omniq.exceptions import CorruptFileError, LeaseLostError, TaskNotFoundError, ValidationError
 from omniq.models._time import utcnow
-from omniq.models.ids import validate_id
 from omniq.models.task import Lease, Task, TaskStatus
 from omniq.storage.file.common import from_ms, logger, to_ms
 from omniq.storage.file.keys import PendingIndex, parse_pending, pending_stem, split_ext
@@ -370,11 +369,10 @@ class LeaseTaskQueue(FileTaskQueue):
     # ------------------------------------------------------------------ admin moves
 
     async def cancel_task(self, task_id: str) -> bool:
-        validate_id(task_id, "task id")
-        found = await self._locate(task_id)
-        if found is None or found[1] != PENDING:
+        found = await self._find_pending(task_id)
+        if found is None:
             return False
-        queue, _, name = found
+        queue, name = found
         try:
             task = await self._read_task(self._payload_key(queue, name))
         except (FileNotFoundError, CorruptFileError):

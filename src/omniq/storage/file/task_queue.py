@@ -546,12 +546,17 @@ class FileTaskQueue(TaskQueue):
         if target_state == PENDING and stored.queue_name in self._indexes:
             self._indexes[stored.queue_name].add(target_name)
 
-    async def cancel_task(self, task_id: str) -> bool:
+    async def _find_pending(self, task_id: str) -> tuple[str, str] | None:
+        """(queue, name) of a task that is pending now, if it is."""
         validate_id(task_id, "task id")
         found = await self._locate(task_id)
-        if found is None or found[1] != PENDING:
+        return None if found is None or found[1] != PENDING else (found[0], found[2])
+
+    async def cancel_task(self, task_id: str) -> bool:
+        found = await self._find_pending(task_id)
+        if found is None:
             return False
-        queue, _, name = found
+        queue, name = found
         target = f"{self._dir(queue, 'cancelled')}/{task_id}{split_ext(name)[1]}"
         if not await self._objects.move(f"{self._dir(queue, PENDING)}/{name}", target):
             return False
