@@ -396,14 +396,7 @@ class LeaseTaskQueue(FileTaskQueue):
         is taken under a lease first, so no claim or finish races the rewrite; a running task's
         worker thereby loses its lease (its outcome is refused) and the task, left RUNNING under
         a lease nobody holds, is re-delivered when that lease expires."""
-        if not isinstance(task, Task):
-            raise ValidationError(f"update_task takes a Task, got {type(task).__name__}")
-        found = await self._locate(task.id)
-        if found is None:
-            raise TaskNotFoundError(f"no task {task.id}")
-        queue, state, name = found
-        stored = self._stored(task)
-        stored.updated_at = utcnow()
+        queue, state, name, stored = await self._update_source(task)
         target_state = _DIR_OF_STATUS[task.status]
         if target_state == RUNNING:
             stored.attempts = max(0, stored.attempts - 1)  # payloads count earlier deliveries

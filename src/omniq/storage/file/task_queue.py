@@ -511,17 +511,22 @@ class FileTaskQueue(TaskQueue):
                         continue
         return out
 
-    async def update_task(self, task: Task) -> None:
+    async def _update_source(self, task: Task) -> tuple[str, str, str, Task]:
+        """Check an ``update_task`` argument: (queue, state, name) of the task as it is now,
+        and the copy to store."""
         if not isinstance(task, Task):
             raise ValidationError(f"update_task takes a Task, got {type(task).__name__}")
         found = await self._locate(task.id)
         if found is None:
             raise TaskNotFoundError(f"no task {task.id}")
-        queue, state, name = found
-        src = f"{self._dir(queue, state)}/{name}"
-        target_state = _DIR_OF_STATUS[task.status]
         stored = self._stored(task)
         stored.updated_at = utcnow()
+        return (*found, stored)
+
+    async def update_task(self, task: Task) -> None:
+        queue, state, name, stored = await self._update_source(task)
+        src = f"{self._dir(queue, state)}/{name}"
+        target_state = _DIR_OF_STATUS[task.status]
         if target_state == PENDING:
             target_name = pending_stem(stored) + self._ctx.ext
         elif target_state == RUNNING:
