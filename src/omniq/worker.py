@@ -27,7 +27,7 @@ from omniq.exceptions import (
     TaskNotRegisteredError,
     ValidationError,
 )
-from omniq.models._time import utcnow
+from omniq.models._time import check_seconds, utcnow
 from omniq.models.event import EventType, TaskEvent
 from omniq.models.ids import validate_name
 from omniq.models.result import ResultStatus, TaskResult
@@ -149,10 +149,10 @@ class Worker:
             raise ValidationError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValidationError(f"concurrency must be an int >= 1, got {concurrency!r}")
-        if visibility_timeout is not None and visibility_timeout <= 0:
-            raise ValidationError(f"visibility_timeout must be > 0, got {visibility_timeout!r}")
-        if grace_period < 0:
-            raise ValidationError(f"grace_period must be >= 0, got {grace_period!r}")
+        visibility_timeout = check_seconds(
+            visibility_timeout, "visibility_timeout", allow_zero=False
+        )
+        grace_period = check_seconds(grace_period, "grace_period") or 0.0
         self.app = app
         self.backend = app.backend
         self.kind = kind

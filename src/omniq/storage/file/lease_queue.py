@@ -25,11 +25,17 @@ from datetime import datetime
 
 import msgspec
 
-from omniq.exceptions import CorruptFileError, LeaseLostError, TaskNotFoundError, ValidationError
+from omniq.exceptions import CorruptFileError, LeaseLostError, TaskNotFoundError
 from omniq.models._time import utcnow
 from omniq.models.task import Lease, Task, TaskStatus
 from omniq.storage.file.common import from_ms, logger, to_ms
-from omniq.storage.file.keys import PendingIndex, parse_pending, pending_stem, split_ext
+from omniq.storage.file.keys import (
+    PendingIndex,
+    is_pending_name,
+    parse_pending,
+    pending_stem,
+    split_ext,
+)
 from omniq.storage.file.objects import VersionMismatch
 from omniq.storage.file.task_queue import (
     _DIR_OF_STATUS,
@@ -85,6 +91,10 @@ class LeaseTaskQueue(FileTaskQueue):
 
     # ------------------------------------------------------------------ names and leases
 
+    def _is_task_name(self, state: str, name: str) -> bool:
+        # A lease object is named like the pending payload it holds.
+        return super()._is_task_name(PENDING if state == RUNNING else state, name)
+
     def _lease_key(self, queue: str, name: str) -> str:
         return f"{self._dir(queue, RUNNING)}/{name}"
 
@@ -129,6 +139,7 @@ class LeaseTaskQueue(FileTaskQueue):
         leased = set(await self._objects.list(self._dir(queue, RUNNING)))
         now_ms = to_ms(utcnow())
         names: list[str] = []
+        strays: list[str] = []
         due = 0
         horizon: str | None = None
         start_after: str | None = None
@@ -140,11 +151,14 @@ class LeaseTaskQueue(FileTaskQueue):
             async with contextlib.aclosing(listing) as pages:
                 async for page in pages:
                     for name in page:
-                        if name in leased or not self._ctx.is_data_name(name):
+                        if name in leased:
+                            continue
+                        parsed = parse_pending(split_ext(name)[0])
+                        if parsed is None or not is_pending_name(name):
+                            strays.append(name)
                             continue
                         names.append(name)
-                        parsed = parse_pending(split_ext(name)[0])
-                        if parsed is None or parsed.due_ms <= now_ms:
+                        if parsed.due_ms <= now_ms:
                             due += 1
                         elif self._objects.seeks:
                             jump = f"{parsed.rank}-{'9' * 13}~"  # past this priority's names
@@ -157,6 +171,7 @@ class LeaseTaskQueue(FileTaskQueue):
             if jump is None:
                 break
             start_after = jump
+        await self._set_aside_strays(queue, PENDING, strays)
         index = PendingIndex(names, time.monotonic(), horizon)
         self._indexes[queue] = index
         return index
@@ -227,9 +242,7 @@ class LeaseTaskQueue(FileTaskQueue):
             raise self._lost(task, action) from None
 
     async def renew_lease(self, task: Task, visibility_timeout: float | None = None) -> Task:
-        seconds = visibility_timeout or self._config.visibility_timeout
-        if seconds <= 0:
-            raise ValidationError(f"visibility_timeout must be > 0, got {seconds!r}")
+        seconds = self._lease_seconds(visibility_timeout)
         self._held(task)
         assert task.lease is not None
         record = LeaseRecord(token=task.lease.token, expires_ms=self._lease_ms(seconds),
@@ -326,7 +339,7 @@ class LeaseTaskQueue(FileTaskQueue):
     async def _recover_if_expired(
         self, queue: str, name: str, now_ms: int, now: datetime
     ) -> Task | None:
-        if not self._ctx.is_data_name(name):
+        if not self._is_task_name(RUNNING, name):
             return None
         found = await self._read_lease(queue, name)
         if found is None or found[0].expires_ms > now_ms:
