@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from omniq.exceptions import (
     ConfigError,
     LeaseLostError,
+    StorageError,
     TaskNotRegisteredError,
     ValidationError,
 )
@@ -171,6 +172,7 @@ class Worker:
         self._running: dict[asyncio.Task[None], Task] = {}
         self._events: dict[str, list[TaskEvent]] = {}  # buffered events of running tasks
         self._processes: concurrent.futures.ProcessPoolExecutor | None = None
+        self._trouble = 0  # claims in a row that failed with a storage error
 
     # ------------------------------------------------------------------ control
 
@@ -234,12 +236,20 @@ class Worker:
             while not self._stop.is_set():
                 if not await self._free_slot(slots):
                     break
-                task = await queue.dequeue(
-                    self.queues,
-                    timeout=None if self.burst else 0.5,
-                    visibility_timeout=self.visibility_timeout,
-                    worker_id=self.worker_id,
-                )
+                try:
+                    task = await queue.dequeue(
+                        self.queues,
+                        timeout=None if self.burst else 0.5,
+                        visibility_timeout=self.visibility_timeout,
+                        worker_id=self.worker_id,
+                    )
+                except StorageError as exc:
+                    slots.release()
+                    if self.burst:
+                        raise
+                    await self._store_trouble(exc)
+                    continue
+                self._trouble = 0
                 if task is None:
                     slots.release()
                     if self.burst:
@@ -260,6 +270,18 @@ class Worker:
                     proc.terminate()
                 self._processes.shutdown(wait=False, cancel_futures=True)
         return self.stats
+
+    async def _store_trouble(self, exc: StorageError) -> None:
+        """The store failed a claim (unreachable, unreadable): wait, with growing pauses up to
+        ``MAX_STORE_PAUSE``, and try again instead of dying."""
+        self._trouble += 1
+        pause = min(self.MAX_STORE_PAUSE, 0.5 * 2 ** min(self._trouble, 10))
+        logger.error("worker %s: claiming failed (%s); retrying in %.0f s", self.worker_id, exc,
+                     pause)  # fmt: skip
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), pause)
+
+    MAX_STORE_PAUSE = 30.0
 
     def _check_store(self) -> None:
         """Refuse concurrent claims on a store that cannot make them race-free."""
@@ -291,8 +313,15 @@ class Worker:
             logger.error("task runner crashed", exc_info=runner.exception())
 
     async def _reap(self) -> None:
-        """Re-queue tasks of dead workers (the backend records their events)."""
-        await self.backend.task_queue.requeue_expired()
+        """Re-queue tasks of dead workers (the backend records their events) and remove the
+        temporary files killed writers left in this worker's queues."""
+        try:
+            await self.backend.task_queue.requeue_expired()
+            await self.backend.sweep_temp_files(self.queues)
+        except StorageError as exc:
+            logger.error(
+                "worker %s: start-up reaping failed (%s); carrying on", self.worker_id, exc
+            )
 
     async def _shutdown(self) -> None:
         if not self._running:
@@ -398,6 +427,26 @@ class Worker:
                     await self._fail(task, error, permanent)
             except LeaseLostError:
                 self.stats.lost += 1  # logged by the queue: a late result never overwrites
+            except StorageError as exc:
+                await self._unrecorded(task, exc, ran_ok=error is None)
+
+    async def _unrecorded(self, task: Task, exc: StorageError, ran_ok: bool) -> None:
+        """The outcome could not be written (a full disk, say). A task that succeeded counts a
+        failed attempt with the storage error (retried with back-off, or dead-lettered), rather
+        than running again at every lease expiry; if even that cannot be written, the lease
+        expires and a reaper re-delivers the task once the store is writable again."""
+        logger.error("task %s: could not record its outcome: %s", task.id, exc)
+        if ran_ok:
+            try:
+                await self._fail(task, exc, permanent=False)
+                return
+            except (LeaseLostError, StorageError) as again:
+                exc = again if isinstance(again, StorageError) else exc
+        self.stats.lost += 1
+        logger.error(
+            "task %s stays claimed until its lease expires (%s); a reaper will re-deliver it",
+            task.id, exc,
+        )  # fmt: skip
 
     async def _invoke(self, tf: TaskFunction[Any], task: Task, lost: asyncio.Event) -> Any:
         if tf.is_async:

@@ -25,7 +25,12 @@ from datetime import datetime
 
 import msgspec
 
-from omniq.exceptions import CorruptFileError, LeaseLostError, TaskNotFoundError
+from omniq.exceptions import (
+    CorruptFileError,
+    LeaseLostError,
+    StorageError,
+    TaskNotFoundError,
+)
 from omniq.models._time import utcnow
 from omniq.models.task import Lease, Task, TaskStatus
 from omniq.storage.file.common import from_ms, logger, to_ms
@@ -39,6 +44,7 @@ from omniq.storage.file.keys import (
 from omniq.storage.file.objects import VersionMismatch
 from omniq.storage.file.task_queue import (
     _DIR_OF_STATUS,
+    FINISH_VERB,
     FINISHED_DIRS,
     PENDING,
     RUNNING,
@@ -218,6 +224,9 @@ class LeaseTaskQueue(FileTaskQueue):
             # Finished (or set aside) after our listing: give the name back.
             await self._drop_lease(queue, name, version)
             return None
+        if await self._refuse_misplaced(task, queue, name, self._payload_key(queue, name)):
+            await self._drop_lease(queue, name, version)
+            return None
         return _delivered(task, now_ms, Lease(
             token=record.token, expires_at=from_ms(record.expires_ms), worker_id=worker_id,
             key=name, version=version,
@@ -287,7 +296,7 @@ class LeaseTaskQueue(FileTaskQueue):
         status = self._check_final(status)
         final = self._final_copy(task, status, error)
         target = f"{self._dir(task.queue_name, _DIR_OF_STATUS[status])}/{self._finished_name(task)}"
-        await self._release(task, target, self._ctx.serializer.encode(final), status.value)
+        await self._release(task, target, self._ctx.serializer.encode(final), FINISH_VERB[status])
         return final
 
     async def requeue_task(
@@ -308,8 +317,11 @@ class LeaseTaskQueue(FileTaskQueue):
         now = time.monotonic()
         if now - self._last_reap >= self._config.reap_interval:
             self._last_reap = now
-            if await self._reaper_turn():
-                await self.requeue_expired()
+            try:
+                if await self._reaper_turn():
+                    await self.requeue_expired()
+            except StorageError as exc:  # claiming goes on; the next interval tries again
+                logger.error("reaping expired leases failed: %s", exc)
 
     async def _reaper_turn(self) -> bool:
         """Take ``<tasks>/.reaper`` for one reap interval, if nobody holds it (CAS)."""

@@ -107,6 +107,14 @@ class ObjectStore(ABC):
         names = sorted(await self.list(prefix))
         yield names if start_after is None else [n for n in names if n > start_after]
 
+    async def exists(self, key: str) -> bool:
+        """Whether an object is stored under ``key``."""
+        try:
+            await self.get(key)
+        except FileNotFoundError:
+            return False
+        return True
+
     @abstractmethod
     async def delete(self, key: str) -> bool:
         """Remove an object; ``False`` if it was not there."""
@@ -360,6 +368,16 @@ class LocalObjectStore(ObjectStore):
                 except OSError as exc:
                     logger.warning("could not remove temporary file %s: %s", path, exc)
         return removed
+
+    async def exists(self, key: str) -> bool:
+        path = self._path(key)
+        try:
+            os.lstat(path)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise _wrap(exc, "inspect", path) from exc
+        return True
 
     async def delete(self, key: str) -> bool:
         path = self._path(key)

@@ -54,6 +54,12 @@ _DIR_OF_STATUS = {
     TaskStatus.CANCELLED: "cancelled",
 }
 _STATUS_OF_DIR = {d: s for s, d in _DIR_OF_STATUS.items()}
+# What finishing a task in a final status is called in messages ("cannot complete task ...").
+FINISH_VERB = {
+    TaskStatus.COMPLETED: "complete",
+    TaskStatus.FAILED: "fail",
+    TaskStatus.CANCELLED: "cancel",
+}
 
 
 def _token(worker_id: str | None = None) -> str:
@@ -241,9 +247,39 @@ class FileTaskQueue(TaskQueue):
             task = await self._read_task(f"{running_dir}/{claimed}")
         except (CorruptFileError, FileNotFoundError):
             return None
+        if await self._refuse_misplaced(task, queue, name, f"{running_dir}/{claimed}"):
+            return None
         return _delivered(task, now_ms, Lease(
             token=token, expires_at=from_ms(now_ms + lease_ms), worker_id=worker_id, key=claimed
         ))  # fmt: skip
+
+    async def _refuse_misplaced(self, task: Task, queue: str, name: str, key: str) -> bool:
+        """Set aside a claimed payload that does not belong under the pending ``name`` it was
+        found as (a copy into another queue, a replay under a new name); ``True`` if it was.
+
+        Queue and id must always match. With a ``secret_key`` the payload is signed, so the due
+        time and priority in the name must match it too, and an id that already finished is
+        not run again (a finished task copied back into ``pending/``).
+        """
+        reason = None
+        if task.queue_name != queue:
+            reason = f"its payload belongs to queue {task.queue_name!r}, not {queue!r}"
+        elif task_id_of(name) != task.id:
+            reason = f"its payload is task {task.id}, not {task_id_of(name)}"
+        elif self._ctx.serializer.signs:
+            if split_ext(name)[0] != pending_stem(task):
+                reason = "its name's due time or priority differs from its signed payload"
+            else:
+                for state in FINISHED_DIRS:
+                    if await self._objects.exists(
+                        f"{self._dir(queue, state)}/{self._finished_name(task)}"
+                    ):
+                        reason = f"task {task.id} already finished ({state}): a replay"
+                        break
+        if reason is None:
+            return False
+        await self._ctx.set_aside(key, ValidationError(f"refused to run {name}: {reason}"))
+        return True
 
     # ----------------------------------------------------------------- leases and fencing
 
@@ -340,7 +376,7 @@ class FileTaskQueue(TaskQueue):
         target = f"{self._dir(task.queue_name, _DIR_OF_STATUS[status])}/{self._finished_name(task)}"
         # The move is the fence: it fails if a reaper took the lease over.
         if not await self._objects.move(f"{running_dir}/{key}", target):
-            raise self._lost(task, status.value)
+            raise self._lost(task, FINISH_VERB[status])
         await self._objects.put(target, data)
         return final
 
@@ -366,7 +402,10 @@ class FileTaskQueue(TaskQueue):
         now = time.monotonic()
         if now - self._last_reap >= self._config.reap_interval:
             self._last_reap = now
-            await self.requeue_expired()
+            try:
+                await self.requeue_expired()
+            except StorageError as exc:  # claiming goes on; the next interval tries again
+                logger.error("reaping expired leases failed: %s", exc)
 
     async def requeue_expired(self, now: datetime | None = None) -> list[Task]:
         now = now or utcnow()
