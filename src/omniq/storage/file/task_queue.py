@@ -28,6 +28,7 @@ from omniq.exceptions import (
 from omniq.models._time import check_seconds, utcnow
 from omniq.models.ids import is_valid_name, validate_id, validate_name
 from omniq.models.task import Lease, Task, TaskStatus
+from omniq.serialization import check_arguments
 from omniq.storage.base import QueueStats, TaskQueue
 from omniq.storage.file.common import FileStoreContext, from_ms, logger, to_ms
 from omniq.storage.file.keys import (
@@ -127,6 +128,7 @@ class FileTaskQueue(TaskQueue):
         if task.status is TaskStatus.RUNNING:
             # A running task carried over (migration) has no lease here: deliver it again.
             task = msgspec.structs.replace(task, status=TaskStatus.PENDING, lease=None)
+        check_arguments(task.args, task.kwargs, self._ctx.serializer.format)
         data = self._ctx.serializer.encode(task)  # fails before anything is written
         state = _DIR_OF_STATUS[task.status]
         if state == PENDING:
