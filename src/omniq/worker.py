@@ -529,13 +529,18 @@ class Worker:
             await self._event(task, EventType.RETRIED, f"{message}; retry in {wait:.2f} s")
             return
         await self._fence(task)
-        await self.backend.result_storage.set(
-            TaskResult(
-                task_id=task.id, status=ResultStatus.FAILED, error=message, traceback=tb,
-                attempts=task.attempts, worker_id=self.worker_id, started_at=task.started_at,
-                ttl=task.ttl,
-            )
-        )  # fmt: skip
+        try:
+            await self.backend.result_storage.set(
+                TaskResult(
+                    task_id=task.id, status=ResultStatus.FAILED, error=message, traceback=tb,
+                    attempts=task.attempts, worker_id=self.worker_id, started_at=task.started_at,
+                    ttl=task.ttl,
+                )
+            )  # fmt: skip
+        except StorageError as exc:
+            # Dead-letter it all the same: waiters see the failed task (and its error) in the
+            # task store; running it again would not make the result writable.
+            logger.error("task %s: its failed result could not be written: %s", task.id, exc)
         await queue.finish_task(task, TaskStatus.FAILED, error=message)
         self.stats.failed += 1
         logger.warning("task %s failed for good: %s", task.id, message)

@@ -355,10 +355,8 @@ class FileTaskQueue(TaskQueue):
             task.status, task.completed_at = TaskStatus.FAILED, now
             task.error = f"lease expired {task.attempts} times; moved to the dead letter"
             task.expires_at = self._expiry_for(task, now)
-            logger.error("task %s: %s", task.id, task.error)
             return "failed"
         task.status = TaskStatus.PENDING
-        logger.warning("task %s: lease expired; re-queued (attempt %d)", task.id, task.attempts)
         return PENDING
 
     @staticmethod
@@ -475,6 +473,11 @@ class FileTaskQueue(TaskQueue):
             index.discard(name)
 
     async def _notify_expired(self, task: Task) -> None:
+        """Report a recovery once it is done (never before: a failed one is retried later)."""
+        if task.status is TaskStatus.FAILED:
+            logger.error("task %s: %s", task.id, task.error)
+        else:
+            logger.warning("task %s: lease expired; re-queued (attempt %d)", task.id, task.attempts)
         if self.on_lease_expired is not None:
             try:
                 await self.on_lease_expired(task)
