@@ -40,6 +40,7 @@ from omniq.storage.file.keys import (
     parse_pending,
     pending_stem,
     split_ext,
+    task_id_of,
 )
 from omniq.storage.file.objects import VersionMismatch
 from omniq.storage.file.task_queue import (
@@ -181,6 +182,27 @@ class LeaseTaskQueue(FileTaskQueue):
         index = PendingIndex(names, time.monotonic(), horizon)
         self._indexes[queue] = index
         return index
+
+    async def _locate(self, task_id: str) -> tuple[str, str, str] | None:
+        """Find a task without a window in which it hides: its payload stays in ``pending/``
+        from enqueue until it is finished (a retry writes the new name before deleting the old
+        one), and its finished record is written before the payload is deleted. So list the
+        payloads first, then look for a finished record."""
+        for queue in await self.list_queues():
+            names = [
+                n
+                for n in await self._objects.list(self._dir(queue, PENDING))
+                if is_pending_name(n) and task_id_of(n) == task_id
+            ]
+            if names:
+                leased = set(await self._objects.list(self._dir(queue, RUNNING)))
+                held = [n for n in names if n in leased]
+                return (queue, RUNNING, held[0]) if held else (queue, PENDING, names[0])
+            for state in FINISHED_DIRS:
+                name = task_id + self._ctx.ext
+                if await self._objects.exists(f"{self._dir(queue, state)}/{name}"):
+                    return queue, state, name
+        return None
 
     async def _running_lease(self, queue: str, name: str) -> tuple[int, str] | None:
         found = await self._read_lease(queue, name)

@@ -543,10 +543,12 @@ class FileTaskQueue(TaskQueue):
                     continue
                 except CorruptFileError:
                     return None
-        for _ in range(3):  # a task may move between the lookup and the read
+        # A task may move between the listings of one lookup (and so hide from it) or between
+        # the lookup and the read: look again before saying there is none.
+        for _ in range(3):
             found = await self._locate(task_id)
             if found is None:
-                return None
+                continue
             try:
                 return await self._load(*found)
             except FileNotFoundError:
