@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
@@ -25,6 +26,16 @@ _clock: Callable[[], datetime] = system_now
 def utcnow() -> datetime:
     """The current time as an aware UTC datetime, from the clock ``set_clock`` installed."""
     return _clock()
+
+
+def utcnow_ms() -> int:
+    """``utcnow()`` in milliseconds since the epoch (without a datetime on the system clock)."""
+    if _clock is system_now:
+        return time.time_ns() // 1_000_000
+    return (_clock() - _EPOCH) // timedelta(milliseconds=1)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def set_clock(clock: Callable[[], datetime] | None) -> None:

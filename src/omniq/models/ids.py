@@ -55,7 +55,7 @@ def is_valid_name(value: object) -> TypeGuard[str]:
 
 def validate_id(value: object, what: str = "id") -> str:
     """Return ``value`` if it is a safe id (1-128 of ``A-Z a-z 0-9 _ -``), else raise."""
-    if not is_valid_id(value):
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value):  # inline: a hot path
         raise ValidationError(
             f"invalid {what} {value!r}: use 1-128 characters from A-Z, a-z, 0-9, '_' and '-'"
         )
@@ -67,7 +67,7 @@ def validate_name(value: object, what: str = "queue name") -> str:
 
     Rejects separators, ``..``, absolute paths, NUL and anything starting with a dot.
     """
-    if not is_valid_name(value):
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
         raise ValidationError(
             f"invalid {what} {value!r}: use 1-128 characters from A-Z, a-z, 0-9, '_', '-' "
             "and '.', not starting with '.'"

@@ -202,7 +202,7 @@ class LocalObjectStore(ObjectStore):
 
     def _path(self, key: str) -> str:
         path = self.root + "/" + key  # keys are built from validated names
-        self._check_dir(os.path.dirname(path))
+        self._check_dir(path[: path.rfind("/")])
         return path
 
     def _dir_path(self, prefix: str) -> str:

@@ -25,13 +25,14 @@ from omniq.exceptions import (
     TaskNotFoundError,
     ValidationError,
 )
-from omniq.models._time import check_seconds, utcnow
+from omniq.models._time import check_seconds, utcnow, utcnow_ms
 from omniq.models.ids import is_valid_name, validate_id, validate_name
 from omniq.models.task import Lease, Task, TaskStatus
 from omniq.serialization import check_arguments
 from omniq.storage.base import QueueStats, TaskQueue
 from omniq.storage.file.common import FileStoreContext, from_ms, logger, to_ms
 from omniq.storage.file.keys import (
+    DUE_END,
     PendingIndex,
     is_finished_name,
     is_pending_name,
@@ -218,7 +219,7 @@ class FileTaskQueue(TaskQueue):
             index, fresh = await self._fresh_index(queue), True
         lease_ms = int(lease_seconds * 1000)
         while True:
-            now_ms = to_ms(utcnow())
+            now_ms = utcnow_ms()
             name = index.next_due(now_ms, self._claim_window())
             if name is None:
                 if fresh:
@@ -266,7 +267,7 @@ class FileTaskQueue(TaskQueue):
         reason = None
         if task.queue_name != queue:
             reason = f"its payload belongs to queue {task.queue_name!r}, not {queue!r}"
-        elif task_id_of(name) != task.id:
+        elif split_ext(name)[0][DUE_END + 1 :] != task.id:
             reason = f"its payload is task {task.id}, not {task_id_of(name)}"
         elif self._ctx.serializer.signs:
             if split_ext(name)[0] != pending_stem(task):
