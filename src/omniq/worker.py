@@ -126,7 +126,9 @@ class Worker:
     pool; the function must be importable by module and name), or ``async`` (only ``async def``
     tasks). ``async def`` tasks always run on the worker's loop. A task past its ``timeout`` is
     cancelled (async) or abandoned (thread/process: the call keeps running, its result is
-    dropped) and counts as a failed attempt.
+    dropped) and counts as a failed attempt. With ``scheduler`` (the default) the worker also
+    runs the app's ``Scheduler``: due schedule runs become tasks, once each however many workers
+    run.
     """
 
     def __init__(
@@ -139,6 +141,7 @@ class Worker:
         burst: bool = False,
         grace_period: float = 30.0,
         worker_id: str | None = None,
+        scheduler: bool = True,
     ) -> None:
         if isinstance(queues, str):
             queues = [q for q in queues.split(",") if q]
@@ -171,6 +174,7 @@ class Worker:
         self._running: dict[asyncio.Task[None], Task] = {}
         self._events: dict[str, list[TaskEvent]] = {}  # buffered events of running tasks
         self._processes: concurrent.futures.ProcessPoolExecutor | None = None
+        self.scheduler = app.scheduler(owner=self.worker_id) if scheduler else None
 
     # ------------------------------------------------------------------ control
 
@@ -229,6 +233,7 @@ class Worker:
             "worker %s: queues=%s concurrency=%d kind=%s", self.worker_id, self.queues,
             self.concurrency, self.kind,
         )  # fmt: skip
+        scheduling = asyncio.create_task(self.scheduler.run()) if self.scheduler else None
         try:
             await self._reap()
             while not self._stop.is_set():
@@ -253,6 +258,9 @@ class Worker:
                 runner.add_done_callback(functools.partial(self._done, slots))
             await self._shutdown()
         finally:
+            if self.scheduler and scheduling:
+                self.scheduler.stop()  # it finishes the run it is deciding
+                await scheduling
             if self._processes:
                 # Processes still running abandoned (timed-out or released) calls are ended:
                 # otherwise interpreter exit would wait for them.

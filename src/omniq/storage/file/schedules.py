@@ -1,7 +1,14 @@
-"""Schedules under ``<base>/<schedules_dir>/active|paused|completed/<id><ext>``."""
+"""Schedules under ``<base>/<schedules_dir>/active|paused|completed/<id><ext>``.
+
+Run claims (docs/storage-protocol.md, "Schedules") live under
+``<schedules_dir>/runs/<schedule id>/<run ms:013d>-<generation><ext>``: each is created with an
+exclusive create, so one scheduler of many wins a run; a claim older than ``stale_after`` is taken
+over by creating the next generation, exclusively again.
+"""
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 
 import msgspec
@@ -11,9 +18,18 @@ from omniq.models._time import as_utc, utcnow
 from omniq.models.ids import validate_id
 from omniq.models.schedule import Schedule, ScheduleStatus
 from omniq.storage.base import ScheduleStorage
-from omniq.storage.file.common import FileStoreContext
+from omniq.storage.file.common import FileStoreContext, to_ms
+from omniq.storage.file.keys import split_ext
 
 _FOLDERS = tuple(s.value for s in ScheduleStatus)
+RUNS = "runs"
+
+
+class RunClaim(msgspec.Struct, kw_only=True):
+    """Who claimed a run, and when (by its own clock)."""
+
+    owner: str
+    claimed_at: datetime
 
 
 class FileScheduleStorage(ScheduleStorage):
@@ -108,4 +124,47 @@ class FileScheduleStorage(ScheduleStorage):
         removed = False
         for folder in _FOLDERS:
             removed = await self._ctx.objects.delete(self._key(folder, schedule_id)) or removed
+        await self._ctx.objects.delete_tree(self._runs(schedule_id))
+        return removed
+
+    def _runs(self, schedule_id: str) -> str:
+        return f"{self._root}/{RUNS}/{validate_id(schedule_id, 'schedule id')}"
+
+    async def claim_run(
+        self,
+        schedule_id: str,
+        run_at: datetime,
+        *,
+        owner: str,
+        now: datetime,
+        stale_after: float,
+    ) -> int | None:
+        stem = f"{self._runs(schedule_id)}/{to_ms(as_utc(run_at, 'run_at')):013d}"
+        now = as_utc(now, "now")
+        claim = self._ctx.serializer.encode(RunClaim(owner=owner, claimed_at=now))
+        for generation in itertools.count():
+            key = f"{stem}-{generation}{self._ctx.ext}"
+            try:
+                await self._ctx.objects.put(key, claim, exclusive=True)
+                return generation
+            except FileExistsError:
+                pass
+            try:
+                held = await self._ctx.read(key, RunClaim)
+            except FileNotFoundError:
+                return None  # forgotten meanwhile: a later run was decided, so this one was
+            except CorruptFileError:
+                continue  # set aside; an unreadable claim holds nothing
+            if (now - held.claimed_at).total_seconds() < stale_after:
+                return None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def forget_runs(self, schedule_id: str, before: datetime) -> int:
+        prefix = self._runs(schedule_id)
+        limit = to_ms(as_utc(before, "before"))
+        removed = 0
+        for name in await self._ctx.objects.list(prefix):
+            ms = split_ext(name)[0].partition("-")[0]
+            if ms.isdigit() and int(ms) < limit:
+                removed += await self._ctx.objects.delete(f"{prefix}/{name}")
         return removed
