@@ -284,10 +284,12 @@ class Scheduler:
                 await self.backend.task_queue.enqueue(task)
                 enqueued = 1
         updated = self._advanced(stored, run_at, plan, task_id, now)
-        await store.save_schedule(updated)
+        recorded = await store.record_run(updated, run_at)  # False: paused or deleted meanwhile
         await self._record(stored, run_at, task_id, plan, enqueued)
-        await store.forget_runs(stored.id, before=run_at)
-        return (updated if updated.status is ScheduleStatus.ACTIVE else None), enqueued
+        if recorded:
+            await store.forget_runs(stored.id, before=run_at)
+        active = recorded and updated.status is ScheduleStatus.ACTIVE
+        return (updated if active else None), enqueued
 
     async def _instances_running(self, schedule: Schedule) -> int:
         """How many tasks of the schedule's latest runs are still pending or running."""

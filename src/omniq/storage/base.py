@@ -218,5 +218,12 @@ class ScheduleStorage(ABC):
         """
 
     @abstractmethod
+    async def record_run(self, schedule: Schedule, run_at: datetime) -> bool:
+        """Store ``schedule`` as the holder of the claim on its run at ``run_at`` advanced it
+        (next run, run count). A schedule that was paused or deleted since the caller read it
+        stays so: ``False``, and nothing of this write remains. A COMPLETED schedule is saved
+        as by ``save_schedule``."""
+
+    @abstractmethod
     async def forget_runs(self, schedule_id: str, before: datetime) -> int:
         """Delete the claims of runs earlier than ``before``; return how many were removed."""

@@ -121,10 +121,11 @@ class FileScheduleStorage(ScheduleStorage):
 
     async def delete_schedule(self, schedule_id: str) -> bool:
         validate_id(schedule_id, "schedule id")
+        # The claims go first: record_run, finding its claim gone, knows the schedule is going.
+        await self._ctx.objects.delete_tree(self._runs(schedule_id))
         removed = False
         for folder in _FOLDERS:
             removed = await self._ctx.objects.delete(self._key(folder, schedule_id)) or removed
-        await self._ctx.objects.delete_tree(self._runs(schedule_id))
         return removed
 
     def _runs(self, schedule_id: str) -> str:
@@ -158,6 +159,29 @@ class FileScheduleStorage(ScheduleStorage):
             if (now - held.claimed_at).total_seconds() < stale_after:
                 return None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def record_run(self, schedule: Schedule, run_at: datetime) -> bool:
+        if schedule.status is not ScheduleStatus.ACTIVE:
+            await self.save_schedule(schedule)
+            return True
+        key = self._key(ScheduleStatus.ACTIVE.value, schedule.id)
+        await self._ctx.objects.put(key, self._ctx.serializer.encode(schedule))
+        # Written first, checked after: a pause moves active/ to paused/ (so either it moved
+        # this write, or paused/ exists now), and delete_schedule removes the run claims before
+        # the schedule (so either the claim is still there, or the delete comes after this).
+        paused = True
+        try:
+            await self._ctx.objects.get(self._key(ScheduleStatus.PAUSED.value, schedule.id))
+        except FileNotFoundError:
+            paused = False
+        prefix = f"{to_ms(as_utc(run_at, 'run_at')):013d}-"
+        claimed = any(
+            n.startswith(prefix) for n in await self._ctx.objects.list(self._runs(schedule.id))
+        )
+        if paused or not claimed:
+            await self._ctx.objects.delete(key)
+            return False
+        return True
 
     async def forget_runs(self, schedule_id: str, before: datetime) -> int:
         prefix = self._runs(schedule_id)
