@@ -174,6 +174,7 @@ class Scheduler:
         self._cache: dict[str, Schedule] = {}
         self._next_refresh: datetime | None = None  # None: refresh at the next tick
         self._stop = asyncio.Event()
+        self._started = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -203,19 +204,24 @@ class Scheduler:
         self._stop.set()
 
     async def run(self) -> None:
-        """Tick until ``stop()``. A failing tick (store unreachable) is logged and retried."""
-        started = False
+        """Tick until ``stop()``."""
         while not self._stop.is_set():
-            try:
-                if not started:
-                    await self.start()
-                    started = True
-                await self.tick()
-            except Exception as exc:
-                logger.error("scheduler %s: tick failed: %s", self.owner, exc)
-                self.invalidate()
+            await self.run_once()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.poll_interval)
+
+    async def run_once(self) -> int:
+        """``start()`` (the first time) and ``tick()``; a failure (store unreachable) is logged
+        and retried at the next call. Returns how many tasks were enqueued."""
+        try:
+            if not self._started:
+                await self.start()
+                self._started = True
+            return await self.tick()
+        except Exception as exc:
+            logger.error("scheduler %s: tick failed: %s", self.owner, exc)
+            self.invalidate()
+            return 0
 
     # ------------------------------------------------------------------ ticks
 
@@ -347,6 +353,7 @@ class Scheduler:
                     queue_name=schedule.queue_name,
                     message=f"schedule {schedule.id}",
                     data=data,
+                    worker_id=self.owner,
                 )
             )
             logger.info("schedule %s: run at %s -> task %s", schedule.id, run_at, task_id)
@@ -358,6 +365,7 @@ class Scheduler:
                     queue_name=schedule.queue_name,
                     message=plan.reason,
                     data=data,
+                    worker_id=self.owner,
                 )
             )
             logger.info("schedule %s: run at %s skipped: %s", schedule.id, run_at, plan.reason)

@@ -233,7 +233,11 @@ class Worker:
             "worker %s: queues=%s concurrency=%d kind=%s", self.worker_id, self.queues,
             self.concurrency, self.kind,
         )  # fmt: skip
-        scheduling = asyncio.create_task(self.scheduler.run()) if self.scheduler else None
+        scheduling = None
+        if self.scheduler and self.burst:  # fire what is due now, then drain
+            await self.scheduler.run_once()
+        elif self.scheduler:
+            scheduling = asyncio.create_task(self.scheduler.run())
         try:
             await self._reap()
             while not self._stop.is_set():
