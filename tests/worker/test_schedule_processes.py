@@ -4,12 +4,15 @@ becomes one task, and a pause stops it (local disk)."""
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from test_processes import start_worker  # tests/worker is on sys.path
+from test_processes import start_worker, worker_env  # tests/worker is on sys.path
 
 from omniq import AsyncOmniQ
 from omniq.models.event import EventType
@@ -53,3 +56,26 @@ def test_three_workers_enqueue_each_run_once_and_pause_stops_it(tmp_path: Path) 
     assert len(set(settled)) == len(settled)
     firers = {e.data.get("run_at"): e for e in events if e.event_type is EventType.SCHEDULE_FIRED}
     assert sorted(firers) == settled
+
+
+def test_omniq_scheduler_runs_alone_and_stops_on_sigterm(tmp_path: Path) -> None:
+    base = tmp_path / "data"
+    app = AsyncOmniQ(str(base))
+    asyncio.run(app.schedule("add", interval=1, args=(1, 2)))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "omniq", "--url", str(base), "scheduler", "--poll-interval", "0.2"],
+        env=worker_env(base), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not asyncio.run(_runs(app)):
+            assert time.monotonic() < deadline, "the scheduler fired nothing"
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    pending = asyncio.run(app.backend.task_queue.list_tasks(status="pending"))
+    assert pending and pending[0].func == "add" and pending[0].args == (1, 2)
