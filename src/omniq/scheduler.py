@@ -268,8 +268,9 @@ class Scheduler:
         if generation is None:
             # Another scheduler decides this run; follow it with the same plan (a guess that the
             # next refresh corrects).
-            plan = plan_run(cached, run_at, now, self.misfire_grace)
-            return msgspec.structs.replace(cached, next_run_at=plan.next_run_at), 0
+            guess = msgspec.structs.replace(cached)
+            guess.next_run_at = plan_run(cached, run_at, now, self.misfire_grace).next_run_at
+            return guess, 0
         stored = await store.get_schedule(cached.id)
         if (
             stored is None
@@ -280,15 +281,22 @@ class Scheduler:
             return stored if stored and stored.status is ScheduleStatus.ACTIVE else None, 0
         plan = plan_run(stored, run_at, now, self.misfire_grace)
         task_id = stored.task_id_for(run_at)
-        if plan.fire and await self._instances_running(stored) >= (stored.max_instances or 0) > 0:
+        queue = self.backend.task_queue
+        # A take-over (generation > 0) continues a run a scheduler claimed and then died on:
+        # it is not a missed run, and its task may already be enqueued.
+        enqueued_before = generation > 0 and await queue.get_task(task_id) is not None
+        if generation > 0:
+            plan.fire, plan.reason = True, None
+        if (
+            plan.fire
+            and not enqueued_before
+            and await self._instances_running(stored) >= (stored.max_instances or 0) > 0
+        ):
             plan.fire, plan.reason = False, f"max_instances={stored.max_instances} still running"
         enqueued = 0
-        if plan.fire:
-            task = self._task_for(stored, run_at, task_id)
-            # A takeover may find the run's task already enqueued by the claimant that died.
-            if generation == 0 or await self.backend.task_queue.get_task(task_id) is None:
-                await self.backend.task_queue.enqueue(task)
-                enqueued = 1
+        if plan.fire and not enqueued_before:
+            await queue.enqueue(self._task_for(stored, run_at, task_id))
+            enqueued = 1
         updated = self._advanced(stored, run_at, plan, task_id, now)
         recorded = await store.record_run(updated, run_at)  # False: paused or deleted meanwhile
         await self._record(stored, run_at, task_id, plan, enqueued)
@@ -319,7 +327,9 @@ class Scheduler:
     def _advanced(
         self, schedule: Schedule, run_at: datetime, plan: Plan, task_id: str, now: datetime
     ) -> Schedule:
-        updated = msgspec.structs.replace(schedule, next_run_at=plan.next_run_at, updated_at=now)
+        updated = msgspec.structs.replace(schedule, updated_at=now)
+        # Set after the copy: replace() re-runs __post_init__, which fills in a None next run.
+        updated.next_run_at = plan.next_run_at
         if plan.fire:
             updated.run_count += 1
             updated.last_run_at = run_at

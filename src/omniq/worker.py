@@ -233,10 +233,11 @@ class Worker:
             "worker %s: queues=%s concurrency=%d kind=%s", self.worker_id, self.queues,
             self.concurrency, self.kind,
         )  # fmt: skip
+        # A burst worker fires the due schedule runs once, when it is out of work (so that its
+        # first claim is not held up by the schedule reads), and drains what they enqueued.
+        burst_schedule = self.scheduler is not None and self.burst
         scheduling = None
-        if self.scheduler and self.burst:  # fire what is due now, then drain
-            await self.scheduler.run_once()
-        elif self.scheduler:
+        if self.scheduler and not self.burst:
             scheduling = asyncio.create_task(self.scheduler.run())
         try:
             await self._reap()
@@ -252,6 +253,10 @@ class Worker:
                 if task is None:
                     slots.release()
                     if self.burst:
+                        if not self._running and burst_schedule and self.scheduler:
+                            burst_schedule = False
+                            if await self.scheduler.run_once():
+                                continue
                         if not self._running:
                             break
                         await asyncio.wait(set(self._running), return_when=asyncio.FIRST_COMPLETED)
