@@ -311,6 +311,9 @@ class Scheduler:
             return 0
         busy = 0
         for task_id in schedule.recent_task_ids:
+            # A result means finished (one read); only without one is the task looked up.
+            if await self.backend.result_storage.get(task_id) is not None:
+                continue
             task = await self.backend.task_queue.get_task(task_id)
             if task is not None and task.status in (TaskStatus.PENDING, TaskStatus.RUNNING):
                 busy += 1

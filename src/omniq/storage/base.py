@@ -170,7 +170,8 @@ class EventStorage(ABC):
 
 class ScheduleStorage(ABC):
     """Schedules under ``active``, ``paused`` and ``completed``, and the per-run claims that
-    let any number of schedulers fire each run once (``claim_run``, ``forget_runs``)."""
+    let any number of schedulers fire each run once (``claim_run``, ``record_run``,
+    ``forget_runs``)."""
 
     @abstractmethod
     async def save_schedule(self, schedule: Schedule) -> None: ...

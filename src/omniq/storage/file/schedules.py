@@ -131,6 +131,10 @@ class FileScheduleStorage(ScheduleStorage):
     def _runs(self, schedule_id: str) -> str:
         return f"{self._root}/{RUNS}/{validate_id(schedule_id, 'schedule id')}"
 
+    def _claim_key(self, schedule_id: str, run_at: datetime, generation: int) -> str:
+        ms = to_ms(as_utc(run_at, "run_at"))
+        return f"{self._runs(schedule_id)}/{ms:013d}-{generation}{self._ctx.ext}"
+
     async def claim_run(
         self,
         schedule_id: str,
@@ -140,11 +144,10 @@ class FileScheduleStorage(ScheduleStorage):
         now: datetime,
         stale_after: float,
     ) -> int | None:
-        stem = f"{self._runs(schedule_id)}/{to_ms(as_utc(run_at, 'run_at')):013d}"
         now = as_utc(now, "now")
         claim = self._ctx.serializer.encode(RunClaim(owner=owner, claimed_at=now))
         for generation in itertools.count():
-            key = f"{stem}-{generation}{self._ctx.ext}"
+            key = self._claim_key(schedule_id, run_at, generation)
             try:
                 await self._ctx.objects.put(key, claim, exclusive=True)
                 return generation
@@ -174,10 +177,13 @@ class FileScheduleStorage(ScheduleStorage):
             await self._ctx.objects.get(self._key(ScheduleStatus.PAUSED.value, schedule.id))
         except FileNotFoundError:
             paused = False
-        prefix = f"{to_ms(as_utc(run_at, 'run_at')):013d}-"
-        claimed = any(
-            n.startswith(prefix) for n in await self._ctx.objects.list(self._runs(schedule.id))
-        )
+        # Generation 0 of a run's claim stays until a later run is recorded or the schedule is
+        # deleted; take-overs add generations beside it.
+        claimed = True
+        try:
+            await self._ctx.objects.get(self._claim_key(schedule.id, run_at, 0))
+        except FileNotFoundError:
+            claimed = False
         if paused or not claimed:
             await self._ctx.objects.delete(key)
             return False
@@ -190,5 +196,6 @@ class FileScheduleStorage(ScheduleStorage):
         for name in await self._ctx.objects.list(prefix):
             ms = split_ext(name)[0].partition("-")[0]
             if ms.isdigit() and int(ms) < limit:
-                removed += await self._ctx.objects.delete(f"{prefix}/{name}")
+                await self._ctx.objects.discard(f"{prefix}/{name}")
+                removed += 1
         return removed
