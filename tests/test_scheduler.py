@@ -42,7 +42,7 @@ T0 = datetime(2026, 6, 1, 6, 0, tzinfo=timezone.utc)
 async def app():
     application = AsyncOmniQ(f"memory://sched-{uuid.uuid4().hex}")
 
-    @application.task
+    @application.task(name="report")
     def report(x: int = 0) -> int:
         return x
 
@@ -315,3 +315,13 @@ async def test_bad_input_is_refused_and_nothing_is_stored(app, options):
     with pytest.raises(ValidationError):
         await app.schedule("report", now=T0, **options)
     assert await app.list_schedules() == []
+
+
+async def test_a_burst_worker_fires_due_runs_unless_its_scheduler_is_off(app):
+    earlier = utcnow() - timedelta(seconds=2)
+    s = await app.schedule("report", at=earlier + timedelta(seconds=1), args=(5,), now=earlier)
+    off = await app.run_worker(burst=True, scheduler=False)
+    assert off.claimed == 0 and (await app.get_schedule(s.id)).run_count == 0
+    on = await app.run_worker(burst=True)
+    assert on.completed == 1
+    assert await app.get_result(s.task_id_for(s.run_at), timeout=5) == 5
