@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 
 from emulators import STARTERS, Emulator  # tests/ is on sys.path (rootdir conftest)
 from omniq.backend.file import FileBackend
+from omniq.models._time import set_clock, system_now
 
 # Every contract test runs once per entry.
 BACKENDS = ["local", "memory", "s3", "gcs", "azure"]
@@ -67,6 +69,29 @@ def emulator(backend_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Emu
 @pytest.fixture
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Emulator:
     return emulator_for("s3", tmp_path_factory)
+
+
+class FakeClock:
+    """A clock the test moves on by hand (``omniq.models._time.set_clock``)."""
+
+    def __init__(self) -> None:
+        self.now = system_now()
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> Iterator[FakeClock]:
+    """OmniQ's notion of now, frozen until the test advances it: due times and lease expiries
+    without sleeping and without depending on this machine's speed."""
+    fake = FakeClock()
+    set_clock(fake)
+    yield fake
+    set_clock(None)
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import math
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Any
@@ -110,8 +109,6 @@ class Schedule(msgspec.Struct, kw_only=True):
         self.run_at = optional_utc(self.run_at, "Schedule.run_at")
         self.last_run_at = optional_utc(self.last_run_at, "Schedule.last_run_at")
         self.updated_at = optional_utc(self.updated_at, "Schedule.updated_at")
-        if isinstance(self.interval, float) and not math.isfinite(self.interval):
-            raise ValidationError(f"Schedule.interval must be a finite number, got {self.interval}")
         self.interval = check_seconds(self.interval, "Schedule.interval", allow_zero=False)
         if self.max_instances is not None and (
             isinstance(self.max_instances, bool)
