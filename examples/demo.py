@@ -3,7 +3,8 @@
 Run with ``make demo``. Enqueues quick, slow, flaky (fail once, then succeed on retry), broken
 (fail every time: dead letter), delayed and high-priority tasks; runs a thread worker pool with
 a progress bar until everything is final; prints the status table, a result and one task's
-event timeline.
+event timeline. An every-second schedule fires meanwhile: the worker's scheduler turns its runs
+into tasks.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def main() -> None:
     handles += [urgent.delay(i) for i in range(5)]
     total = len(handles)
     console.print(f"enqueued [bold]{total}[/bold] tasks into {app.backend.url}")
+    every = app.schedule(add, interval=1, args=(40, 2), id="demo-every-second", max_instances=None)
 
     worker = app.wrapped.worker(queues=["high", "default"], concurrency=8, kind="thread")
     thread = threading.Thread(target=lambda: run_sync(worker.run()), daemon=True)
@@ -82,12 +84,18 @@ def main() -> None:
         bar = progress.add_task("tasks", total=total)
         while True:
             stats = app.backend.get_task_queue(async_mode=False).queue_stats()
-            done = sum(s.completed + s.failed for s in stats)
-            progress.update(bar, completed=done)
+            runs = app.get_schedule(every.id).run_count  # tasks of the schedule, not counted
+            done = sum(s.completed + s.failed for s in stats) - runs
+            progress.update(bar, completed=max(0, done))
             if done >= total:
                 break
             time.sleep(0.1)
     elapsed = time.perf_counter() - t0
+    deadline = time.monotonic() + 10
+    while app.get_schedule(every.id).run_count < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)  # let the schedule fire at least twice
+    app.pause_schedule(every.id)
+    time.sleep(0.3)  # its last task runs
     worker.stop()
     thread.join(30)
     s = worker.stats
@@ -104,7 +112,13 @@ def main() -> None:
     flaky_id = handles[240].id
     timeline = app.backend.get_event_storage(async_mode=False).get_events(task_id=flaky_id)
     console.print("events of a flaky task: " + " -> ".join(e.event_type.value for e in timeline))
-    console.print(f"\nlook around: ls -R {BASE}   or   omniq --url {BASE} status")
+    fired = app.get_schedule(every.id)
+    run_task = fired.task_id_for(fired.last_run_at)
+    console.print(
+        f"schedule {every.id} (every 1 s): {fired.run_count} runs, then paused; "
+        f"the last run's task returned {app.get_result(run_task, timeout=5)}"
+    )
+    console.print(f"\nlook around: ls -R {BASE}   or   omniq --url {BASE} schedule list")
 
 
 if __name__ == "__main__":

@@ -36,8 +36,10 @@ def run(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["worker"], ["enqueue"], ["status"], ["inspect"], ["cleanup"]]
-)
+    "command",
+    [[], ["worker"], ["enqueue"], ["status"], ["inspect"], ["cleanup"], ["scheduler"],
+     ["schedule"], ["schedule", "add"], ["schedule", "list"], ["schedule", "rm"]],
+)  # fmt: skip
 def test_help_everywhere(command):
     result = CliRunner().invoke(cli, [*command, "--help"])
     assert result.exit_code == 0 and "Usage" in result.output
@@ -95,6 +97,65 @@ def test_errors_are_clear(run):
     assert bad_kind.exit_code != 0
     bad_queue = run("enqueue", "add", "--queue", "../x", ok=False)
     assert "invalid queue name" in bad_queue.output
+
+
+def test_schedule_add_list_pause_resume_rm(run):
+    sid = run("schedule", "add", "--app", "task_defs:app", "add", "2", "3", "--cron", "0 9 * * *",
+              "--tz", "Europe/Berlin", "--id", "daily-add").output.split()[0]  # fmt: skip
+    assert sid == "daily-add"
+    every = run("schedule", "add", "add", "1", "1", "--interval", "90").output.split()[0]
+    listing = run("schedule", "list").output
+    assert "daily-add" in listing and "cron 0 9 * * * Europe/Berlin" in listing
+    assert "09:00:00 CE" in listing  # the next run in the cron's zone (CET or CEST), and UTC:
+    assert "08:00:00" in listing or "07:00:00" in listing
+    assert every in listing and "every 90s" in listing and "UTC" in listing
+    run("schedule", "pause", sid)
+    assert "paused" in run("schedule", "list").output
+    assert "not paused" in run("schedule", "pause", sid, ok=False).output
+    run("schedule", "resume", sid)
+    run("schedule", "rm", sid)
+    run("schedule", "rm", every)
+    assert "no schedules" in run("schedule", "list").output
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["nope", "--interval", "5"],  # not registered with the app
+        ["add", "--cron", "61 * * * *"],
+        ["add", "--cron", "* * * * *", "--tz", "Nowhere/Else"],
+        ["add", "--interval", "0"],
+        ["add", "--interval", "nan"],
+        ["add", "--interval", "5", "--cron", "* * * * *"],
+        ["add", "--at", "2001-01-01T00:00:00"],
+        ["add", "--at", "tomorrow"],
+    ],
+)
+def test_schedule_add_refuses_bad_input_and_stores_nothing(run, bad):
+    result = run("schedule", "add", "--app", "task_defs:app", *bad, ok=False)
+    assert result.exit_code != 0 and "Error" in result.output
+    assert "no schedules" in run("schedule", "list").output
+
+
+def test_inspect_shows_the_schedule_of_a_task(run, tmp_path):
+    import asyncio
+    from datetime import timedelta
+
+    from omniq import AsyncOmniQ
+    from omniq.models._time import utcnow
+
+    async def fire() -> str:
+        async with AsyncOmniQ(str(tmp_path / "data")) as app:
+            s = await app.schedule("add", interval=60, args=(1, 2), id="every-minute")
+            assert s.next_run_at is not None
+            due = s.next_run_at
+            await app.scheduler(clock=lambda: due + timedelta(seconds=1)).tick()
+            return s.task_id_for(due)
+
+    task_id = asyncio.run(fire())
+    out = run("inspect", task_id).output
+    assert "every-minute" in out and "scheduled_for" in out and "schedule_fired" in out
+    assert utcnow().year > 2000
 
 
 def test_python_dash_m(tmp_path):

@@ -6,6 +6,7 @@ from omniq.exceptions import OmniQError, StorageError, TaskFailedError
 from omniq.models import (
     EventType,
     FileConfig,
+    Misfire,
     ResultStatus,
     Schedule,
     ScheduleType,
@@ -22,6 +23,7 @@ __all__ = [
     "EventType",
     "FileBackend",
     "FileConfig",
+    "Misfire",
     "OmniQ",
     "OmniQError",
     "ResultStatus",

@@ -7,11 +7,14 @@ coroutine method of ``AsyncOmniQ`` becomes a method that returns its value.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
+import re
 import time
+import weakref
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from omniq.backend.base import Backend
@@ -29,10 +32,12 @@ from omniq.models._time import check_seconds, utcnow
 from omniq.models.event import EventType, TaskEvent
 from omniq.models.ids import validate_id
 from omniq.models.result import ResultStatus, TaskResult
+from omniq.models.schedule import Misfire, Schedule, ScheduleStatus, ScheduleType
 from omniq.models.task import Task, TaskStatus
 from omniq.sync import SyncWrapper, run_sync
 
 if TYPE_CHECKING:
+    from omniq.scheduler import Scheduler
     from omniq.worker import Worker, WorkerStats
 
 R = TypeVar("R")
@@ -125,6 +130,9 @@ class AsyncOmniQ:
     ) -> None:
         self.backend = make_backend(backend, **settings)
         self.registry: dict[str, TaskFunction[Any]] = {}
+        # Declared with @app.periodic; saved (or updated) when a scheduler of this app starts.
+        self.periodic_schedules: dict[str, Schedule] = {}
+        self._schedulers: weakref.WeakSet[Scheduler] = weakref.WeakSet()
         self._opened = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -360,6 +368,153 @@ class AsyncOmniQ:
         )
         return True
 
+    # ------------------------------------------------------------------ schedules
+
+    def build_schedule(
+        self,
+        fn: TaskFunction[Any] | Callable[..., Any] | str,
+        *,
+        cron: str | None = None,
+        tz: str | None = None,
+        interval: timedelta | float | None = None,
+        at: datetime | None = None,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        max_retries: int | None = None,
+        timeout: float | None = None,
+        id: str | None = None,
+        misfire: Misfire | str = Misfire.ONCE,
+        max_instances: int | None = 1,
+        max_runs: int | None = None,
+        now: datetime | None = None,
+    ) -> Schedule:
+        """The ``Schedule`` that ``schedule()`` stores (validated; nothing is written)."""
+        recipe = (("cron", cron), ("interval", interval), ("at", at))
+        given = [name for name, value in recipe if value is not None]
+        if len(given) != 1:
+            raise ValidationError(
+                "a schedule takes exactly one of cron=, interval= and at= "
+                f"(got {', '.join(given) or 'none'})"
+            )
+        if misfire not in tuple(m.value for m in Misfire):
+            raise ValidationError(f"misfire must be one of once, all, skip; got {misfire!r}")
+        if tz is not None and cron is None:
+            raise ValidationError("tz= applies to cron= schedules only")
+        if isinstance(interval, timedelta):
+            interval = interval.total_seconds()
+        interval = check_seconds(interval, "interval", allow_zero=False)
+        now = now or utcnow()
+        if at is not None and isinstance(at, datetime) and at.astimezone(now.tzinfo) < now:
+            raise ValidationError(f"at={at.isoformat()} is in the past: a one-shot must be later")
+        template = self.build_task(
+            fn, args, kwargs or {}, queue=queue, priority=priority, max_retries=max_retries,
+            timeout=timeout,
+        )  # fmt: skip
+        kind = {"cron": ScheduleType.CRON, "interval": ScheduleType.INTERVAL}.get(
+            given[0], ScheduleType.ONCE
+        )
+        schedule = Schedule(
+            schedule_type=kind, func=template.func, args=template.args, kwargs=template.kwargs,
+            queue_name=template.queue_name, priority=template.priority,
+            max_retries=template.max_retries, timeout=template.timeout, cron_expression=cron,
+            timezone=tz or "UTC", interval=interval, run_at=at, misfire=Misfire(misfire),
+            max_instances=max_instances, max_runs=max_runs, created_at=now,
+        )  # fmt: skip
+        if id is not None:
+            schedule.id = validate_id(id, "schedule id")
+        return schedule
+
+    async def schedule(
+        self, fn: TaskFunction[Any] | Callable[..., Any] | str, **options: Any
+    ) -> Schedule:
+        """Store a schedule that turns ``fn`` into tasks: ``cron="0 9 * * *"`` (with ``tz=``),
+        ``interval=`` (a ``timedelta`` or seconds) or ``at=`` (a one-shot datetime, not in the
+        past). Options as ``build_schedule``. Saving an ``id=`` that exists updates its recipe
+        and keeps its state (paused stays paused). Returns the stored ``Schedule``."""
+        from omniq.scheduler import upsert_schedule
+
+        schedule = self.build_schedule(fn, **options)
+        await self.open()
+        stored = await upsert_schedule(self.backend.schedule_storage, schedule, utcnow())
+        self._schedules_changed()
+        return stored
+
+    def periodic(
+        self,
+        *,
+        cron: str | None = None,
+        tz: str | None = None,
+        interval: timedelta | float | None = None,
+        id: str | None = None,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        misfire: Misfire | str = Misfire.ONCE,
+        max_instances: int | None = 1,
+        **task_options: Any,
+    ) -> Callable[[Callable[..., Any]], TaskFunction[Any]]:
+        """Register a task and its schedule: ``@app.periodic(cron="*/5 * * * *")``.
+
+        The schedule's id is ``id`` or derived from the task name, so importing the module again
+        declares the same schedule. It is saved (or its recipe updated) when a scheduler of this
+        app starts — in every worker by default — not at import, when no store may be open.
+        """
+
+        def register(f: Callable[..., Any]) -> TaskFunction[Any]:
+            tf: TaskFunction[Any] = self.task(f, **task_options)
+            schedule = self.build_schedule(
+                tf, cron=cron, tz=tz, interval=interval, args=args, kwargs=kwargs,
+                id=id or periodic_id(tf.name), misfire=misfire, max_instances=max_instances,
+            )  # fmt: skip
+            self.periodic_schedules[schedule.id] = schedule
+            return tf
+
+        return register
+
+    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+        await self.open()
+        return await self.backend.schedule_storage.get_schedule(schedule_id)
+
+    async def list_schedules(self, status: ScheduleStatus | str | None = None) -> list[Schedule]:
+        """Stored schedules (all, or of one status: active, paused, completed)."""
+        await self.open()
+        return await self.backend.schedule_storage.list_schedules(status)
+
+    async def pause_schedule(self, schedule_id: str) -> bool:
+        """Stop firing a schedule; ``False`` if it is not active."""
+        await self.open()
+        done = await self.backend.schedule_storage.pause_schedule(schedule_id)
+        self._schedules_changed()
+        return done
+
+    async def resume_schedule(self, schedule_id: str) -> bool:
+        """Fire a paused schedule again from its next run time (runs missed meanwhile are not
+        fired); ``False`` if it is not paused."""
+        await self.open()
+        done = await self.backend.schedule_storage.resume_schedule(schedule_id)
+        self._schedules_changed()
+        return done
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        await self.open()
+        done = await self.backend.schedule_storage.delete_schedule(schedule_id)
+        self._schedules_changed()
+        return done
+
+    def _schedules_changed(self) -> None:
+        for scheduler in list(self._schedulers):
+            scheduler.invalidate()
+
+    def scheduler(self, **options: Any) -> Scheduler:
+        """A ``Scheduler`` over this app's store that also saves its ``@periodic`` schedules;
+        changes made through this app reach it at its next tick. Options as ``Scheduler``."""
+        from omniq.scheduler import Scheduler
+
+        scheduler = Scheduler(self.backend, periodic=self.periodic_schedules.values(), **options)
+        self._schedulers.add(scheduler)
+        return scheduler
+
     # ------------------------------------------------------------------ workers
 
     async def run_worker(self, *args: Any, **kwargs: Any) -> WorkerStats:
@@ -380,15 +535,27 @@ class AsyncOmniQ:
         burst: bool = False,
         grace_period: float = 30.0,
         worker_id: str | None = None,
+        scheduler: bool = True,
     ) -> Worker:
-        """A ``Worker`` for this app: ``await worker.run()``, stopped by ``worker.stop()``."""
+        """A ``Worker`` for this app: ``await worker.run()``, stopped by ``worker.stop()``.
+
+        With ``scheduler`` (the default) the worker also runs a ``Scheduler``."""
         from omniq.worker import Worker
 
         return Worker(
             self, queues=queues or ["default"], concurrency=concurrency, kind=kind,
             visibility_timeout=visibility_timeout, burst=burst, grace_period=grace_period,
-            worker_id=worker_id,
+            worker_id=worker_id, scheduler=scheduler,
         )  # fmt: skip
+
+
+def periodic_id(task_name: str) -> str:
+    """A schedule id for a task name: ``periodic-<name>`` with unsafe characters replaced (and a
+    hash of the name appended when any were, so two names never share an id)."""
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", task_name)[:80]
+    if safe != task_name:
+        safe += "-" + hashlib.sha256(task_name.encode()).hexdigest()[:8]
+    return f"periodic-{safe}"
 
 
 class OmniQ(SyncWrapper[AsyncOmniQ]):

@@ -1,4 +1,4 @@
-"""The ``omniq`` command: worker, enqueue, status, inspect, cleanup."""
+"""The ``omniq`` command: worker, enqueue, status, inspect, cleanup, schedule, scheduler."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import asyncio
 import importlib
 import json
 import os
+import signal
 import sys
 from datetime import datetime, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import click
 from rich.console import Console
@@ -17,6 +19,7 @@ from rich.table import Table
 from omniq.app import AsyncOmniQ, OmniQ
 from omniq.exceptions import OmniQError
 from omniq.models._time import utcnow
+from omniq.models.schedule import Misfire, Schedule, ScheduleType
 from omniq.models.task import Task
 from omniq.storage.base import QueueStats
 from omniq.worker import KINDS
@@ -110,17 +113,22 @@ def cli(ctx: click.Context, url: str | None) -> None:
 @click.option("--burst", is_flag=True, help="Stop when no task is runnable now.")
 @click.option("--grace-period", default=30.0, show_default=True, type=click.FloatRange(min=0))
 @click.option("--worker-id", default=None, help="Name of this worker (default: host_pid).")
+@click.option(
+    "--scheduler/--no-scheduler", default=True, show_default=True,
+    help="Also fire due schedule runs (each run once, however many workers do).",
+)  # fmt: skip
 def worker(
     app_spec: str, queues: str, concurrency: int, kind: str, visibility_timeout: float | None,
-    burst: bool, grace_period: float, worker_id: str | None,
+    burst: bool, grace_period: float, worker_id: str | None, scheduler: bool,
 ) -> None:  # fmt: skip
     """Run a worker: claim tasks from QUEUES and run them until SIGTERM/SIGINT (or --burst)."""
     application = load_app(app_spec)
 
     async def go() -> Any:
         w = application.worker(
-            queues.split(","), concurrency, kind, visibility_timeout, burst, grace_period, worker_id
-        )
+            queues.split(","), concurrency, kind, visibility_timeout, burst, grace_period,
+            worker_id, scheduler=scheduler,
+        )  # fmt: skip
         with w.handle_signals():
             return await w.run()
 
@@ -245,6 +253,9 @@ def inspect(ctx: click.Context, app_spec: str | None, task_id: str) -> None:
         for field in fields:
             value = getattr(task, field)
             t.add_row(field, str(value.value if hasattr(value, "value") else value))
+        for key in ("schedule_id", "scheduled_for"):  # a task a schedule's run enqueued
+            if key in task.metadata:
+                t.add_row(key, str(task.metadata[key]))
         console.print(t)
     if result is not None:
         console.print(f"[bold]result[/bold]: {result.status.value}  {result.result!r}")
@@ -277,6 +288,162 @@ def cleanup(ctx: click.Context, app_spec: str | None) -> None:
 
     counts = run(go())
     console.print(", ".join(f"{k}: {v}" for k, v in counts.items()) + " removed")
+
+
+@cli.command()
+@app_option
+@click.option("--poll-interval", default=1.0, show_default=True, type=click.FloatRange(min=0.01))
+@click.option(
+    "--refresh", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
+    help="Seconds between re-reads of the schedules (changes made elsewhere show within this).",
+)  # fmt: skip
+@click.pass_context
+def scheduler(
+    ctx: click.Context, app_spec: str | None, poll_interval: float, refresh: float
+) -> None:
+    """Run a scheduler alone (workers run one each by default) until SIGTERM/SIGINT."""
+    application = resolve_app(ctx, app_spec)
+
+    async def go() -> None:
+        async with application:
+            sched = application.scheduler(poll_interval=poll_interval, refresh=refresh)
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, sched.stop)
+            await sched.run()
+
+    run(go())
+
+
+@cli.group()
+def schedule() -> None:
+    """Add, list, pause, resume and remove schedules."""
+
+
+@schedule.command("add")
+@app_option
+@click.argument("func")
+@click.argument("args", nargs=-1)
+@click.option("--cron", default=None, help="A cron expression, e.g. '0 9 * * 1-5'.")
+@click.option("--tz", default=None, help="Time zone of --cron (default UTC), e.g. Europe/Berlin.")
+@click.option("--interval", type=float, default=None, help="Every SECONDS.")
+@click.option("--at", "at_text", default=None, help="Once, at an ISO time (naive: local time).")
+@click.option("--kwargs", "kwargs_json", default="{}", help="Keyword arguments as a JSON object.")
+@click.option("--queue", default=None, help="Queue (default: the task's, else 'default').")
+@click.option("--priority", type=int, default=None)
+@click.option("--max-retries", type=click.IntRange(min=0), default=None)
+@click.option("--id", "schedule_id", default=None, help="Schedule id (default: a new one).")
+@click.option(
+    "--misfire", type=click.Choice([m.value for m in Misfire]), default="once",
+    show_default=True, help="What to do with runs missed while no scheduler ran.",
+)  # fmt: skip
+@click.option(
+    "--max-instances", type=click.IntRange(min=0), default=1, show_default=True,
+    help="Skip a run while this many earlier runs are unfinished (0: no limit).",
+)  # fmt: skip
+@click.pass_context
+def schedule_add(
+    ctx: click.Context, app_spec: str | None, func: str, args: tuple[str, ...],
+    cron: str | None, tz: str | None, interval: float | None, at_text: str | None,
+    kwargs_json: str, queue: str | None, priority: int | None, max_retries: int | None,
+    schedule_id: str | None, misfire: str, max_instances: int,
+) -> None:  # fmt: skip
+    """Schedule FUNC(ARGS...) by its registered name: --cron, --interval or --at."""
+    kwargs = parse_value(kwargs_json)
+    if not isinstance(kwargs, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="--kwargs")
+    at = None
+    if at_text is not None:
+        try:
+            at = datetime.fromisoformat(at_text)
+        except ValueError:
+            raise click.BadParameter(f"not an ISO time: {at_text!r}", param_hint="--at") from None
+    application = resolve_app(ctx, app_spec)
+    if app_spec and func not in application.registry:
+        raise click.BadParameter(f"{func!r} is not registered with {app_spec}", param_hint="FUNC")
+
+    async def go() -> Schedule:
+        async with application:
+            return await application.schedule(
+                func, cron=cron, tz=tz, interval=interval, at=at,
+                args=[parse_value(a) for a in args], kwargs=kwargs, queue=queue,
+                priority=priority, max_retries=max_retries, id=schedule_id, misfire=misfire,
+                max_instances=max_instances or None,
+            )  # fmt: skip
+
+    stored = run(go())
+    console.print(f"{stored.id}  next run {when_text(stored.next_run_at)}")
+
+
+def when_text(moment: datetime | None) -> str:
+    """A time in local time and UTC."""
+    if moment is None:
+        return "-"
+    local = moment.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    return f"{local} ({moment.astimezone(timezone.utc).strftime('%Y-%m-%d %H:%M:%S')} UTC)"
+
+
+def recipe_text(s: Schedule) -> str:
+    if s.schedule_type is ScheduleType.CRON:
+        return f"cron {s.cron_expression}" + (f" {s.timezone}" if s.timezone != "UTC" else "")
+    if s.schedule_type is ScheduleType.INTERVAL:
+        return f"every {s.interval:g}s"
+    return f"once at {s.run_at.isoformat() if s.run_at else '-'}"
+
+
+@schedule.command("list")
+@app_option
+@click.pass_context
+def schedule_list(ctx: click.Context, app_spec: str | None) -> None:
+    """The schedules: what runs when, next and last run, status."""
+    application = resolve_app(ctx, app_spec)
+
+    async def go() -> list[Schedule]:
+        async with application:
+            return await application.list_schedules()
+
+    schedules = run(go())
+    if not schedules:
+        console.print("no schedules")
+        return
+    table = Table(title="schedules")
+    for col in ("id", "task", "when", "next run (local)", "next run (UTC)", "last run", "status"):
+        table.add_column(col, no_wrap=col in ("id", "when"))
+    for s in schedules:
+        nxt = s.next_run_at
+        # Local: the cron's own time zone, else this machine's.
+        zone = ZoneInfo(s.timezone) if s.schedule_type is ScheduleType.CRON else None
+        table.add_row(
+            s.id, s.func, recipe_text(s),
+            nxt.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z") if nxt else "-",
+            nxt.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if nxt else "-",
+            f"{age(s.last_run_at)} ago" if s.last_run_at else "-", s.status.value,
+        )  # fmt: skip
+    console.print(table)
+
+
+def _schedule_change(action: str, past: str) -> Any:
+    @app_option
+    @click.argument("schedule_id")
+    @click.pass_context
+    def command(ctx: click.Context, app_spec: str | None, schedule_id: str) -> None:
+        application = resolve_app(ctx, app_spec)
+
+        async def go() -> bool:
+            async with application:
+                return bool(await getattr(application, f"{action}_schedule")(schedule_id))
+
+        if not run(go()):
+            raise click.ClickException(f"schedule {schedule_id} was not {past} (see `list`)")
+        console.print(f"{schedule_id} {past}")
+
+    command.__doc__ = f"{action.capitalize()} the schedule SCHEDULE_ID."
+    return command
+
+
+schedule.command("pause")(_schedule_change("pause", "paused"))
+schedule.command("resume")(_schedule_change("resume", "resumed"))
+schedule.command("rm")(_schedule_change("delete", "removed"))
 
 
 def main() -> None:

@@ -127,7 +127,9 @@ class Worker:
     pool; the function must be importable by module and name), or ``async`` (only ``async def``
     tasks). ``async def`` tasks always run on the worker's loop. A task past its ``timeout`` is
     cancelled (async) or abandoned (thread/process: the call keeps running, its result is
-    dropped) and counts as a failed attempt.
+    dropped) and counts as a failed attempt. With ``scheduler`` (the default) the worker also
+    runs the app's ``Scheduler``: due schedule runs become tasks, once each however many workers
+    run.
     """
 
     def __init__(
@@ -140,6 +142,7 @@ class Worker:
         burst: bool = False,
         grace_period: float = 30.0,
         worker_id: str | None = None,
+        scheduler: bool = True,
     ) -> None:
         if isinstance(queues, str):
             queues = [q for q in queues.split(",") if q]
@@ -173,6 +176,7 @@ class Worker:
         self._events: dict[str, list[TaskEvent]] = {}  # buffered events of running tasks
         self._processes: concurrent.futures.ProcessPoolExecutor | None = None
         self._trouble = 0  # claims in a row that failed with a storage error
+        self.scheduler = app.scheduler(owner=self.worker_id) if scheduler else None
 
     # ------------------------------------------------------------------ control
 
@@ -231,6 +235,12 @@ class Worker:
             "worker %s: queues=%s concurrency=%d kind=%s", self.worker_id, self.queues,
             self.concurrency, self.kind,
         )  # fmt: skip
+        # A burst worker fires the due schedule runs once, when it is out of work (so that its
+        # first claim is not held up by the schedule reads), and drains what they enqueued.
+        burst_schedule = self.scheduler is not None and self.burst
+        scheduling = None
+        if self.scheduler and not self.burst:
+            scheduling = asyncio.create_task(self.scheduler.run())
         try:
             await self._reap()
             while not self._stop.is_set():
@@ -253,6 +263,10 @@ class Worker:
                 if task is None:
                     slots.release()
                     if self.burst:
+                        if not self._running and burst_schedule and self.scheduler:
+                            burst_schedule = False
+                            if await self.scheduler.run_once():
+                                continue
                         if not self._running:
                             break
                         await asyncio.wait(set(self._running), return_when=asyncio.FIRST_COMPLETED)
@@ -263,6 +277,9 @@ class Worker:
                 runner.add_done_callback(functools.partial(self._done, slots))
             await self._shutdown()
         finally:
+            if self.scheduler and scheduling:
+                self.scheduler.stop()  # it finishes the run it is deciding
+                await scheduling
             if self._processes:
                 # Processes still running abandoned (timed-out or released) calls are ended:
                 # otherwise interpreter exit would wait for them.

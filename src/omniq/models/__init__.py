@@ -3,13 +3,14 @@
 from omniq.models.config import FileConfig
 from omniq.models.event import EventType, TaskEvent
 from omniq.models.result import ResultStatus, TaskResult
-from omniq.models.schedule import Schedule, ScheduleStatus, ScheduleType
+from omniq.models.schedule import Misfire, Schedule, ScheduleStatus, ScheduleType
 from omniq.models.task import Lease, Task, TaskStatus
 
 __all__ = [
     "EventType",
     "FileConfig",
     "Lease",
+    "Misfire",
     "ResultStatus",
     "Schedule",
     "ScheduleStatus",

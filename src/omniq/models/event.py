@@ -14,7 +14,7 @@ from omniq.models.ids import new_id, validate_id
 
 
 class EventType(str, Enum):
-    """What happened to a task."""
+    """What happened to a task (schedule events name the task of the run)."""
 
     ENQUEUED = "enqueued"
     STARTED = "started"
@@ -25,6 +25,8 @@ class EventType(str, Enum):
     LEASE_EXPIRED = "lease_expired"
     CORRUPTED = "corrupted"
     SCHEDULED = "scheduled"
+    SCHEDULE_FIRED = "schedule_fired"  # a schedule's run became this task
+    SCHEDULE_SKIPPED = "schedule_skipped"  # a run was skipped (misfire="skip", max_instances)
 
 
 class TaskEvent(msgspec.Struct, kw_only=True):

@@ -169,7 +169,9 @@ class EventStorage(ABC):
 
 
 class ScheduleStorage(ABC):
-    """Schedules under ``active``, ``paused`` and ``completed``."""
+    """Schedules under ``active``, ``paused`` and ``completed``, and the per-run claims that
+    let any number of schedulers fire each run once (``claim_run``, ``record_run``,
+    ``forget_runs``)."""
 
     @abstractmethod
     async def save_schedule(self, schedule: Schedule) -> None: ...
@@ -192,4 +194,37 @@ class ScheduleStorage(ABC):
     async def resume_schedule(self, schedule_id: str) -> bool: ...
 
     @abstractmethod
-    async def delete_schedule(self, schedule_id: str) -> bool: ...
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        """Remove the schedule in whatever state it is, and its run claims."""
+
+    @abstractmethod
+    async def claim_run(
+        self,
+        schedule_id: str,
+        run_at: datetime,
+        *,
+        owner: str,
+        now: datetime,
+        stale_after: float,
+    ) -> int | None:
+        """Claim the run of ``schedule_id`` at ``run_at``: of any number of racing callers,
+        one wins.
+
+        Returns ``None`` when another caller holds the run: it claimed it less than
+        ``stale_after`` seconds before ``now``. Returns ``0`` to the first claimant of the run,
+        and ``n > 0`` when this call took over a claim older than ``stale_after`` (its holder is
+        presumed dead; the n-th takeover of the run). A takeover may find the run half done:
+        the caller checks whether the run's task exists before enqueuing it. Claims are
+        atomic on the store (a conditional create), never a read-then-write.
+        """
+
+    @abstractmethod
+    async def record_run(self, schedule: Schedule, run_at: datetime) -> bool:
+        """Store ``schedule`` as the holder of the claim on its run at ``run_at`` advanced it
+        (next run, run count). A schedule that was paused or deleted since the caller read it
+        stays so: ``False``, and nothing of this write remains. A COMPLETED schedule is saved
+        as by ``save_schedule``."""
+
+    @abstractmethod
+    async def forget_runs(self, schedule_id: str, before: datetime) -> int:
+        """Delete the claims of runs earlier than ``before``; return how many were removed."""

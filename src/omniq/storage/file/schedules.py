@@ -1,7 +1,14 @@
-"""Schedules under ``<base>/<schedules_dir>/active|paused|completed/<id><ext>``."""
+"""Schedules under ``<base>/<schedules_dir>/active|paused|completed/<id><ext>``.
+
+Run claims (docs/storage-protocol.md, "Schedules") live under
+``<schedules_dir>/runs/<schedule id>/<run ms:013d>-<generation><ext>``: each is created with an
+exclusive create, so one scheduler of many wins a run; a claim older than ``stale_after`` is taken
+over by creating the next generation, exclusively again.
+"""
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 
 import msgspec
@@ -11,9 +18,18 @@ from omniq.models._time import as_utc, utcnow
 from omniq.models.ids import validate_id
 from omniq.models.schedule import Schedule, ScheduleStatus
 from omniq.storage.base import ScheduleStorage
-from omniq.storage.file.common import FileStoreContext
+from omniq.storage.file.common import FileStoreContext, to_ms
+from omniq.storage.file.keys import split_ext
 
 _FOLDERS = tuple(s.value for s in ScheduleStatus)
+RUNS = "runs"
+
+
+class RunClaim(msgspec.Struct, kw_only=True):
+    """Who claimed a run, and when (by its own clock)."""
+
+    owner: str
+    claimed_at: datetime
 
 
 class FileScheduleStorage(ScheduleStorage):
@@ -105,7 +121,81 @@ class FileScheduleStorage(ScheduleStorage):
 
     async def delete_schedule(self, schedule_id: str) -> bool:
         validate_id(schedule_id, "schedule id")
+        # The claims go first: record_run, finding its claim gone, knows the schedule is going.
+        await self._ctx.objects.delete_tree(self._runs(schedule_id))
         removed = False
         for folder in _FOLDERS:
             removed = await self._ctx.objects.delete(self._key(folder, schedule_id)) or removed
+        return removed
+
+    def _runs(self, schedule_id: str) -> str:
+        return f"{self._root}/{RUNS}/{validate_id(schedule_id, 'schedule id')}"
+
+    def _claim_key(self, schedule_id: str, run_at: datetime, generation: int) -> str:
+        ms = to_ms(as_utc(run_at, "run_at"))
+        return f"{self._runs(schedule_id)}/{ms:013d}-{generation}{self._ctx.ext}"
+
+    async def claim_run(
+        self,
+        schedule_id: str,
+        run_at: datetime,
+        *,
+        owner: str,
+        now: datetime,
+        stale_after: float,
+    ) -> int | None:
+        now = as_utc(now, "now")
+        claim = self._ctx.serializer.encode(RunClaim(owner=owner, claimed_at=now))
+        for generation in itertools.count():
+            key = self._claim_key(schedule_id, run_at, generation)
+            try:
+                await self._ctx.objects.put(key, claim, exclusive=True)
+                return generation
+            except FileExistsError:
+                pass
+            try:
+                held = await self._ctx.read(key, RunClaim)
+            except FileNotFoundError:
+                return None  # forgotten meanwhile: a later run was decided, so this one was
+            except CorruptFileError:
+                continue  # set aside; an unreadable claim holds nothing
+            if (now - held.claimed_at).total_seconds() < stale_after:
+                return None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def record_run(self, schedule: Schedule, run_at: datetime) -> bool:
+        if schedule.status is not ScheduleStatus.ACTIVE:
+            await self.save_schedule(schedule)
+            return True
+        key = self._key(ScheduleStatus.ACTIVE.value, schedule.id)
+        await self._ctx.objects.put(key, self._ctx.serializer.encode(schedule))
+        # Written first, checked after: a pause moves active/ to paused/ (so either it moved
+        # this write, or paused/ exists now), and delete_schedule removes the run claims before
+        # the schedule (so either the claim is still there, or the delete comes after this).
+        paused = True
+        try:
+            await self._ctx.objects.get(self._key(ScheduleStatus.PAUSED.value, schedule.id))
+        except FileNotFoundError:
+            paused = False
+        # Generation 0 of a run's claim stays until a later run is recorded or the schedule is
+        # deleted; take-overs add generations beside it.
+        claimed = True
+        try:
+            await self._ctx.objects.get(self._claim_key(schedule.id, run_at, 0))
+        except FileNotFoundError:
+            claimed = False
+        if paused or not claimed:
+            await self._ctx.objects.delete(key)
+            return False
+        return True
+
+    async def forget_runs(self, schedule_id: str, before: datetime) -> int:
+        prefix = self._runs(schedule_id)
+        limit = to_ms(as_utc(before, "before"))
+        removed = 0
+        for name in await self._ctx.objects.list(prefix):
+            ms = split_ext(name)[0].partition("-")[0]
+            if ms.isdigit() and int(ms) < limit:
+                await self._ctx.objects.discard(f"{prefix}/{name}")
+                removed += 1
         return removed
