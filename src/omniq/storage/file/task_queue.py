@@ -11,7 +11,6 @@ an expired lease knows the lost delivery counted and raises the count.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -38,6 +37,18 @@ from omniq.storage.file.keys import (
     split_ext,
     task_id_of,
 )
+from omniq.storage.lifecycle import (
+    at_rest,
+    check_final,
+    expire_delivery,
+    expiry_for,
+    final_copy,
+    lease_holder,
+    queued_copy,
+)
+from omniq.storage.lifecycle import delivered as _delivered
+from omniq.storage.lifecycle import lease_token as _token
+from omniq.storage.lifecycle import queue_names as _queue_names
 
 PENDING, RUNNING = "pending", "running"
 FINISHED_DIRS = ("completed", "failed", "cancelled")
@@ -50,36 +61,6 @@ _DIR_OF_STATUS = {
     TaskStatus.CANCELLED: "cancelled",
 }
 _STATUS_OF_DIR = {d: s for s, d in _DIR_OF_STATUS.items()}
-
-
-def _token(worker_id: str | None = None) -> str:
-    """A lease token; it starts with the worker id so that ``omniq status`` can name holders."""
-    suffix = os.urandom(6).hex()
-    return f"{worker_id}-{suffix}" if worker_id else suffix
-
-
-def lease_holder(token: str) -> str | None:
-    """The worker id a lease token was made for, if any."""
-    worker, sep, _ = token.rpartition("-")
-    return worker if sep else None
-
-
-def _delivered(task: Task, now_ms: int, lease: Lease) -> Task:
-    """The task as its claimant sees it: stored payloads count the deliveries before this one."""
-    now = from_ms(now_ms)
-    task.status = TaskStatus.RUNNING
-    task.attempts += 1
-    task.started_at = task.updated_at = now
-    task.lease = lease
-    return task
-
-
-def _queue_names(queues: Sequence[str] | str) -> list[str]:
-    if isinstance(queues, str):
-        queues = [queues]
-    if not queues:
-        raise ValidationError("dequeue needs at least one queue name")
-    return [validate_name(q) for q in queues]
 
 
 class FileTaskQueue(TaskQueue):
@@ -106,8 +87,7 @@ class FileTaskQueue(TaskQueue):
         return task.id + self._ctx.ext
 
     def _expiry_for(self, task: Task, when: datetime) -> datetime | None:
-        ttl = task.ttl if task.ttl is not None else self._config.task_ttl
-        return None if ttl is None else when + timedelta(seconds=ttl)
+        return expiry_for(task, when, self._config)
 
     # ------------------------------------------------------------------------- enqueue
 
@@ -267,45 +247,22 @@ class FileTaskQueue(TaskQueue):
 
     def _stored(self, task: Task) -> Task:
         """The task as written at rest: leases live in object names, not in payloads."""
-        return msgspec.structs.replace(task, lease=None)
+        return at_rest(task)
 
     def _final_copy(self, task: Task, status: TaskStatus, error: str | None) -> Task:
-        now = utcnow()
-        final = self._stored(task)
-        final.status, final.completed_at, final.updated_at = status, now, now
-        final.error = error if error is not None else final.error
-        final.expires_at = self._expiry_for(final, now)
-        return final
+        return final_copy(task, status, error, self._config)
 
     def _queued_copy(self, task: Task, eta: datetime | None, error: str | None) -> Task:
-        queued = self._stored(task)
-        queued.status, queued.updated_at, queued.eta = TaskStatus.PENDING, utcnow(), eta
-        queued.error = error if error is not None else queued.error
-        queued.__post_init__()  # validates eta
-        return queued
+        return queued_copy(task, eta, error)
 
     def _expired_copy(self, task: Task, now: datetime) -> str:
         """Count the lost delivery of a task whose lease expired; return where it goes next:
         back to pending, or to the dead letter after ``max_deliveries``."""
-        task.attempts += 1
-        task.updated_at = now
-        task.error = f"lease expired (attempt {task.attempts})"
-        if task.attempts >= self._config.max_deliveries:
-            task.status, task.completed_at = TaskStatus.FAILED, now
-            task.error = f"lease expired {task.attempts} times; moved to the dead letter"
-            task.expires_at = self._expiry_for(task, now)
-            logger.error("task %s: %s", task.id, task.error)
-            return "failed"
-        task.status = TaskStatus.PENDING
-        logger.warning("task %s: lease expired; re-queued (attempt %d)", task.id, task.attempts)
-        return PENDING
+        return _DIR_OF_STATUS[expire_delivery(task, now, self._config, logger)]
 
     @staticmethod
     def _check_final(status: TaskStatus | str) -> TaskStatus:
-        status = TaskStatus(status)
-        if not status.is_final:
-            raise ValidationError(f"finish_task needs a final status, got {status.value!r}")
-        return status
+        return check_final(status)
 
     async def finish_task(
         self, task: Task, status: TaskStatus = TaskStatus.COMPLETED, error: str | None = None

@@ -1,0 +1,121 @@
+"""Schedules in the ``schedules`` table; the ``status`` column is the schedule's status."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+
+import msgspec
+
+from omniq.exceptions import ValidationError
+from omniq.models._time import as_utc, utcnow
+from omniq.models.ids import validate_id
+from omniq.models.schedule import Schedule, ScheduleStatus
+from omniq.storage.base import ScheduleStorage
+from omniq.storage.lifecycle import to_ms
+from omniq.storage.sqlite.common import SetAside, SQLiteStoreContext
+
+_STATUS_ORDER = " ".join(f"WHEN '{s.value}' THEN {i}" for i, s in enumerate(ScheduleStatus))
+_UPSERT = (
+    "INSERT OR REPLACE INTO schedules (id, status, next_run_ms, ext, payload) "
+    "VALUES (?, ?, ?, ?, ?)"
+)
+
+
+class SQLiteScheduleStorage(ScheduleStorage):
+    """Status changes (pause, resume) are one conditional update each."""
+
+    def __init__(self, ctx: SQLiteStoreContext) -> None:
+        self._ctx = ctx
+
+    def _row(self, schedule: Schedule) -> tuple[object, ...]:
+        next_ms = to_ms(schedule.next_run_at) if schedule.next_run_at else None
+        data = self._ctx.serializer.encode(schedule)
+        return (schedule.id, schedule.status.value, next_ms, self._ctx.ext, data)
+
+    async def save_schedule(self, schedule: Schedule) -> None:
+        if not isinstance(schedule, Schedule):
+            raise ValidationError(f"save_schedule takes a Schedule, got {type(schedule).__name__}")
+        row = self._row(schedule)  # fails before anything is written
+        await self._ctx.db.write(lambda conn: conn.execute(_UPSERT, row))
+
+    def _decode_rows(
+        self, conn: sqlite3.Connection, rows: list[sqlite3.Row], aside: list[SetAside]
+    ) -> list[Schedule]:
+        out = []
+        for key, status, ext, payload in rows:
+            schedule = self._ctx.decode(conn, "schedules", key, ext, payload, Schedule, aside)
+            if schedule is not None:
+                schedule.status = ScheduleStatus(status)
+                out.append(schedule)
+        return out
+
+    async def _select(self, where: str, params: tuple[object, ...]) -> list[Schedule]:
+        aside: list[SetAside] = []
+        sql = f"SELECT id, status, ext, payload FROM schedules WHERE {where}"
+        schedules = await self._ctx.db.read(
+            lambda conn: self._decode_rows(conn, conn.execute(sql, params).fetchall(), aside)
+        )
+        await self._ctx.report(aside)
+        return schedules
+
+    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+        validate_id(schedule_id, "schedule id")
+        found = await self._select("id = ?", (schedule_id,))
+        return found[0] if found else None
+
+    async def list_schedules(self, status: ScheduleStatus | str | None = None) -> list[Schedule]:
+        where: str = "1"
+        params: tuple[object, ...] = ()
+        if status is not None:
+            try:
+                where, params = "status = ?", (ScheduleStatus(status).value,)
+            except ValueError:
+                raise ValidationError(f"unknown schedule status {status!r}") from None
+        return await self._select(f"{where} ORDER BY CASE status {_STATUS_ORDER} END, id", params)
+
+    async def get_ready_schedules(self, now: datetime | None = None) -> list[Schedule]:
+        now = as_utc(now, "now") if now is not None else utcnow()
+        candidates = await self._select("status = 'active' AND next_run_ms <= ?", (to_ms(now) + 1,))
+        ready = [s for s in candidates if s.is_ready(now)]
+        ready.sort(key=lambda s: (s.next_run_at or now, s.id))
+        return ready
+
+    async def _transition(self, schedule_id: str, src: str, dst: ScheduleStatus) -> bool:
+        validate_id(schedule_id, "schedule id")
+        aside: list[SetAside] = []
+
+        def move(conn: sqlite3.Connection) -> bool:
+            rows = conn.execute(
+                "SELECT id, status, ext, payload FROM schedules WHERE id = ? AND status = ?",
+                (schedule_id, src),
+            ).fetchall()
+            found = self._decode_rows(conn, rows, aside)
+            if not found:
+                return False
+            now = utcnow()
+            updated = msgspec.structs.replace(found[0], status=dst, updated_at=now)
+            if dst is ScheduleStatus.ACTIVE and (
+                updated.next_run_at is None or updated.next_run_at < now
+            ):
+                # Resuming does not fire the runs missed while paused.
+                updated.next_run_at = updated.compute_next_run(now)
+            conn.execute(_UPSERT, self._row(updated))
+            return True
+
+        moved = await self._ctx.db.write(move)
+        await self._ctx.report(aside)
+        return moved
+
+    async def pause_schedule(self, schedule_id: str) -> bool:
+        return await self._transition(schedule_id, "active", ScheduleStatus.PAUSED)
+
+    async def resume_schedule(self, schedule_id: str) -> bool:
+        return await self._transition(schedule_id, "paused", ScheduleStatus.ACTIVE)
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        validate_id(schedule_id, "schedule id")
+        removed = await self._ctx.db.write(
+            lambda conn: conn.execute("DELETE FROM schedules WHERE id = ?", (schedule_id,)).rowcount
+        )
+        return bool(removed)
