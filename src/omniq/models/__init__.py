@@ -1,6 +1,6 @@
 """OmniQ's data models (msgspec Structs)."""
 
-from omniq.models.config import FileConfig
+from omniq.models.config import FileConfig, SQLiteConfig
 from omniq.models.event import EventType, TaskEvent
 from omniq.models.result import ResultStatus, TaskResult
 from omniq.models.schedule import Schedule, ScheduleStatus, ScheduleType
@@ -11,6 +11,7 @@ __all__ = [
     "FileConfig",
     "Lease",
     "ResultStatus",
+    "SQLiteConfig",
     "Schedule",
     "ScheduleStatus",
     "ScheduleType",

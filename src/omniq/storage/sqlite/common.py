@@ -67,8 +67,13 @@ class SQLiteStoreContext:
         """Decode a row's payload on the connection thread (rows fetched in full first); a row
         that does not decode is moved to ``corrupt``, added to ``aside`` and ``None`` returned.
         The move joins the caller's write transaction, or makes its own."""
+        name = f"{source}/{key}{ext}"
         try:
-            return self.serializer.decode(bytes(payload), type, f"{source}/{key}{ext}")
+            if isinstance(payload, str):  # a value written as TEXT by another tool
+                payload = payload.encode()
+            if not isinstance(payload, bytes):
+                raise SerializationError(f"{name} holds a {payload.__class__.__name__}, not bytes")
+            return self.serializer.decode(payload, type, name)
         except SerializationError as exc:
             table, column = SOURCES[source]
             own = not conn.in_transaction
