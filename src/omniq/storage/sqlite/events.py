@@ -80,6 +80,8 @@ class SQLiteEventStorage(EventStorage):
         aside: list[SetAside] = []
 
         def select(conn: sqlite3.Connection) -> list[TaskEvent]:
+
+            aside.clear()  # a try that met a lock may run again
             out = []
             for key, ext, payload in conn.execute(sql, params).fetchall():
                 event = self._ctx.decode(conn, "events", key, ext, payload, TaskEvent, aside)

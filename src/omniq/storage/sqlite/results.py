@@ -43,6 +43,8 @@ class SQLiteResultStorage(ResultStorage):
         aside: list[SetAside] = []
 
         def select(conn: sqlite3.Connection) -> list[TaskResult]:
+
+            aside.clear()  # a try that met a lock may run again
             rows = conn.execute(
                 f"SELECT task_id, ext, payload FROM results WHERE {where}", params
             ).fetchall()

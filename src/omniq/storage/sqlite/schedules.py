@@ -53,9 +53,12 @@ class SQLiteScheduleStorage(ScheduleStorage):
     async def _select(self, where: str, params: tuple[object, ...]) -> list[Schedule]:
         aside: list[SetAside] = []
         sql = f"SELECT id, status, ext, payload FROM schedules WHERE {where}"
-        schedules = await self._ctx.db.read(
-            lambda conn: self._decode_rows(conn, conn.execute(sql, params).fetchall(), aside)
-        )
+
+        def select(conn: sqlite3.Connection) -> list[Schedule]:
+            aside.clear()  # a try that met a lock may run again
+            return self._decode_rows(conn, conn.execute(sql, params).fetchall(), aside)
+
+        schedules = await self._ctx.db.read(select)
         await self._ctx.report(aside)
         return schedules
 
@@ -86,6 +89,8 @@ class SQLiteScheduleStorage(ScheduleStorage):
         aside: list[SetAside] = []
 
         def move(conn: sqlite3.Connection) -> bool:
+
+            aside.clear()  # a try that met a lock may run again
             rows = conn.execute(
                 "SELECT id, status, ext, payload FROM schedules WHERE id = ? AND status = ?",
                 (schedule_id, src),

@@ -25,14 +25,12 @@ CREATE TABLE IF NOT EXISTS tasks (
     expires_ms INTEGER,
     ext TEXT NOT NULL,
     payload BLOB NOT NULL
-);
+) WITHOUT ROWID;
 -- The claim path: only pending rows, in claim order; finished rows never enter it.
 CREATE INDEX IF NOT EXISTS tasks_claim ON tasks (queue, rank, due_ms, id)
     WHERE status = 'pending';
 -- The reaper: running rows by lease expiry.
 CREATE INDEX IF NOT EXISTS tasks_leases ON tasks (lease_expires_ms) WHERE status = 'running';
--- Listings, counts and queue names.
-CREATE INDEX IF NOT EXISTS tasks_state ON tasks (queue, status);
 
 CREATE TABLE IF NOT EXISTS results (
     task_id TEXT PRIMARY KEY,

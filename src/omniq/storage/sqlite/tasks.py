@@ -122,7 +122,7 @@ class SQLiteTaskQueue(TaskQueue):
         return task
 
     def _encode(self, task: Task) -> bytes:
-        return self._ctx.serializer.encode(at_rest(task))
+        return self._ctx.serializer.encode(task if task.lease is None else at_rest(task))
 
     # ------------------------------------------------------------------------- enqueue
 
@@ -173,6 +173,8 @@ class SQLiteTaskQueue(TaskQueue):
         aside: list[SetAside] = []
 
         def claim(conn: sqlite3.Connection) -> Task | None:
+
+            aside.clear()  # a try that met a lock may run again
             for queue in names:
                 while True:  # past corrupt rows, set aside one by one
                     now_ms = _now_ms()
@@ -289,6 +291,8 @@ class SQLiteTaskQueue(TaskQueue):
         aside: list[SetAside] = []
 
         def reap(conn: sqlite3.Connection) -> list[Task]:
+
+            aside.clear()  # a try that met a lock may run again
             rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM tasks WHERE status = 'running' AND lease_expires_ms <= ?",
                 (to_ms(now),),
@@ -321,6 +325,8 @@ class SQLiteTaskQueue(TaskQueue):
         aside: list[SetAside] = []
 
         def select(conn: sqlite3.Connection) -> list[Task]:
+
+            aside.clear()  # a try that met a lock may run again
             rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM tasks WHERE {where} {tail}", params
             ).fetchall()
@@ -390,6 +396,8 @@ class SQLiteTaskQueue(TaskQueue):
         aside: list[SetAside] = []
 
         def cancel(conn: sqlite3.Connection) -> bool:
+
+            aside.clear()  # a try that met a lock may run again
             row = conn.execute(
                 f"SELECT {_COLUMNS} FROM tasks WHERE id = ? AND status = 'pending'", (task_id,)
             ).fetchone()
