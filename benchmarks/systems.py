@@ -122,17 +122,27 @@ class OmniQSQLite(OmniQFile):
 
     name = "omniq sqlite"
     multi_process = True
+    fsync = False
 
     def _backend(self) -> Any:
         from omniq.backend.sqlite import SQLiteBackend
 
         os.makedirs(self.path, exist_ok=True)
-        backend = SQLiteBackend(os.path.join(self.path, "omniq.db"), visibility_timeout=3600)
+        backend = SQLiteBackend(
+            os.path.join(self.path, "omniq.db"), visibility_timeout=3600, fsync=self.fsync
+        )
         asyncio.run(backend.open())
         return backend
 
     def close(self) -> None:
         asyncio.run(self.backend.close())
+
+
+class OmniQSQLiteFsync(OmniQSQLite):
+    """``fsync=True``: synchronous=FULL, every commit synced, as SqliteHuey does by default."""
+
+    name = "omniq sqlite fsync"
+    fsync = True
 
 
 class HueyFile(System):
@@ -250,8 +260,8 @@ class PersistQueueSqliteAck(PersistQueueFile):
 
 
 ALL_SYSTEMS: list[type[System]] = [
-    Bare, OmniQFile, OmniQMemory, OmniQSQLite, HueySqlite, HueyFile, KombuFS, PersistQueueFile,
-    PersistQueueSqliteAck,
+    Bare, OmniQFile, OmniQMemory, OmniQSQLite, OmniQSQLiteFsync, HueySqlite, HueyFile, KombuFS,
+    PersistQueueFile, PersistQueueSqliteAck,
 ]  # fmt: skip
 MISSING = [s.name for s in ALL_SYSTEMS if s.requires and not importlib.util.find_spec(s.requires)]
 SYSTEMS = [s for s in ALL_SYSTEMS if s.name not in MISSING]

@@ -1,15 +1,15 @@
-"""Task state changes every backend's queue makes the same way, whatever it stores them in.
+"""State changes every backend makes the same way, whatever it stores them in.
 
 A delivery raises ``attempts`` and carries a lease; a finish stamps the final status and the
 expiry; a requeue returns the task to pending; a lost lease counts the lost delivery and sends
-the task back or, after ``max_deliveries``, to the dead letter.
+the task back or, after ``max_deliveries``, to the dead letter. A result gets the default
+expiry; a schedule moving between statuses gets its next run.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 
 import msgspec
@@ -17,7 +17,8 @@ import msgspec
 from omniq.exceptions import ValidationError
 from omniq.models._time import utcnow
 from omniq.models.config import Settings
-from omniq.models.ids import validate_name
+from omniq.models.result import TaskResult
+from omniq.models.schedule import Schedule, ScheduleStatus
 from omniq.models.task import Lease, Task, TaskStatus
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -42,15 +43,6 @@ def lease_holder(token: str) -> str | None:
     """The worker id a lease token was made for, if any."""
     worker, sep, _ = token.rpartition("-")
     return worker if sep else None
-
-
-def queue_names(queues: Sequence[str] | str) -> list[str]:
-    """The validated queue names a ``dequeue`` call asks for."""
-    if isinstance(queues, str):
-        queues = [queues]
-    if not queues:
-        raise ValidationError("dequeue needs at least one queue name")
-    return [validate_name(q) for q in queues]
 
 
 def delivered(task: Task, now_ms: int, lease: Lease) -> Task:
@@ -114,3 +106,19 @@ def expire_delivery(task: Task, now: datetime, config: Settings, log: logging.Lo
     task.status = TaskStatus.PENDING
     log.warning("task %s: lease expired; re-queued (attempt %d)", task.id, task.attempts)
     return TaskStatus.PENDING
+
+
+def with_default_expiry(result: TaskResult, config: Settings) -> TaskResult:
+    """A result without its own expiry expires ``result_ttl`` after completion (if set)."""
+    if result.expires_at is None and config.result_ttl is not None:
+        result.expires_at = result.completed_at + timedelta(seconds=config.result_ttl)
+    return result
+
+
+def schedule_moved(schedule: Schedule, status: ScheduleStatus) -> Schedule:
+    """The schedule in its new status; resuming does not fire the runs missed while paused."""
+    now = utcnow()
+    moved = msgspec.structs.replace(schedule, status=status, updated_at=now)
+    if status is ScheduleStatus.ACTIVE and (moved.next_run_at is None or moved.next_run_at < now):
+        moved.next_run_at = moved.compute_next_run(now)
+    return moved

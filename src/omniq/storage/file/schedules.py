@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import msgspec
-
 from omniq.exceptions import CorruptFileError, ValidationError
 from omniq.models._time import as_utc, utcnow
 from omniq.models.ids import validate_id
 from omniq.models.schedule import Schedule, ScheduleStatus
 from omniq.storage.base import ScheduleStorage
 from omniq.storage.file.common import FileStoreContext
+from omniq.storage.lifecycle import schedule_moved
 
 _FOLDERS = tuple(s.value for s in ScheduleStatus)
 
@@ -85,13 +84,7 @@ class FileScheduleStorage(ScheduleStorage):
             self._key(src, schedule_id), self._key(dst.value, schedule_id)
         ):
             return False
-        now = utcnow()
-        updated = msgspec.structs.replace(schedule, status=dst, updated_at=now)
-        if dst is ScheduleStatus.ACTIVE and (
-            updated.next_run_at is None or updated.next_run_at < now
-        ):
-            # Resuming does not fire the runs missed while paused.
-            updated.next_run_at = updated.compute_next_run(now)
+        updated = schedule_moved(schedule, dst)
         await self._ctx.objects.put(
             self._key(dst.value, schedule_id), self._ctx.serializer.encode(updated)
         )

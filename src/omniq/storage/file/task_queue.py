@@ -10,7 +10,6 @@ an expired lease knows the lost delivery counted and raises the count.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -27,6 +26,7 @@ from omniq.models._time import utcnow
 from omniq.models.ids import validate_id, validate_name
 from omniq.models.task import Lease, Task, TaskStatus
 from omniq.storage.base import QueueStats, TaskQueue
+from omniq.storage.checks import dequeue_call, poll
 from omniq.storage.file.common import FileStoreContext, from_ms, logger, to_ms
 from omniq.storage.file.keys import (
     PendingIndex,
@@ -48,7 +48,6 @@ from omniq.storage.lifecycle import (
 )
 from omniq.storage.lifecycle import delivered as _delivered
 from omniq.storage.lifecycle import lease_token as _token
-from omniq.storage.lifecycle import queue_names as _queue_names
 
 PENDING, RUNNING = "pending", "running"
 FINISHED_DIRS = ("completed", "failed", "cancelled")
@@ -121,27 +120,17 @@ class FileTaskQueue(TaskQueue):
         visibility_timeout: float | None = None,
         worker_id: str | None = None,
     ) -> Task | None:
-        names = _queue_names(queues)
-        if worker_id is not None:
-            validate_id(worker_id, "worker id")
-        if timeout is not None and timeout < 0:
-            raise ValidationError(f"timeout must be >= 0, got {timeout!r}")
-        lease_seconds = visibility_timeout or self._config.visibility_timeout
-        if lease_seconds <= 0:
-            raise ValidationError(f"visibility_timeout must be > 0, got {visibility_timeout!r}")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
+        call = dequeue_call(queues, timeout, visibility_timeout, worker_id, self._config)
+
+        async def look() -> Task | None:
             await self._maybe_reap()
-            for queue in names:
-                task = await self._claim_next(queue, lease_seconds, worker_id)
+            for queue in call.queues:
+                task = await self._claim_next(queue, call.lease_seconds, worker_id)
                 if task is not None:
                     return task
-            if deadline is None:
-                return None
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            await asyncio.sleep(min(self._config.poll_interval, remaining))
+            return None
+
+        return await poll(look, call.deadline, self._config.poll_interval)
 
     def _idle_relist_delay(self) -> float:
         """After a listing found nothing due, how long a polling consumer waits before listing

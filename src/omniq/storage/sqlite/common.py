@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from omniq.exceptions import SerializationError
 from omniq.models.config import SQLiteConfig
@@ -26,6 +26,9 @@ T = TypeVar("T")
 
 # Called with (the row's source and key, where it was moved, the decoding error).
 CorruptionReporter = Callable[[str, str, str, Exception], Awaitable[None]]
+Row = tuple[Any, ...]
+# Makes one item of a row on the connection thread (None: the row was set aside).
+RowLoader = Callable[[sqlite3.Connection, Row, "list[SetAside]"], "T | None"]
 
 
 @dataclass
@@ -88,6 +91,31 @@ class SQLiteStoreContext:
                 conn.execute("COMMIT")
             aside.append(SetAside(source, key, exc))
             return None
+
+    def loader(self, source: str, type: type[T]) -> RowLoader[T]:
+        """A ``RowLoader`` of ``(key, ext, payload)`` rows of one source."""
+
+        def load(conn: sqlite3.Connection, row: Row, aside: list[SetAside]) -> T | None:
+            key, ext, payload = row
+            return self.decode(conn, source, key, ext, payload, type, aside)
+
+        return load
+
+    async def fetch(
+        self, sql: str, params: Sequence[object], load: RowLoader[T]
+    ) -> tuple[list[T], list[SetAside]]:
+        """Rows of a query, each made into an item by ``load`` (rows that do not decode are set
+        aside and reported); returns the items and what was set aside."""
+        aside: list[SetAside] = []
+
+        def select(conn: sqlite3.Connection) -> list[T]:
+            aside.clear()  # a try that met a lock may run again
+            rows = conn.execute(sql, params).fetchall()
+            return [item for row in rows if (item := load(conn, row, aside)) is not None]
+
+        items = await self.db.read(select)
+        await self.report(aside)
+        return items, aside
 
     async def report(self, aside: list[SetAside]) -> None:
         """Log and report rows set aside by ``decode`` (after their transaction committed)."""

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from omniq.exceptions import ValidationError
-from omniq.models._time import as_utc, utcnow
+from omniq.models._time import utcnow
 from omniq.models.event import EventType, TaskEvent
-from omniq.models.ids import validate_id
 from omniq.storage.base import EventStorage
+from omniq.storage.checks import event_filter
 from omniq.storage.lifecycle import EPOCH
-from omniq.storage.sqlite.common import SetAside, SQLiteStoreContext
+from omniq.storage.sqlite.common import SQLiteStoreContext
 
 
 def _us(when: datetime) -> int:
@@ -52,46 +51,25 @@ class SQLiteEventStorage(EventStorage):
         until: datetime | None = None,
         limit: int | None = None,
     ) -> list[TaskEvent]:
+        wanted = event_filter(task_id, event_type, since, until, limit)
         where: list[str] = []
         params: list[object] = []
-        if task_id is not None:
-            where.append("task_id = ?")
-            params.append(validate_id(task_id, "task id"))
-        if event_type is not None:
-            try:
-                params.append(EventType(event_type).value)
-            except ValueError:
-                raise ValidationError(f"unknown event type {event_type!r}") from None
-            where.append("event_type = ?")
-        if since is not None:
-            where.append("ts_us >= ?")
-            params.append(_us(as_utc(since, "since")))
-        if until is not None:
-            where.append("ts_us <= ?")
-            params.append(_us(as_utc(until, "until")))
-        if limit is not None and limit < 0:
-            raise ValidationError(f"limit must be >= 0, got {limit!r}")
+        for condition, value in (
+            ("task_id = ?", wanted.task_id),
+            ("event_type = ?", wanted.event_type.value if wanted.event_type else None),
+            ("ts_us >= ?", _us(wanted.since) if wanted.since else None),
+            ("ts_us <= ?", _us(wanted.until) if wanted.until else None),
+        ):
+            if value is not None:
+                where.append(condition)
+                params.append(value)
         sql = "SELECT id, ext, payload FROM events"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY ts_us, id"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        aside: list[SetAside] = []
-
-        def select(conn: sqlite3.Connection) -> list[TaskEvent]:
-
-            aside.clear()  # a try that met a lock may run again
-            out = []
-            for key, ext, payload in conn.execute(sql, params).fetchall():
-                event = self._ctx.decode(conn, "events", key, ext, payload, TaskEvent, aside)
-                if event is not None:
-                    out.append(event)
-            return out
-
-        events = await self._ctx.db.read(select)
-        await self._ctx.report(aside)
-        return events
+        return (await self._ctx.fetch(sql, params, self._ctx.loader("events", TaskEvent)))[0]
 
     async def cleanup_expired_events(self, now: datetime | None = None) -> int:
         """Remove whole UTC days older than ``event_ttl`` (as the file backend does); return

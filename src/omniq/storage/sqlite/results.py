@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import sqlite3
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from omniq.exceptions import CorruptFileError, ValidationError
 from omniq.models._time import utcnow
 from omniq.models.ids import validate_id
 from omniq.models.result import ResultStatus, TaskResult
 from omniq.storage.base import ResultStorage
-from omniq.storage.lifecycle import to_ms
-from omniq.storage.sqlite.common import SetAside, SQLiteStoreContext
+from omniq.storage.lifecycle import to_ms, with_default_expiry
+from omniq.storage.sqlite.common import SQLiteStoreContext
 
 
 class SQLiteResultStorage(ResultStorage):
@@ -23,8 +22,7 @@ class SQLiteResultStorage(ResultStorage):
     async def set(self, result: TaskResult) -> None:
         if not isinstance(result, TaskResult):
             raise ValidationError(f"set takes a TaskResult, got {type(result).__name__}")
-        if result.expires_at is None and self._ctx.config.result_ttl is not None:
-            result.expires_at = result.completed_at + timedelta(seconds=self._ctx.config.result_ttl)
+        result = with_default_expiry(result, self._ctx.config)
         data = self._ctx.serializer.encode(result)  # fails before anything is written
         row = (
             result.task_id, result.status.value, int(result.is_success),
@@ -40,23 +38,11 @@ class SQLiteResultStorage(ResultStorage):
         )
 
     async def _select(self, where: str, params: tuple[object, ...]) -> list[TaskResult]:
-        aside: list[SetAside] = []
-
-        def select(conn: sqlite3.Connection) -> list[TaskResult]:
-
-            aside.clear()  # a try that met a lock may run again
-            rows = conn.execute(
-                f"SELECT task_id, ext, payload FROM results WHERE {where}", params
-            ).fetchall()
-            out = []
-            for key, ext, payload in rows:
-                result = self._ctx.decode(conn, "results", key, ext, payload, TaskResult, aside)
-                if result is not None:
-                    out.append(result)
-            return out
-
-        results = await self._ctx.db.read(select)
-        await self._ctx.report(aside)
+        results, aside = await self._ctx.fetch(
+            f"SELECT task_id, ext, payload FROM results WHERE {where}",
+            params,
+            self._ctx.loader("results", TaskResult),
+        )
         if aside and where.startswith("task_id = ?"):
             item = aside[0]
             raise CorruptFileError(str(item.error), f"results/{item.key}", item.moved_to)

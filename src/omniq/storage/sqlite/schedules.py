@@ -5,15 +5,13 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime
 
-import msgspec
-
 from omniq.exceptions import ValidationError
 from omniq.models._time import as_utc, utcnow
 from omniq.models.ids import validate_id
 from omniq.models.schedule import Schedule, ScheduleStatus
 from omniq.storage.base import ScheduleStorage
-from omniq.storage.lifecycle import to_ms
-from omniq.storage.sqlite.common import SetAside, SQLiteStoreContext
+from omniq.storage.lifecycle import schedule_moved, to_ms
+from omniq.storage.sqlite.common import Row, SetAside, SQLiteStoreContext
 
 _STATUS_ORDER = " ".join(f"WHEN '{s.value}' THEN {i}" for i, s in enumerate(ScheduleStatus))
 _UPSERT = (
@@ -39,28 +37,16 @@ class SQLiteScheduleStorage(ScheduleStorage):
         row = self._row(schedule)  # fails before anything is written
         await self._ctx.db.write(lambda conn: conn.execute(_UPSERT, row))
 
-    def _decode_rows(
-        self, conn: sqlite3.Connection, rows: list[sqlite3.Row], aside: list[SetAside]
-    ) -> list[Schedule]:
-        out = []
-        for key, status, ext, payload in rows:
-            schedule = self._ctx.decode(conn, "schedules", key, ext, payload, Schedule, aside)
-            if schedule is not None:
-                schedule.status = ScheduleStatus(status)
-                out.append(schedule)
-        return out
+    def _load(self, conn: sqlite3.Connection, row: Row, aside: list[SetAside]) -> Schedule | None:
+        key, status, ext, payload = row
+        schedule = self._ctx.decode(conn, "schedules", key, ext, payload, Schedule, aside)
+        if schedule is not None:
+            schedule.status = ScheduleStatus(status)
+        return schedule
 
     async def _select(self, where: str, params: tuple[object, ...]) -> list[Schedule]:
-        aside: list[SetAside] = []
         sql = f"SELECT id, status, ext, payload FROM schedules WHERE {where}"
-
-        def select(conn: sqlite3.Connection) -> list[Schedule]:
-            aside.clear()  # a try that met a lock may run again
-            return self._decode_rows(conn, conn.execute(sql, params).fetchall(), aside)
-
-        schedules = await self._ctx.db.read(select)
-        await self._ctx.report(aside)
-        return schedules
+        return (await self._ctx.fetch(sql, params, self._load))[0]
 
     async def get_schedule(self, schedule_id: str) -> Schedule | None:
         validate_id(schedule_id, "schedule id")
@@ -89,23 +75,15 @@ class SQLiteScheduleStorage(ScheduleStorage):
         aside: list[SetAside] = []
 
         def move(conn: sqlite3.Connection) -> bool:
-
             aside.clear()  # a try that met a lock may run again
-            rows = conn.execute(
+            row = conn.execute(
                 "SELECT id, status, ext, payload FROM schedules WHERE id = ? AND status = ?",
                 (schedule_id, src),
-            ).fetchall()
-            found = self._decode_rows(conn, rows, aside)
-            if not found:
+            ).fetchone()
+            found = None if row is None else self._load(conn, tuple(row), aside)
+            if found is None:
                 return False
-            now = utcnow()
-            updated = msgspec.structs.replace(found[0], status=dst, updated_at=now)
-            if dst is ScheduleStatus.ACTIVE and (
-                updated.next_run_at is None or updated.next_run_at < now
-            ):
-                # Resuming does not fire the runs missed while paused.
-                updated.next_run_at = updated.compute_next_run(now)
-            conn.execute(_UPSERT, self._row(updated))
+            conn.execute(_UPSERT, self._row(schedule_moved(found, dst)))
             return True
 
         moved = await self._ctx.db.write(move)

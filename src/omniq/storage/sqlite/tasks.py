@@ -9,7 +9,6 @@ row and gets ``LeaseLostError``. ``attempts`` counts deliveries including the cu
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from omniq.models._time import utcnow
 from omniq.models.ids import validate_id, validate_name
 from omniq.models.task import PRIORITY_MAX, Lease, Task, TaskStatus
 from omniq.storage.base import QueueStats, TaskQueue
+from omniq.storage.checks import dequeue_call, poll
 from omniq.storage.lifecycle import (
     at_rest,
     check_final,
@@ -30,11 +30,10 @@ from omniq.storage.lifecycle import (
     from_ms,
     lease_holder,
     lease_token,
-    queue_names,
     queued_copy,
     to_ms,
 )
-from omniq.storage.sqlite.common import SetAside, SQLiteStoreContext, logger
+from omniq.storage.sqlite.common import Row, SetAside, SQLiteStoreContext, logger
 from omniq.storage.sqlite.connection import HAS_RETURNING
 
 _STATES = [s.value for s in TaskStatus]
@@ -104,9 +103,7 @@ class SQLiteTaskQueue(TaskQueue):
 
     # ----------------------------------------------------------------- rows <-> tasks
 
-    def _load(
-        self, conn: sqlite3.Connection, row: sqlite3.Row | tuple[Any, ...], aside: list[SetAside]
-    ) -> Task | None:
+    def _load(self, conn: sqlite3.Connection, row: Row, aside: list[SetAside]) -> Task | None:
         """A task from a ``_COLUMNS`` row, with its status, attempts and lease from columns."""
         task_id, status, attempts, token, expires_ms, worker, ext, payload = row
         task = self._ctx.decode(conn, "tasks", task_id, ext, payload, Task, aside)
@@ -148,32 +145,18 @@ class SQLiteTaskQueue(TaskQueue):
         visibility_timeout: float | None = None,
         worker_id: str | None = None,
     ) -> Task | None:
-        names = queue_names(queues)
-        if worker_id is not None:
-            validate_id(worker_id, "worker id")
-        if timeout is not None and timeout < 0:
-            raise ValidationError(f"timeout must be >= 0, got {timeout!r}")
-        lease_seconds = visibility_timeout or self._config.visibility_timeout
-        if lease_seconds <= 0:
-            raise ValidationError(f"visibility_timeout must be > 0, got {visibility_timeout!r}")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
+        call = dequeue_call(queues, timeout, visibility_timeout, worker_id, self._config)
+
+        async def look() -> Task | None:
             await self._maybe_reap()
-            task = await self._claim(names, int(lease_seconds * 1000), worker_id)
-            if task is not None:
-                return task
-            if deadline is None:
-                return None
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            await asyncio.sleep(min(self._config.poll_interval, remaining))
+            return await self._claim(call.queues, int(call.lease_seconds * 1000), worker_id)
+
+        return await poll(look, call.deadline, self._config.poll_interval)
 
     async def _claim(self, names: list[str], lease_ms: int, worker_id: str | None) -> Task | None:
         aside: list[SetAside] = []
 
         def claim(conn: sqlite3.Connection) -> Task | None:
-
             aside.clear()  # a try that met a lock may run again
             for queue in names:
                 while True:  # past corrupt rows, set aside one by one
@@ -291,7 +274,6 @@ class SQLiteTaskQueue(TaskQueue):
         aside: list[SetAside] = []
 
         def reap(conn: sqlite3.Connection) -> list[Task]:
-
             aside.clear()  # a try that met a lock may run again
             rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM tasks WHERE status = 'running' AND lease_expires_ms <= ?",
@@ -322,19 +304,8 @@ class SQLiteTaskQueue(TaskQueue):
     # ------------------------------------------------------------------ lookup and admin
 
     async def _select(self, where: str, params: Sequence[Any], tail: str = "") -> list[Task]:
-        aside: list[SetAside] = []
-
-        def select(conn: sqlite3.Connection) -> list[Task]:
-
-            aside.clear()  # a try that met a lock may run again
-            rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM tasks WHERE {where} {tail}", params
-            ).fetchall()
-            return [t for row in rows if (t := self._load(conn, row, aside)) is not None]
-
-        tasks = await self._db.read(select)
-        await self._ctx.report(aside)
-        return tasks
+        sql = f"SELECT {_COLUMNS} FROM tasks WHERE {where} {tail}"
+        return (await self._ctx.fetch(sql, params, self._load))[0]
 
     async def get_task(self, task_id: str) -> Task | None:
         validate_id(task_id, "task id")
@@ -396,7 +367,6 @@ class SQLiteTaskQueue(TaskQueue):
         aside: list[SetAside] = []
 
         def cancel(conn: sqlite3.Connection) -> bool:
-
             aside.clear()  # a try that met a lock may run again
             row = conn.execute(
                 f"SELECT {_COLUMNS} FROM tasks WHERE id = ? AND status = 'pending'", (task_id,)
