@@ -154,6 +154,14 @@ class SQLiteTaskQueue(TaskQueue):
         return await poll(look, call.deadline, self._config.poll_interval)
 
     async def _claim(self, names: list[str], lease_ms: int, worker_id: str | None) -> Task | None:
+        def any_due(conn: sqlite3.Connection) -> bool:
+            now_ms = _now_ms()
+            return any(conn.execute(_NEXT_PENDING, (q, now_ms)).fetchone() for q in names)
+
+        # An idle consumer polls: look without the write lock first, so that idle pollers do
+        # not queue for the lock behind the consumers that have work.
+        if not await self._db.read(any_due):
+            return None
         aside: list[SetAside] = []
 
         def claim(conn: sqlite3.Connection) -> Task | None:
