@@ -36,7 +36,7 @@ def run(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["worker"], ["enqueue"], ["status"], ["inspect"], ["cleanup"]]
+    "command", [[], ["worker"], ["enqueue"], ["status"], ["inspect"], ["cleanup"], ["migrate"]]
 )
 def test_help_everywhere(command):
     result = CliRunner().invoke(cli, [*command, "--help"])

@@ -10,7 +10,7 @@ from omniq.models.result import TaskResult
 from omniq.models.task import Task
 
 pytestmark = pytest.mark.file_layout(
-    "damages files in place (SQLite: tests/storage/test_sqlite.py)"
+    "damages files in place (SQLite: tests/backend/test_sqlite_backend.py)"
 )
 
 
