@@ -128,11 +128,16 @@ def payloads(root: str, sizes: dict[int, int]) -> dict[str, Any]:
 
 
 def _consume(factory: Any, path: str, start: Any, out: Any) -> None:
-    system = factory(path)
-    start.wait()
-    got = system.drain()
-    system.close()
-    out.put(got)
+    """Drain in a consumer process; an error is reported (a system that surfaces "database is
+    locked" to its caller, say) instead of leaving the parent waiting for this consumer."""
+    try:
+        system = factory(path)
+        start.wait()
+        got = system.drain()
+        system.close()
+        out.put(got)
+    except Exception as exc:
+        out.put(f"{type(exc).__name__}: {exc}")
 
 
 def concurrent(root: str, n: int, consumers: int = 4) -> dict[str, Any]:
@@ -156,14 +161,17 @@ def concurrent(root: str, n: int, consumers: int = 4) -> dict[str, Any]:
         time.sleep(1.0)  # let them import and open
         t0 = time.perf_counter()
         start.set()
-        got = [m for _ in procs for m in results.get(timeout=600)]
+        outcomes = [results.get(timeout=600) for _ in procs]
         elapsed = time.perf_counter() - t0
+        errors = [o for o in outcomes if isinstance(o, str)]
+        got = [m for o in outcomes if not isinstance(o, str) for m in o]
         for p in procs:
             p.join()
         shutil.rmtree(path, ignore_errors=True)
         out[factory.name] = {
             "tasks_per_s": n / elapsed, "duplicates": len(got) - len(set(got)),
             "lost": len(set(sent) - set(got)), "consumers": consumers, "n": n,
+            "errors": errors,
         }  # fmt: skip
     return out
 
@@ -256,9 +264,13 @@ def report(data: dict[str, Any], sizes: list[int]) -> str:
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "4 consumer processes on one queue", ""]
-    lines += ["| system | tasks/s | duplicates | lost |", "|---|---|---|---|"]
+    lines += ["| system | tasks/s | duplicates | lost | consumer errors |", "|---|---|---|---|---|"]
     for name, r in data["concurrent"].items():
-        lines.append(f"| {name} | {r['tasks_per_s']:,.0f} | {r['duplicates']} | {r['lost']} |")
+        errors = r.get("errors", [])
+        failed = f"{len(errors)} ({errors[0]})" if errors else "0"
+        lines.append(
+            f"| {name} | {r['tasks_per_s']:,.0f} | {r['duplicates']} | {r['lost']} | {failed} |"
+        )
     lines += ["", "OmniQ worker, no-op tasks end to end (local disk, concurrency 4)", "",
               "| kind | tasks/s | enqueue→start p50 | p99 |", "|---|---|---|---|"]  # fmt: skip
     for kind, r in data["worker"].items():
