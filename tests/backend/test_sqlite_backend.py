@@ -19,6 +19,7 @@ from omniq.models.config import SQLiteConfig
 from omniq.models.event import EventType
 from omniq.models.result import TaskResult
 from omniq.models.task import Task
+from omniq.serialization import Serializer
 from omniq.storage.sqlite import connection, tasks
 
 HERE = Path(__file__).parent.parent / "worker"
@@ -241,3 +242,25 @@ async def test_wal_is_checkpointed_while_only_the_fast_connection_writes(tmp_pat
     # Unchecked, each commit appends ~3 pages of 4 KiB: 1,500 commits leave 18-22 MB; with a
     # restart every 100 commits the file stops growing at a few MB.
     assert wal < 11_000_000, wal
+
+
+async def test_signed_rows_and_an_injected_unsigned_task(tmp_path, monkeypatch):
+    """With a secret key every payload carries its HMAC; a row someone inserts without one is
+    set aside at the claim, never run."""
+    monkeypatch.setenv("OMNIQ_SECRET_KEY", "from-env")
+    path = tmp_path / "signed.db"
+    async with SQLiteBackend(path) as b:
+        legit = await b.task_queue.enqueue(Task(func="legit"))
+        evil = Task(func="os.system", args=("rm -rf /",), priority=9)
+        conn = sqlite3.connect(path)
+        with conn:
+            stored = conn.execute("SELECT payload FROM tasks WHERE id = ?", (legit,)).fetchone()
+            assert bytes(stored[0]).startswith(b"#omniq-hmac")
+            row = tasks._row_values(evil, ".json", Serializer("json").encode(evil))
+            conn.execute(tasks._UPSERT, row)
+        conn.close()
+        got = await b.task_queue.dequeue("default")
+        assert got is not None and got.id == legit
+        assert await b.task_queue.dequeue("default") is None
+        rows = await b.db.read(lambda c: c.execute("SELECT key, error FROM corrupt").fetchall())
+        assert [r[0] for r in rows] == [evil.id] and "unsigned" in rows[0][1]
