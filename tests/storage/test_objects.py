@@ -10,9 +10,16 @@ import logging
 
 import pytest
 
+from conftest import CLAIM_BACKENDS
 from omniq import AsyncOmniQ
 from omniq.exceptions import ConfigError
 from omniq.storage.file.objects import VersionMismatch
+
+
+@pytest.fixture(params=CLAIM_BACKENDS)
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    """This contract runs on SeaweedFS as well (a second real S3 server)."""
+    return str(request.param)
 
 
 def _conditional(backend) -> bool:

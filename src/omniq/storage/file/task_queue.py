@@ -286,7 +286,8 @@ class FileTaskQueue(TaskQueue):
 
     def _expired_copy(self, task: Task, now: datetime) -> str:
         """Count the lost delivery of a task whose lease expired; return where it goes next:
-        back to pending, or to the dead letter after ``max_deliveries``."""
+        back to pending, or to the dead letter after ``max_deliveries``. (Logged by
+        ``_notify_expired`` once the move is done.)"""
         task.attempts += 1
         task.updated_at = now
         task.error = f"lease expired (attempt {task.attempts})"
@@ -294,10 +295,8 @@ class FileTaskQueue(TaskQueue):
             task.status, task.completed_at = TaskStatus.FAILED, now
             task.error = f"lease expired {task.attempts} times; moved to the dead letter"
             task.expires_at = self._expiry_for(task, now)
-            logger.error("task %s: %s", task.id, task.error)
             return "failed"
         task.status = TaskStatus.PENDING
-        logger.warning("task %s: lease expired; re-queued (attempt %d)", task.id, task.attempts)
         return PENDING
 
     @staticmethod
@@ -381,8 +380,9 @@ class FileTaskQueue(TaskQueue):
             return None
         if self._expired_copy(task, now) != PENDING:
             target = f"{self._dir(queue, 'failed')}/{self._finished_name(task)}"
-            if await self._objects.move(f"{running_dir}/{mine}", target):
-                await self._objects.put(target, self._ctx.serializer.encode(task))
+            if not await self._objects.move(f"{running_dir}/{mine}", target):
+                return None
+            await self._objects.put(target, self._ctx.serializer.encode(task))
             await self._notify_expired(task)
             return task
         await self._objects.put(f"{running_dir}/{mine}", self._ctx.serializer.encode(task))
@@ -405,6 +405,11 @@ class FileTaskQueue(TaskQueue):
             index.discard(name)
 
     async def _notify_expired(self, task: Task) -> None:
+        """Log and report a task the reaper has re-queued or dead-lettered (only once done)."""
+        if task.status is TaskStatus.FAILED:
+            logger.error("task %s: %s", task.id, task.error)
+        else:
+            logger.warning("task %s: lease expired; re-queued (attempt %d)", task.id, task.attempts)
         if self.on_lease_expired is not None:
             try:
                 await self.on_lease_expired(task)
