@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 
 from emulators import STARTERS, Emulator  # tests/ is on sys.path (rootdir conftest)
 from omniq.backend.file import FileBackend
+from omniq.models._time import set_clock, system_now
 from s3proxy import S3Proxy
 
 # Every contract test runs once per entry.
@@ -87,6 +89,29 @@ def s3_target(s3_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             )
     else:
         yield emulator_for("s3" if s3_kind == "moto" else s3_kind, tmp_path_factory)
+
+
+class FakeClock:
+    """A clock the test moves on by hand (``omniq.models._time.set_clock``)."""
+
+    def __init__(self) -> None:
+        self.now = system_now()
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> Iterator[FakeClock]:
+    """OmniQ's notion of now, frozen until the test advances it: due times and lease expiries
+    without sleeping and without depending on this machine's speed."""
+    fake = FakeClock()
+    set_clock(fake)
+    yield fake
+    set_clock(None)
 
 
 @pytest.fixture(autouse=True)

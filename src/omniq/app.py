@@ -7,6 +7,7 @@ coroutine method of ``AsyncOmniQ`` becomes a method that returns its value.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -16,21 +17,42 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from omniq.backend.base import Backend
 from omniq.backend.file import FileBackend
 from omniq.exceptions import (
+    OmniQError,
     ResultTimeoutError,
     TaskCancelledError,
     TaskFailedError,
+    TaskNotFoundError,
     TaskNotRegisteredError,
     ValidationError,
 )
+from omniq.models._time import check_seconds, utcnow
 from omniq.models.event import EventType, TaskEvent
+from omniq.models.ids import validate_id
 from omniq.models.result import ResultStatus, TaskResult
-from omniq.models.task import Task
+from omniq.models.task import Task, TaskStatus
 from omniq.sync import SyncWrapper, run_sync
 
 if TYPE_CHECKING:
     from omniq.worker import Worker, WorkerStats
 
 R = TypeVar("R")
+logger = logging.getLogger("omniq.app")
+
+
+def _describe(task: Task | None) -> str:
+    """Where a task is, for a timeout message."""
+    if task is None:
+        return "no such task"
+    if task.status is TaskStatus.RUNNING and task.lease is not None:
+        holder = task.lease.worker_id or "a worker"
+        return f"running on {holder}, lease until {task.lease.expires_at:%Y-%m-%d %H:%M:%S} UTC"
+    if task.status is TaskStatus.PENDING:
+        if task.eta is not None and task.eta > utcnow():
+            return f"pending, delayed until {task.eta:%Y-%m-%d %H:%M:%S} UTC"
+        return f"pending since {task.due_at:%Y-%m-%d %H:%M:%S} UTC: is a worker running?"
+    if task.status is TaskStatus.COMPLETED:
+        return "completed, but its result is gone (deleted, or past its ttl)"
+    return str(task.status.value)
 
 
 class TaskFunction(Generic[R]):
@@ -235,15 +257,23 @@ class AsyncOmniQ:
         return await self.enqueue_task(task)
 
     async def enqueue_task(self, task: Task) -> AsyncTaskHandle:
-        """Enqueue a prepared ``Task`` and record its ENQUEUED event."""
+        """Enqueue a prepared ``Task`` and record its ENQUEUED event.
+
+        Once the task is stored the call succeeds: an ``enqueued`` event that cannot be
+        written is logged, not raised (a caller retrying after an error would enqueue the task
+        twice). If the task itself cannot be stored, nothing is and the error is raised.
+        """
         await self.open()
         await self.backend.task_queue.enqueue(task)
-        await self.backend.event_storage.log_event(
-            TaskEvent(
-                task_id=task.id, event_type=EventType.ENQUEUED, queue_name=task.queue_name,
-                data={"func": task.func, "eta": task.eta.isoformat() if task.eta else None},
-            )
-        )  # fmt: skip
+        try:
+            await self.backend.event_storage.log_event(
+                TaskEvent(
+                    task_id=task.id, event_type=EventType.ENQUEUED, queue_name=task.queue_name,
+                    data={"func": task.func, "eta": task.eta.isoformat() if task.eta else None},
+                )
+            )  # fmt: skip
+        except OmniQError as exc:
+            logger.error("task %s is enqueued but its enqueued event was not: %s", task.id, exc)
         return AsyncTaskHandle(self, task.id)
 
     # ------------------------------------------------------------------ results
@@ -262,20 +292,60 @@ class AsyncOmniQ:
         raise TaskFailedError(task_id, result.error, result.traceback)
 
     async def wait_result(self, task_id: str, timeout: float | None = None) -> TaskResult:
-        """The stored ``TaskResult``, waiting for it to appear."""
+        """The stored ``TaskResult``, waiting for it to appear.
+
+        Raises ``TaskNotFoundError`` at once for an id that has neither a task nor a result,
+        and stops waiting (``TaskFailedError``) for a task that ended failed or cancelled
+        although its result could not be written. The task's state is looked up at the first
+        miss and then every ``STATUS_CHECK_SECONDS``.
+        """
+        validate_id(task_id, "task id")
+        timeout = check_seconds(timeout, "timeout")
         await self.open()
         results = self.backend.result_storage
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = 0.01
+        next_check = time.monotonic()
+        task: Task | None = None
         while True:
             result = await results.get(task_id)
             if result is not None:
                 return result
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + self.STATUS_CHECK_SECONDS
+                task = await self.backend.task_queue.get_task(task_id)
+                found = await self._result_of_final(task_id, task)
+                if found is not None:
+                    return found
             if deadline is not None and time.monotonic() >= deadline:
-                raise ResultTimeoutError(f"no result for task {task_id} within {timeout} s")
+                raise ResultTimeoutError(
+                    f"no result for task {task_id} within {timeout} s ({_describe(task)})"
+                )
             wait = pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic()))
             await asyncio.sleep(wait)
             pause = min(pause * 1.5, 0.5)
+
+    STATUS_CHECK_SECONDS = 2.0
+
+    async def _result_of_final(self, task_id: str, task: Task | None) -> TaskResult | None:
+        """A result standing in for one that a finished task is missing; raises
+        ``TaskNotFoundError`` when there is no such task. ``None``: keep waiting."""
+        if task is not None and not task.status.is_final:
+            return None
+        # Read the result again: it is written before the task finishes, so a task found
+        # finished just now may have its result by now.
+        result = await self.backend.result_storage.get(task_id)
+        if result is not None:
+            return result
+        if task is None:
+            raise TaskNotFoundError(f"no task {task_id} (and no result for it)")
+        if task.status is TaskStatus.FAILED:
+            return TaskResult(task_id=task_id, status=ResultStatus.FAILED, error=task.error,
+                              attempts=task.attempts)  # fmt: skip
+        if task.status is TaskStatus.CANCELLED:
+            return TaskResult(task_id=task_id, status=ResultStatus.CANCELLED,
+                              error=task.error or "cancelled")  # fmt: skip
+        return None  # completed, its result deleted or expired: the timeout says so
 
     async def cancel(self, task_id: str) -> bool:
         """Cancel a pending task; records a CANCELLED result and event. ``False`` if not pending."""

@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING, Any
 from omniq.exceptions import (
     ConfigError,
     LeaseLostError,
+    StorageError,
     TaskNotRegisteredError,
     ValidationError,
 )
-from omniq.models._time import utcnow
+from omniq.models._time import check_seconds, utcnow
 from omniq.models.event import EventType, TaskEvent
 from omniq.models.ids import validate_name
 from omniq.models.result import ResultStatus, TaskResult
@@ -149,10 +150,10 @@ class Worker:
             raise ValidationError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValidationError(f"concurrency must be an int >= 1, got {concurrency!r}")
-        if visibility_timeout is not None and visibility_timeout <= 0:
-            raise ValidationError(f"visibility_timeout must be > 0, got {visibility_timeout!r}")
-        if grace_period < 0:
-            raise ValidationError(f"grace_period must be >= 0, got {grace_period!r}")
+        visibility_timeout = check_seconds(
+            visibility_timeout, "visibility_timeout", allow_zero=False
+        )
+        grace_period = check_seconds(grace_period, "grace_period") or 0.0
         self.app = app
         self.backend = app.backend
         self.kind = kind
@@ -171,6 +172,7 @@ class Worker:
         self._running: dict[asyncio.Task[None], Task] = {}
         self._events: dict[str, list[TaskEvent]] = {}  # buffered events of running tasks
         self._processes: concurrent.futures.ProcessPoolExecutor | None = None
+        self._trouble = 0  # claims in a row that failed with a storage error
 
     # ------------------------------------------------------------------ control
 
@@ -234,12 +236,20 @@ class Worker:
             while not self._stop.is_set():
                 if not await self._free_slot(slots):
                     break
-                task = await queue.dequeue(
-                    self.queues,
-                    timeout=None if self.burst else 0.5,
-                    visibility_timeout=self.visibility_timeout,
-                    worker_id=self.worker_id,
-                )
+                try:
+                    task = await queue.dequeue(
+                        self.queues,
+                        timeout=None if self.burst else 0.5,
+                        visibility_timeout=self.visibility_timeout,
+                        worker_id=self.worker_id,
+                    )
+                except StorageError as exc:
+                    slots.release()
+                    if self.burst:
+                        raise
+                    await self._store_trouble(exc)
+                    continue
+                self._trouble = 0
                 if task is None:
                     slots.release()
                     if self.burst:
@@ -260,6 +270,18 @@ class Worker:
                     proc.terminate()
                 self._processes.shutdown(wait=False, cancel_futures=True)
         return self.stats
+
+    async def _store_trouble(self, exc: StorageError) -> None:
+        """The store failed a claim (unreachable, unreadable): wait, with growing pauses up to
+        ``MAX_STORE_PAUSE``, and try again instead of dying."""
+        self._trouble += 1
+        pause = min(self.MAX_STORE_PAUSE, 0.5 * 2 ** min(self._trouble, 10))
+        logger.error("worker %s: claiming failed (%s); retrying in %.0f s", self.worker_id, exc,
+                     pause)  # fmt: skip
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), pause)
+
+    MAX_STORE_PAUSE = 30.0
 
     def _check_store(self) -> None:
         """Refuse concurrent claims on a store that cannot make them race-free."""
@@ -292,8 +314,15 @@ class Worker:
             logger.error("task runner crashed", exc_info=runner.exception())
 
     async def _reap(self) -> None:
-        """Re-queue tasks of dead workers (the backend records their events)."""
-        await self.backend.task_queue.requeue_expired()
+        """Re-queue tasks of dead workers (the backend records their events) and remove the
+        temporary files killed writers left in this worker's queues."""
+        try:
+            await self.backend.task_queue.requeue_expired()
+            await self.backend.sweep_temp_files(self.queues)
+        except StorageError as exc:
+            logger.error(
+                "worker %s: start-up reaping failed (%s); carrying on", self.worker_id, exc
+            )
 
     async def _shutdown(self) -> None:
         if not self._running:
@@ -399,6 +428,26 @@ class Worker:
                     await self._fail(task, error, permanent)
             except LeaseLostError:
                 self.stats.lost += 1  # logged by the queue: a late result never overwrites
+            except StorageError as exc:
+                await self._unrecorded(task, exc, ran_ok=error is None)
+
+    async def _unrecorded(self, task: Task, exc: StorageError, ran_ok: bool) -> None:
+        """The outcome could not be written (a full disk, say). A task that succeeded counts a
+        failed attempt with the storage error (retried with back-off, or dead-lettered), rather
+        than running again at every lease expiry; if even that cannot be written, the lease
+        expires and a reaper re-delivers the task once the store is writable again."""
+        logger.error("task %s: could not record its outcome: %s", task.id, exc)
+        if ran_ok:
+            try:
+                await self._fail(task, exc, permanent=False)
+                return
+            except (LeaseLostError, StorageError) as again:
+                exc = again if isinstance(again, StorageError) else exc
+        self.stats.lost += 1
+        logger.error(
+            "task %s stays claimed until its lease expires (%s); a reaper will re-deliver it",
+            task.id, exc,
+        )  # fmt: skip
 
     async def _invoke(self, tf: TaskFunction[Any], task: Task, lost: asyncio.Event) -> Any:
         if tf.is_async:
@@ -481,13 +530,18 @@ class Worker:
             await self._event(task, EventType.RETRIED, f"{message}; retry in {wait:.2f} s")
             return
         await self._fence(task)
-        await self.backend.result_storage.set(
-            TaskResult(
-                task_id=task.id, status=ResultStatus.FAILED, error=message, traceback=tb,
-                attempts=task.attempts, worker_id=self.worker_id, started_at=task.started_at,
-                ttl=task.ttl,
-            )
-        )  # fmt: skip
+        try:
+            await self.backend.result_storage.set(
+                TaskResult(
+                    task_id=task.id, status=ResultStatus.FAILED, error=message, traceback=tb,
+                    attempts=task.attempts, worker_id=self.worker_id, started_at=task.started_at,
+                    ttl=task.ttl,
+                )
+            )  # fmt: skip
+        except StorageError as exc:
+            # Dead-letter it all the same: waiters see the failed task (and its error) in the
+            # task store; running it again would not make the result writable.
+            logger.error("task %s: its failed result could not be written: %s", task.id, exc)
         await queue.finish_task(task, TaskStatus.FAILED, error=message)
         self.stats.failed += 1
         logger.warning("task %s failed for good: %s", task.id, message)

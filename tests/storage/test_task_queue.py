@@ -65,15 +65,18 @@ async def test_queues_tried_in_given_order(backend):
     assert (first.queue_name, second.queue_name) == ("high", "low")
 
 
-async def test_delayed_task_not_claimed_before_eta(backend):
+async def test_delayed_task_not_claimed_before_eta(backend, clock):
     q = backend.get_task_queue()
     later = Task(func="later", eta=utcnow() + timedelta(hours=1), priority=5)
-    delayed = Task(func="soon", delay=0.3)
+    delayed = Task(func="soon", delay=30)
     now = Task(func="now")
     for t in (later, delayed, now):
         await q.enqueue(t)
     assert (await q.dequeue("default")).func == "now"
     assert await q.dequeue("default") is None  # 'soon' not yet due, 'later' far off
+    clock.advance(29.9)
+    assert await q.dequeue("default") is None
+    clock.advance(0.2)
     got = await q.dequeue("default", timeout=5)
     assert got is not None and got.func == "soon"
     assert await q.dequeue("default") is None
@@ -264,13 +267,14 @@ async def test_poison_task_goes_to_dead_letter_after_max_deliveries(backend_fact
         assert stored.status is TaskStatus.FAILED and "dead letter" in stored.error
 
 
-async def test_requeue_task_with_eta(backend):
+async def test_requeue_task_with_eta(backend, clock):
     q = backend.get_task_queue()
     await q.enqueue(Task(func="f", max_retries=2))
     t = await q.dequeue("default")
-    back = await q.requeue_task(t, eta=utcnow() + timedelta(seconds=0.3), error="try again")
+    back = await q.requeue_task(t, eta=utcnow() + timedelta(seconds=30), error="try again")
     assert back.status is TaskStatus.PENDING and back.attempts == 1
     assert await q.dequeue("default") is None
+    clock.advance(31)
     again = await q.dequeue("default", timeout=5)
     assert again.id == t.id and again.attempts == 2 and again.error == "try again"
 
@@ -351,7 +355,8 @@ async def test_default_task_ttl_from_config(backend_factory):
         q = b.get_task_queue()
         await q.enqueue(Task(func="f"))
         await q.finish_task(await q.dequeue("default"))
-        assert await b.cleanup_expired() == {"tasks": 1, "results": 0, "events": 0}
+        counts = await b.cleanup_expired()
+        assert (counts["tasks"], counts["results"], counts["events"]) == (1, 0, 0)
 
 
 async def test_enqueue_finished_task_keeps_its_state(backend):

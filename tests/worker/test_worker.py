@@ -163,19 +163,20 @@ async def test_priorities_and_queue_order(app):
     assert order == ["high-queue", "urgent", "low"]
 
 
-async def test_delayed_tasks_wait_and_do_not_hold_a_burst_worker(app):
+async def test_delayed_tasks_wait_and_do_not_hold_a_burst_worker(app, clock):
     @app.task
     def stamp():
-        return time.time()
+        return utcnow().timestamp()
 
     h_later = await app.enqueue(stamp, eta=utcnow() + timedelta(hours=1))
-    h_soon = await app.enqueue(stamp, delay=0.3)
+    h_soon = await app.enqueue(stamp, delay=30)
     eta = (await app.backend.task_queue.get_task(h_soon.id)).eta.timestamp()
     stats = await app.run_worker(burst=True)
     assert stats.claimed == 0  # nothing runnable now
+    clock.advance(31)
     worker = app.worker()
     runner = asyncio.create_task(worker.run())
-    assert await h_soon.result(timeout=5) >= eta
+    assert await h_soon.result(timeout=30) >= eta
     worker.stop()
     await runner
     assert (await app.backend.task_queue.get_task(h_later.id)).status is TaskStatus.PENDING

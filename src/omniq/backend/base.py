@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any, Literal, TypeVar, overload
 
 from omniq.models.event import EventType, TaskEvent
@@ -106,6 +107,12 @@ class Backend(ABC):
                 message=task.error, queue_name=task.queue_name, attempt=task.attempts,
             )
         )  # fmt: skip
+
+    async def sweep_temp_files(self, queues: Sequence[str] | None = None) -> int:
+        """Remove temporary files that interrupted writes left behind (of ``queues`` only, or
+        of the whole store) once they are old enough to belong to no write in progress; return
+        how many. Backends whose writes leave none return 0."""
+        return 0
 
     async def cleanup_expired(self) -> dict[str, int]:
         """Remove finished tasks, results and events past their ttl; return counts per kind."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import fsspec
@@ -14,7 +15,7 @@ from omniq.backend.base import Backend
 from omniq.exceptions import ConfigError, MissingDependencyError
 from omniq.models.config import FileConfig
 from omniq.models.event import EventType, TaskEvent
-from omniq.models.ids import validate_id
+from omniq.models.ids import validate_id, validate_name
 from omniq.serialization import Serializer
 from omniq.storage.file import (
     FileEventStorage,
@@ -183,6 +184,29 @@ class FileBackend(Backend):
 
     async def close(self) -> None:
         await self.objects.close()
+
+    # A temporary file older than this belongs to no write in progress (writes take
+    # milliseconds): its writer was killed.
+    TEMP_MAX_AGE = 3600.0
+
+    async def sweep_temp_files(self, queues: Sequence[str] | None = None) -> int:
+        prefixes = (
+            [f"{self.config.tasks_dir}/{validate_name(q)}" for q in queues]
+            if queues is not None
+            else [""]
+        )
+        removed = 0
+        for prefix in prefixes:
+            removed += await self.objects.sweep_temp(prefix, self.TEMP_MAX_AGE)
+        if removed:
+            logger.info("removed %d temporary file(s) left by interrupted writes", removed)
+        return removed
+
+    async def cleanup_expired(self) -> dict[str, int]:
+        """The three ttl cleanups, and (``temp_files``) temporary files of killed writers."""
+        counts = await super().cleanup_expired()
+        counts["temp_files"] = await self.sweep_temp_files()
+        return counts
 
     async def _report_corrupt(self, key: str, moved_to: str | None, error: Exception) -> None:
         if key.startswith(self.config.events_dir + "/"):

@@ -16,7 +16,8 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
-from omniq.exceptions import ConfigError, MissingDependencyError
+from omniq.exceptions import ConfigError, MissingDependencyError, ValidationError
+from omniq.models._time import check_seconds
 from omniq.models.ids import validate_name
 
 SerializationFormat = Literal["json", "msgpack", "pickle"]
@@ -85,15 +86,19 @@ class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 raise ConfigError(str(exc)) from None
         if not isinstance(self.base_dir, str) or not self.base_dir:
             raise ConfigError(f"base_dir must be a non-empty string, got {self.base_dir!r}")
-        for name in ("visibility_timeout", "poll_interval", "listing_ttl", "reap_interval"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if self.max_deliveries < 1:
-            raise ConfigError(f"max_deliveries must be >= 1, got {self.max_deliveries!r}")
-        for name in ("task_ttl", "result_ttl", "event_ttl"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ConfigError(f"{name} must be >= 0 or None, got {value!r}")
+        try:
+            for name in ("visibility_timeout", "poll_interval", "listing_ttl", "reap_interval"):
+                setattr(self, name, check_seconds(getattr(self, name), name, allow_zero=False))
+            for name in ("task_ttl", "result_ttl", "event_ttl"):
+                setattr(self, name, check_seconds(getattr(self, name), name))
+        except ValidationError as exc:
+            raise ConfigError(str(exc)) from None
+        if (
+            isinstance(self.max_deliveries, bool)
+            or not isinstance(self.max_deliveries, int)
+            or self.max_deliveries < 1
+        ):
+            raise ConfigError(f"max_deliveries must be an int >= 1, got {self.max_deliveries!r}")
         if self.secret_key == "":
             self.secret_key = None
         if self.fsspec_uri == "":

@@ -6,6 +6,7 @@ import os
 import re
 import threading
 import time
+from typing import TypeGuard
 
 from omniq.exceptions import ValidationError
 
@@ -17,7 +18,8 @@ _last_random = 0
 
 # Ids and queue names become single path components: no separators, no dots at the start
 # (``..``, hidden temp files), nothing outside a portable alphabet.
-_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+ID_PATTERN = r"[A-Za-z0-9_-]{1,128}"
+_ID_RE = re.compile(ID_PATTERN)
 _NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
 
 
@@ -43,9 +45,17 @@ def new_id() -> str:
     return "".join(reversed(chars))
 
 
+def is_valid_id(value: object) -> TypeGuard[str]:
+    return isinstance(value, str) and _ID_RE.fullmatch(value) is not None
+
+
+def is_valid_name(value: object) -> TypeGuard[str]:
+    return isinstance(value, str) and _NAME_RE.fullmatch(value) is not None
+
+
 def validate_id(value: object, what: str = "id") -> str:
     """Return ``value`` if it is a safe id (1-128 of ``A-Z a-z 0-9 _ -``), else raise."""
-    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
+    if not is_valid_id(value):
         raise ValidationError(
             f"invalid {what} {value!r}: use 1-128 characters from A-Z, a-z, 0-9, '_' and '-'"
         )
@@ -57,7 +67,7 @@ def validate_name(value: object, what: str = "queue name") -> str:
 
     Rejects separators, ``..``, absolute paths, NUL and anything starting with a dot.
     """
-    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
+    if not is_valid_name(value):
         raise ValidationError(
             f"invalid {what} {value!r}: use 1-128 characters from A-Z, a-z, 0-9, '_', '-' "
             "and '.', not starting with '.'"

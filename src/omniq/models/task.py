@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from omniq.exceptions import ValidationError
-from omniq.models._time import as_utc, check_seconds, optional_utc, utcnow
+from omniq.models._time import as_utc, check_due, check_seconds, optional_utc, utcnow
 from omniq.models.ids import new_id, validate_id, validate_name
 
 PRIORITY_MIN = -9999
@@ -112,6 +112,7 @@ class Task(msgspec.Struct, kw_only=True):
         self.eta = optional_utc(self.eta, "Task.eta")
         if self.eta is None and self.delay:
             self.eta = self.created_at + timedelta(seconds=self.delay)
+        check_due(self.due_at, "the task's due time (eta, or creation time + delay)")
         for name in ("updated_at", "started_at", "completed_at", "expires_at"):
             value = getattr(self, name)
             if value is not None:

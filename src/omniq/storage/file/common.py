@@ -11,7 +11,7 @@ from typing import TypeVar
 from omniq.exceptions import CorruptFileError, SerializationError
 from omniq.models.config import FileConfig
 from omniq.serialization import Serializer, codec_for_extension
-from omniq.storage.file.objects import ObjectStore
+from omniq.storage.file.objects import NotAnObjectError, ObjectStore
 
 logger = logging.getLogger("omniq.storage.file")
 
@@ -54,10 +54,10 @@ class FileStoreContext:
 
         ``FileNotFoundError`` passes through: the object is gone, which callers expect in races.
         """
-        data = await self.objects.get(key)
         try:
+            data = await self.objects.get(key)
             return self.serializer.decode(data, type, key)
-        except SerializationError as exc:
+        except (SerializationError, NotAnObjectError) as exc:
             moved_to = await self.set_aside(key, exc)
             raise CorruptFileError(str(exc), key, moved_to) from exc
 

@@ -14,7 +14,7 @@ from datetime import date, datetime, timedelta
 from omniq.exceptions import ValidationError
 from omniq.models._time import as_utc, utcnow
 from omniq.models.event import EventType, TaskEvent
-from omniq.models.ids import validate_id
+from omniq.models.ids import is_valid_id, validate_id
 from omniq.storage.base import EventStorage
 from omniq.storage.file.common import FileStoreContext
 from omniq.storage.file.keys import split_ext
@@ -54,15 +54,15 @@ class FileEventStorage(EventStorage):
         last = until.date() if until else None
         objects = self._ctx.objects
         out = []
-        for year in sorted(await objects.list(self._root)):
+        for year in sorted(await objects.list_dirs(self._root)):
             if (
                 not year.isdigit()
                 or (first and int(year) < first.year)
                 or (last and int(year) > last.year)
             ):
                 continue
-            for month in sorted(await objects.list(f"{self._root}/{year}")):
-                for day in sorted(await objects.list(f"{self._root}/{year}/{month}")):
+            for month in sorted(await objects.list_dirs(f"{self._root}/{year}")):
+                for day in sorted(await objects.list_dirs(f"{self._root}/{year}/{month}")):
                     try:
                         when = date(int(year), int(month), int(day))
                     except ValueError:
@@ -95,7 +95,11 @@ class FileEventStorage(EventStorage):
         out: list[TaskEvent] = []
         objects = self._ctx.objects
         for day in await self._days(since, until):
-            task_dirs = [task_id] if task_id else sorted(await objects.list(day))
+            task_dirs = (
+                [task_id]
+                if task_id
+                else sorted(d for d in await objects.list_dirs(day) if is_valid_id(d))
+            )
             day_events: list[TaskEvent] = []
             for tid in task_dirs:
                 folder = f"{day}/{tid}"

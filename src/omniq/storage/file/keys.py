@@ -5,15 +5,21 @@ pending:  ``{rank:05d}-{due_ms:013d}-{task_id}{ext}``; rank = PRIORITY_MAX - pri
 running:  ``{pending stem}~{lease_expiry_ms:013d}~{lease_token}{ext}``; the lease is renewed or
           taken over by renaming, which fails for whoever no longer holds the old name.
 finished: ``{task_id}{ext}`` under completed/, failed/ or cancelled/.
+
+Due times are 13 digits of milliseconds: the models refuse due times past 2286-11-20
+(``omniq.models._time.MAX_DUE``), so the field never needs a 14th digit.
 """
 
 from __future__ import annotations
 
 import bisect
 import random
+import re
 from typing import NamedTuple
 
+from omniq.models.ids import ID_PATTERN, is_valid_id
 from omniq.models.task import PRIORITY_MAX, Task
+from omniq.serialization.codecs import EXTENSIONS
 from omniq.storage.file.common import to_ms
 
 RANK_WIDTH = 5
@@ -30,6 +36,28 @@ def pending_stem(task: Task) -> str:
     return f"{PRIORITY_MAX - task.priority:0{RANK_WIDTH}d}-{to_ms(task.due_at):013d}-{task.id}"
 
 
+_EXT = "(?:" + "|".join(re.escape(e) for e in EXTENSIONS.values()) + ")"
+_STEM = rf"(\d{{{RANK_WIDTH}}})-(\d{{13}})-({ID_PATTERN})"
+# Only names of exactly these shapes are tasks; anything else in a queue directory is a stray
+# (an operator's file, a hostile name) that listings skip and consumers set aside.
+_PENDING_RE = re.compile(_STEM + _EXT, re.ASCII)
+_RUNNING_RE = re.compile(rf"({_STEM})~(\d{{13}})~([A-Za-z0-9_-]{{1,160}}){_EXT}", re.ASCII)
+_FINISHED_RE = re.compile(ID_PATTERN + _EXT, re.ASCII)
+
+
+def is_pending_name(name: str) -> bool:
+    """Whether ``name`` is a pending task's name (``rank-due-id.ext``)."""
+    return _PENDING_RE.fullmatch(name) is not None
+
+
+def is_running_name(name: str) -> bool:
+    return _RUNNING_RE.fullmatch(name) is not None
+
+
+def is_finished_name(name: str) -> bool:
+    return _FINISHED_RE.fullmatch(name) is not None
+
+
 class PendingName(NamedTuple):
     rank: str
     due_ms: int
@@ -37,10 +65,12 @@ class PendingName(NamedTuple):
 
 
 def parse_pending(stem: str) -> PendingName | None:
-    parts = stem.split("-", 2)
-    if len(parts) != 3 or len(parts[0]) != RANK_WIDTH or not parts[1].isdigit():
-        return None
-    return PendingName(parts[0], int(parts[1]), parts[2])
+    """The parts of a pending stem (a pending name without its extension), or ``None``."""
+    match = _STEM_RE.fullmatch(stem)
+    return None if match is None else PendingName(match[1], int(match[2]), match[3])
+
+
+_STEM_RE = re.compile(_STEM, re.ASCII)
 
 
 def running_name(stem: str, expiry_ms: int, token: str, ext: str) -> str:
@@ -54,11 +84,10 @@ class RunningName(NamedTuple):
 
 
 def parse_running(name: str) -> RunningName | None:
-    base, _ = split_ext(name)
-    parts = base.split("~")
-    if len(parts) != 3 or not parts[1].isdigit():
-        return None
-    return RunningName(parts[0], int(parts[1]), parts[2])
+    """The parts of a running name (with or without its extension), or ``None``."""
+    _, ext = split_ext(name)
+    match = _RUNNING_RE.fullmatch(name if ext in EXTENSIONS.values() else name + ".json")
+    return None if match is None else RunningName(match[1], int(match[5]), match[6])
 
 
 def task_id_of(name: str) -> str | None:
@@ -66,7 +95,9 @@ def task_id_of(name: str) -> str | None:
     base, _ = split_ext(name)
     stem = base.split("~", 1)[0]
     parsed = parse_pending(stem)
-    return parsed.task_id if parsed else stem or None
+    if parsed is not None:
+        return parsed.task_id
+    return stem if is_valid_id(stem) else None
 
 
 class PendingIndex:

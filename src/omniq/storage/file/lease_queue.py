@@ -25,15 +25,28 @@ from datetime import datetime
 
 import msgspec
 
-from omniq.exceptions import CorruptFileError, LeaseLostError, TaskNotFoundError, ValidationError
+from omniq.exceptions import (
+    CorruptFileError,
+    LeaseLostError,
+    StorageError,
+    TaskNotFoundError,
+)
 from omniq.models._time import utcnow
 from omniq.models.task import Lease, Task, TaskStatus
 from omniq.storage.file.cloud import ConflictError
 from omniq.storage.file.common import from_ms, logger, to_ms
-from omniq.storage.file.keys import PendingIndex, parse_pending, pending_stem, split_ext
+from omniq.storage.file.keys import (
+    PendingIndex,
+    is_pending_name,
+    parse_pending,
+    pending_stem,
+    split_ext,
+    task_id_of,
+)
 from omniq.storage.file.objects import VersionMismatch
 from omniq.storage.file.task_queue import (
     _DIR_OF_STATUS,
+    FINISH_VERB,
     FINISHED_DIRS,
     PENDING,
     RUNNING,
@@ -86,6 +99,10 @@ class LeaseTaskQueue(FileTaskQueue):
 
     # ------------------------------------------------------------------ names and leases
 
+    def _is_task_name(self, state: str, name: str) -> bool:
+        # A lease object is named like the pending payload it holds.
+        return super()._is_task_name(PENDING if state == RUNNING else state, name)
+
     def _lease_key(self, queue: str, name: str) -> str:
         return f"{self._dir(queue, RUNNING)}/{name}"
 
@@ -130,6 +147,7 @@ class LeaseTaskQueue(FileTaskQueue):
         leased = set(await self._objects.list(self._dir(queue, RUNNING)))
         now_ms = to_ms(utcnow())
         names: list[str] = []
+        strays: list[str] = []
         due = 0
         horizon: str | None = None
         start_after: str | None = None
@@ -141,11 +159,14 @@ class LeaseTaskQueue(FileTaskQueue):
             async with contextlib.aclosing(listing) as pages:
                 async for page in pages:
                     for name in page:
-                        if name in leased or not self._ctx.is_data_name(name):
+                        if name in leased:
+                            continue
+                        parsed = parse_pending(split_ext(name)[0])
+                        if parsed is None or not is_pending_name(name):
+                            strays.append(name)
                             continue
                         names.append(name)
-                        parsed = parse_pending(split_ext(name)[0])
-                        if parsed is None or parsed.due_ms <= now_ms:
+                        if parsed.due_ms <= now_ms:
                             due += 1
                         elif self._objects.seeks:
                             jump = f"{parsed.rank}-{'9' * 13}~"  # past this priority's names
@@ -158,9 +179,31 @@ class LeaseTaskQueue(FileTaskQueue):
             if jump is None:
                 break
             start_after = jump
+        await self._set_aside_strays(queue, PENDING, strays)
         index = PendingIndex(names, time.monotonic(), horizon)
         self._indexes[queue] = index
         return index
+
+    async def _locate(self, task_id: str) -> tuple[str, str, str] | None:
+        """Find a task without a window in which it hides: its payload stays in ``pending/``
+        from enqueue until it is finished (a retry writes the new name before deleting the old
+        one), and its finished record is written before the payload is deleted. So list the
+        payloads first, then look for a finished record."""
+        for queue in await self.list_queues():
+            names = [
+                n
+                for n in await self._objects.list(self._dir(queue, PENDING))
+                if is_pending_name(n) and task_id_of(n) == task_id
+            ]
+            if names:
+                leased = set(await self._objects.list(self._dir(queue, RUNNING)))
+                held = [n for n in names if n in leased]
+                return (queue, RUNNING, held[0]) if held else (queue, PENDING, names[0])
+            for state in FINISHED_DIRS:
+                name = task_id + self._ctx.ext
+                if await self._objects.exists(f"{self._dir(queue, state)}/{name}"):
+                    return queue, state, name
+        return None
 
     async def _running_lease(self, queue: str, name: str) -> tuple[int, str] | None:
         found = await self._read_lease(queue, name)
@@ -207,6 +250,9 @@ class LeaseTaskQueue(FileTaskQueue):
             # Finished (or set aside) after our listing: give the name back.
             await self._drop_lease(queue, name, version)
             return None
+        if await self._refuse_misplaced(task, queue, name, self._payload_key(queue, name)):
+            await self._drop_lease(queue, name, version)
+            return None
         return _delivered(task, now_ms, Lease(
             token=record.token, expires_at=from_ms(record.expires_ms), worker_id=worker_id,
             key=name, version=version,
@@ -231,9 +277,7 @@ class LeaseTaskQueue(FileTaskQueue):
             raise self._lost(task, action) from None
 
     async def renew_lease(self, task: Task, visibility_timeout: float | None = None) -> Task:
-        seconds = visibility_timeout or self._config.visibility_timeout
-        if seconds <= 0:
-            raise ValidationError(f"visibility_timeout must be > 0, got {seconds!r}")
+        seconds = self._lease_seconds(visibility_timeout)
         self._held(task)
         assert task.lease is not None
         record = LeaseRecord(token=task.lease.token, expires_ms=self._lease_ms(seconds),
@@ -278,7 +322,7 @@ class LeaseTaskQueue(FileTaskQueue):
         status = self._check_final(status)
         final = self._final_copy(task, status, error)
         target = f"{self._dir(task.queue_name, _DIR_OF_STATUS[status])}/{self._finished_name(task)}"
-        await self._release(task, target, self._ctx.serializer.encode(final), status.value)
+        await self._release(task, target, self._ctx.serializer.encode(final), FINISH_VERB[status])
         return final
 
     async def requeue_task(
@@ -299,8 +343,11 @@ class LeaseTaskQueue(FileTaskQueue):
         now = time.monotonic()
         if now - self._last_reap >= self._config.reap_interval:
             self._last_reap = now
-            if await self._reaper_turn():
-                await self.requeue_expired()
+            try:
+                if await self._reaper_turn():
+                    await self.requeue_expired()
+            except StorageError as exc:  # claiming goes on; the next interval tries again
+                logger.error("reaping expired leases failed: %s", exc)
 
     async def _reaper_turn(self) -> bool:
         """Take ``<tasks>/.reaper`` for one reap interval, if nobody holds it (CAS)."""
@@ -330,7 +377,7 @@ class LeaseTaskQueue(FileTaskQueue):
     async def _recover_if_expired(
         self, queue: str, name: str, now_ms: int, now: datetime
     ) -> Task | None:
-        if not self._ctx.is_data_name(name):
+        if not self._is_task_name(RUNNING, name):
             return None
         found = await self._read_lease(queue, name)
         if found is None or found[0].expires_ms > now_ms:

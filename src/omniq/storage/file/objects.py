@@ -17,11 +17,12 @@ import builtins
 import contextlib
 import errno
 import hashlib
-import itertools
 import logging
 import os
 import shutil
+import stat
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import AsyncGenerator
@@ -31,7 +32,7 @@ from typing import Any
 from omniq.exceptions import StorageError
 
 logger = logging.getLogger("omniq.storage.file")
-_tmp_counter = itertools.count()
+TEMP_PREFIX = ".tmp-"
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,11 @@ NO_GUARANTEES = Capabilities(atomic_rename=False, conditional_create=False, comp
 IN_PROCESS_CAPABILITIES = Capabilities(
     atomic_rename=True, conditional_create=True, compare_and_swap=True, conditional_delete=True
 )
+
+
+class NotAnObjectError(StorageError):
+    """The key names something that is not a plain object: a directory, a symbolic link, a
+    device. OmniQ never reads through it; readers set it aside as corrupt."""
 
 
 class VersionMismatch(Exception):
@@ -79,7 +85,20 @@ class ObjectStore(ABC):
 
     @abstractmethod
     async def list(self, prefix: str) -> list[str]:
-        """Names (not keys) of the direct children of ``prefix``; ``[]`` if there is none."""
+        """Names (not keys) of the objects directly under ``prefix``; ``[]`` if there is none.
+
+        Local directories list regular files only (never directories or symbolic links);
+        object stores list the sub-prefixes too, which readers tell apart by their names."""
+
+    async def list_dirs(self, prefix: str) -> builtins.list[str]:
+        """Names of the sub-prefixes (directories) directly under ``prefix``."""
+        return await self.list(prefix)
+
+    async def sweep_temp(self, prefix: str, older_than: float) -> int:
+        """Remove temporary files of interrupted writes under ``prefix`` that are older than
+        ``older_than`` seconds; return how many. Stores whose writes are single requests leave
+        none."""
+        return 0
 
     # Whether list_pages can start after a name server-side (else it filters what it lists).
     seeks = False
@@ -92,6 +111,14 @@ class ObjectStore(ABC):
         ``start_after`` are listed. Stores that list in one call yield one page."""
         names = sorted(await self.list(prefix))
         yield names if start_after is None else [n for n in names if n > start_after]
+
+    async def exists(self, key: str) -> bool:
+        """Whether an object is stored under ``key``."""
+        try:
+            await self.get(key)
+        except FileNotFoundError:
+            return False
+        return True
 
     @abstractmethod
     async def delete(self, key: str) -> bool:
@@ -149,16 +176,26 @@ def _wrap(exc: OSError, action: str, path: str) -> StorageError:
 class LocalObjectStore(ObjectStore):
     """A local directory through plain ``os`` calls: temp file + ``os.replace`` for writes,
     ``os.link`` for exclusive creates, ``os.rename`` for claims. ``fsync`` makes writes survive
-    power loss (file and directory are flushed), at the cost measured in the README."""
+    power loss (file and directory are flushed), at the cost measured in the README.
+
+    Nothing outside the base directory is ever read, written or moved: listings show regular
+    files only, reads refuse anything that is not one (``O_NOFOLLOW``), and a directory below
+    the base that turns out to be a symbolic link is refused with ``StorageError``. Directories
+    are checked again at most every ``DIR_CHECK_SECONDS`` (a syscall per directory per access
+    would cost more than the claim itself).
+    """
 
     capabilities = Capabilities(atomic_rename=True, conditional_create=True)
+    DIR_CHECK_SECONDS = 1.0
+    _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
 
     def __init__(self, root: str, *, fsync: bool = False) -> None:
         self.root = os.path.abspath(os.path.expanduser(root))
         self.url = "file://" + self.root
         self.fsync = fsync
         self.requests = Counter()  # not counted: local calls are syscalls, not requests
-        self._pid = os.getpid()
+        self._checked_dirs: dict[str, float] = {}  # directory -> monotonic time of its check
+        self._refused: set[str] = set()  # non-regular entries already reported
 
     async def open(self) -> None:
         try:
@@ -169,7 +206,57 @@ class LocalObjectStore(ObjectStore):
             raise StorageError("the base directory is not writable", self.root)
 
     def _path(self, key: str) -> str:
-        return self.root + "/" + key  # keys are built from validated names
+        path = self.root + "/" + key  # keys are built from validated names
+        self._check_dir(os.path.dirname(path))
+        return path
+
+    def _dir_path(self, prefix: str) -> str:
+        path = self.root + "/" + prefix
+        self._check_dir(path)
+        return path
+
+    def _check_dir(self, directory: str) -> None:
+        """Refuse a directory below the base that is, or lies under, a symbolic link."""
+        now = time.monotonic()
+        if now - self._checked_dirs.get(directory, -1e9) < self.DIR_CHECK_SECONDS:
+            return
+        complete = True
+        current = directory
+        while len(current) > len(self.root):
+            try:
+                mode = os.lstat(current).st_mode
+            except FileNotFoundError:
+                complete = False  # not created yet: check again once it exists
+            except OSError as exc:
+                raise _wrap(exc, "inspect", current) from exc
+            else:
+                if stat.S_ISLNK(mode):
+                    logger.error("refused a symbolic link inside the base: %s", current)
+                    raise StorageError(
+                        "refusing to follow a symbolic link inside the base directory", current
+                    )
+            current = os.path.dirname(current)
+        if complete:
+            self._checked_dirs[directory] = now
+
+    @staticmethod
+    def _temp_name(directory: str) -> str:
+        # Random, not a counter: a pid can be reused after a restart and a forked child
+        # inherits its parent's counter.
+        return os.path.join(directory, f"{TEMP_PREFIX}{os.getpid()}-{os.urandom(8).hex()}")
+
+    def _open_temp(self, directory: str) -> tuple[str, int]:
+        for _ in range(3):
+            tmp = self._temp_name(directory)
+            try:
+                return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                continue
+            except FileNotFoundError:
+                os.makedirs(directory, exist_ok=True)
+                self._check_dir(directory)
+        tmp = self._temp_name(directory)
+        return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
 
     async def put(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
         self.put_sync(key, data, exclusive=exclusive)
@@ -177,13 +264,9 @@ class LocalObjectStore(ObjectStore):
     def put_sync(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
         path = self._path(key)
         directory = os.path.dirname(path)
-        tmp = os.path.join(directory, f".tmp-{self._pid}-{next(_tmp_counter)}")
+        tmp = ""
         try:
-            try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileNotFoundError:
-                os.makedirs(directory, exist_ok=True)
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            tmp, fd = self._open_temp(directory)
             try:
                 view = memoryview(data)
                 while view:
@@ -202,38 +285,104 @@ class LocalObjectStore(ObjectStore):
             if self.fsync:
                 self._fsync_dir(directory)
         except FileExistsError:
-            raise
+            if exclusive and tmp:
+                raise
+            raise StorageError("cannot write (the path exists and is not a file)", path) from None
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            if tmp:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
             raise _wrap(exc, "write", path) from exc
 
     async def get(self, key: str) -> bytes:
         path = self._path(key)
         try:
-            fd = os.open(path, os.O_RDONLY)  # ~2x faster than open() for small files
-            try:
-                chunks = []
-                while chunk := os.read(fd, 1 << 20):
-                    chunks.append(chunk)
-                return b"".join(chunks)
-            finally:
-                os.close(fd)
+            fd = os.open(path, self._READ_FLAGS)  # ~2x faster than open() for small files
         except FileNotFoundError:
             raise
-        except IsADirectoryError as exc:
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise NotAnObjectError("refusing to read a symbolic link", path) from exc
             raise _wrap(exc, "read", path) from exc
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise NotAnObjectError("not a regular file", path)
+            chunks = []
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+            return b"".join(chunks)
         except OSError as exc:
             raise _wrap(exc, "read", path) from exc
+        finally:
+            os.close(fd)
 
-    async def list(self, prefix: str) -> list[str]:
-        path = self._path(prefix)
+    def _scan(self, prefix: str, want_dirs: bool) -> list[str]:
+        """Regular files (or directories) directly under ``prefix``; anything else found there
+        is reported once and left alone."""
+        path = self._dir_path(prefix)
+        names: list[str] = []
         try:
-            return [n for n in os.listdir(path) if not n.startswith(".")]
+            with os.scandir(path) as entries:
+                for entry in entries:
+                    name = entry.name
+                    if name[0] == ".":
+                        continue
+                    if want_dirs:
+                        wanted = entry.is_dir(follow_symlinks=False)
+                    else:
+                        wanted = entry.is_file(follow_symlinks=False)
+                    if wanted:
+                        names.append(name)
+                    else:
+                        self._refuse(f"{path}/{name}", "a directory" if want_dirs else "a file")
         except (FileNotFoundError, NotADirectoryError):
             return []
         except OSError as exc:
             raise _wrap(exc, "list", path) from exc
+        return names
+
+    def _refuse(self, path: str, expected: str) -> None:
+        """Report (once per process) an entry of the wrong kind: it is never read or moved."""
+        if path not in self._refused:
+            self._refused.add(path)
+            logger.warning(
+                "ignored %s: expected %s (symbolic links are never followed)", path, expected
+            )
+
+    async def list(self, prefix: str) -> list[str]:
+        return self._scan(prefix, want_dirs=False)
+
+    async def list_dirs(self, prefix: str) -> builtins.list[str]:
+        return self._scan(prefix, want_dirs=True)
+
+    async def sweep_temp(self, prefix: str, older_than: float) -> int:
+        top = self._dir_path(prefix)
+        cutoff = time.time() - older_than
+        removed = 0
+        for directory, _, files in os.walk(top):
+            for name in files:
+                if not name.startswith(TEMP_PREFIX):
+                    continue
+                path = os.path.join(directory, name)
+                try:
+                    if os.lstat(path).st_mtime < cutoff:
+                        os.unlink(path)
+                        removed += 1
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    logger.warning("could not remove temporary file %s: %s", path, exc)
+        return removed
+
+    async def exists(self, key: str) -> bool:
+        path = self._path(key)
+        try:
+            os.lstat(path)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise _wrap(exc, "inspect", path) from exc
+        return True
 
     async def delete(self, key: str) -> bool:
         path = self._path(key)
@@ -255,6 +404,7 @@ class LocalObjectStore(ObjectStore):
                 return False  # the source is gone: another mover won
             try:
                 os.makedirs(directory, exist_ok=True)
+                self._check_dir(directory)
                 os.rename(src_path, dst_path)
             except FileNotFoundError:
                 return False
@@ -268,7 +418,7 @@ class LocalObjectStore(ObjectStore):
         return True
 
     async def delete_tree(self, prefix: str) -> int:
-        path = self._path(prefix)
+        path = self._dir_path(prefix)
         count = sum(len(files) for _, _, files in os.walk(path))
         try:
             shutil.rmtree(path)
@@ -332,16 +482,22 @@ class FsspecObjectStore(ObjectStore):
             raise _wrap(exc, "read", f"{self.url}/{key}") from exc
         return bytes(data)
 
-    async def list(self, prefix: str) -> list[str]:
+    def _entries(self, prefix: str, kind: str) -> builtins.list[str]:
         try:
             self.fs.invalidate_cache(prefix)
-            entries = self.fs.ls(prefix, detail=False)
+            entries = self.fs.ls(prefix, detail=True)
         except (FileNotFoundError, NotADirectoryError):
             return []
         except OSError as exc:
             raise _wrap(exc, "list", f"{self.url}/{prefix}") from exc
-        names = (e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
+        names = (e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e["type"] == kind)
         return [n for n in names if n and not n.startswith(".")]
+
+    async def list(self, prefix: str) -> builtins.list[str]:
+        return self._entries(prefix, "file")
+
+    async def list_dirs(self, prefix: str) -> builtins.list[str]:
+        return self._entries(prefix, "directory")
 
     async def delete(self, key: str) -> bool:
         try:

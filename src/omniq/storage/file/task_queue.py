@@ -21,16 +21,21 @@ import msgspec
 from omniq.exceptions import (
     CorruptFileError,
     LeaseLostError,
+    StorageError,
     TaskNotFoundError,
     ValidationError,
 )
-from omniq.models._time import utcnow
-from omniq.models.ids import validate_id, validate_name
+from omniq.models._time import check_seconds, utcnow
+from omniq.models.ids import is_valid_name, validate_id, validate_name
 from omniq.models.task import Lease, Task, TaskStatus
+from omniq.serialization import check_arguments
 from omniq.storage.base import QueueStats, TaskQueue
 from omniq.storage.file.common import FileStoreContext, from_ms, logger, to_ms
 from omniq.storage.file.keys import (
     PendingIndex,
+    is_finished_name,
+    is_pending_name,
+    is_running_name,
     parse_pending,
     parse_running,
     pending_stem,
@@ -50,6 +55,12 @@ _DIR_OF_STATUS = {
     TaskStatus.CANCELLED: "cancelled",
 }
 _STATUS_OF_DIR = {d: s for s, d in _DIR_OF_STATUS.items()}
+# What finishing a task in a final status is called in messages ("cannot complete task ...").
+FINISH_VERB = {
+    TaskStatus.COMPLETED: "complete",
+    TaskStatus.FAILED: "fail",
+    TaskStatus.CANCELLED: "cancel",
+}
 
 
 def _token(worker_id: str | None = None) -> str:
@@ -117,6 +128,7 @@ class FileTaskQueue(TaskQueue):
         if task.status is TaskStatus.RUNNING:
             # A running task carried over (migration) has no lease here: deliver it again.
             task = msgspec.structs.replace(task, status=TaskStatus.PENDING, lease=None)
+        check_arguments(task.args, task.kwargs, self._ctx.serializer.format)
         data = self._ctx.serializer.encode(task)  # fails before anything is written
         state = _DIR_OF_STATUS[task.status]
         if state == PENDING:
@@ -144,11 +156,8 @@ class FileTaskQueue(TaskQueue):
         names = _queue_names(queues)
         if worker_id is not None:
             validate_id(worker_id, "worker id")
-        if timeout is not None and timeout < 0:
-            raise ValidationError(f"timeout must be >= 0, got {timeout!r}")
-        lease_seconds = visibility_timeout or self._config.visibility_timeout
-        if lease_seconds <= 0:
-            raise ValidationError(f"visibility_timeout must be > 0, got {visibility_timeout!r}")
+        timeout = check_seconds(timeout, "dequeue timeout")
+        lease_seconds = self._lease_seconds(visibility_timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             await self._maybe_reap()
@@ -173,13 +182,32 @@ class FileTaskQueue(TaskQueue):
         failed rename here (microseconds): take names strictly in order."""
         return 1
 
-    def _index(self, queue: str, names: list[str]) -> PendingIndex:
-        index = PendingIndex([n for n in names if self._ctx.is_data_name(n)], time.monotonic())
-        self._indexes[queue] = index
-        return index
+    def _is_task_name(self, state: str, name: str) -> bool:
+        """Whether ``name`` has the shape of a task's object in ``state``; anything else in a
+        queue directory is a stray: listings and counts skip it."""
+        if state == PENDING:
+            return is_pending_name(name)
+        if state == RUNNING:
+            return is_running_name(name)
+        return is_finished_name(name)
+
+    async def _set_aside_strays(self, queue: str, state: str, names: list[str]) -> None:
+        """Move names of ``state`` that are not task names under ``corrupt/`` (reported); the
+        consumer that meets them does this, read-only calls only skip them."""
+        for name in names:
+            if not self._is_task_name(state, name):
+                await self._ctx.set_aside(
+                    f"{self._dir(queue, state)}/{name}",
+                    ValidationError(f"{name!r} is not the name of a {state} task"),
+                )
 
     async def _fresh_index(self, queue: str) -> PendingIndex:
-        return self._index(queue, await self._objects.list(self._dir(queue, PENDING)))
+        names = await self._objects.list(self._dir(queue, PENDING))
+        tasks = [n for n in names if is_pending_name(n)]
+        if len(tasks) < len(names):
+            await self._set_aside_strays(queue, PENDING, names)
+        index = self._indexes[queue] = PendingIndex(tasks, time.monotonic())
+        return index
 
     async def _claim_next(
         self, queue: str, lease_seconds: float, worker_id: str | None
@@ -190,7 +218,7 @@ class FileTaskQueue(TaskQueue):
             index, fresh = await self._fresh_index(queue), True
         lease_ms = int(lease_seconds * 1000)
         while True:
-            now_ms = time.time_ns() // 1_000_000
+            now_ms = to_ms(utcnow())
             name = index.next_due(now_ms, self._claim_window())
             if name is None:
                 if fresh:
@@ -221,9 +249,39 @@ class FileTaskQueue(TaskQueue):
             task = await self._read_task(f"{running_dir}/{claimed}")
         except (CorruptFileError, FileNotFoundError):
             return None
+        if await self._refuse_misplaced(task, queue, name, f"{running_dir}/{claimed}"):
+            return None
         return _delivered(task, now_ms, Lease(
             token=token, expires_at=from_ms(now_ms + lease_ms), worker_id=worker_id, key=claimed
         ))  # fmt: skip
+
+    async def _refuse_misplaced(self, task: Task, queue: str, name: str, key: str) -> bool:
+        """Set aside a claimed payload that does not belong under the pending ``name`` it was
+        found as (a copy into another queue, a replay under a new name); ``True`` if it was.
+
+        Queue and id must always match. With a ``secret_key`` the payload is signed, so the due
+        time and priority in the name must match it too, and an id that already finished is
+        not run again (a finished task copied back into ``pending/``).
+        """
+        reason = None
+        if task.queue_name != queue:
+            reason = f"its payload belongs to queue {task.queue_name!r}, not {queue!r}"
+        elif task_id_of(name) != task.id:
+            reason = f"its payload is task {task.id}, not {task_id_of(name)}"
+        elif self._ctx.serializer.signs:
+            if split_ext(name)[0] != pending_stem(task):
+                reason = "its name's due time or priority differs from its signed payload"
+            else:
+                for state in FINISHED_DIRS:
+                    if await self._objects.exists(
+                        f"{self._dir(queue, state)}/{self._finished_name(task)}"
+                    ):
+                        reason = f"task {task.id} already finished ({state}): a replay"
+                        break
+        if reason is None:
+            return False
+        await self._ctx.set_aside(key, ValidationError(f"refused to run {name}: {reason}"))
+        return True
 
     # ----------------------------------------------------------------- leases and fencing
 
@@ -241,10 +299,13 @@ class FileTaskQueue(TaskQueue):
         )
         return LeaseLostError(f"cannot {action} task {task.id}: its lease was lost")
 
+    def _lease_seconds(self, visibility_timeout: float | None) -> float:
+        """A lease duration: the one given (validated), else the configured one."""
+        given = check_seconds(visibility_timeout, "visibility_timeout", allow_zero=False)
+        return given or self._config.visibility_timeout
+
     async def _move_held(self, task: Task, lease_seconds: float, action: str) -> tuple[str, str]:
         """Rename the task's running object to a fresh lease; only the lease holder can."""
-        if lease_seconds <= 0:
-            raise ValidationError(f"visibility_timeout must be > 0, got {lease_seconds!r}")
         running_dir, key = self._held_key(task)
         parsed = parse_running(key)
         assert parsed is not None
@@ -262,7 +323,7 @@ class FileTaskQueue(TaskQueue):
         return running_dir, new_key
 
     async def renew_lease(self, task: Task, visibility_timeout: float | None = None) -> Task:
-        await self._move_held(task, visibility_timeout or self._config.visibility_timeout, "renew")
+        await self._move_held(task, self._lease_seconds(visibility_timeout), "renew")
         return task
 
     def _stored(self, task: Task) -> Task:
@@ -286,8 +347,7 @@ class FileTaskQueue(TaskQueue):
 
     def _expired_copy(self, task: Task, now: datetime) -> str:
         """Count the lost delivery of a task whose lease expired; return where it goes next:
-        back to pending, or to the dead letter after ``max_deliveries``. (Logged by
-        ``_notify_expired`` once the move is done.)"""
+        back to pending, or to the dead letter after ``max_deliveries``."""
         task.attempts += 1
         task.updated_at = now
         task.error = f"lease expired (attempt {task.attempts})"
@@ -316,7 +376,7 @@ class FileTaskQueue(TaskQueue):
         target = f"{self._dir(task.queue_name, _DIR_OF_STATUS[status])}/{self._finished_name(task)}"
         # The move is the fence: it fails if a reaper took the lease over.
         if not await self._objects.move(f"{running_dir}/{key}", target):
-            raise self._lost(task, status.value)
+            raise self._lost(task, FINISH_VERB[status])
         await self._objects.put(target, data)
         return final
 
@@ -342,7 +402,10 @@ class FileTaskQueue(TaskQueue):
         now = time.monotonic()
         if now - self._last_reap >= self._config.reap_interval:
             self._last_reap = now
-            await self.requeue_expired()
+            try:
+                await self.requeue_expired()
+            except StorageError as exc:  # claiming goes on; the next interval tries again
+                logger.error("reaping expired leases failed: %s", exc)
 
     async def requeue_expired(self, now: datetime | None = None) -> list[Task]:
         now = now or utcnow()
@@ -350,7 +413,13 @@ class FileTaskQueue(TaskQueue):
         out: list[Task] = []
         for queue in await self.list_queues():
             for name in await self._objects.list(self._dir(queue, RUNNING)):
-                task = await self._recover_if_expired(queue, name, now_ms, now)
+                try:
+                    task = await self._recover_if_expired(queue, name, now_ms, now)
+                except StorageError as exc:
+                    # A full disk, say: the lease stays expired and the next reaper retries;
+                    # the task's delivery count was not raised (its payload is unchanged).
+                    logger.error("could not recover expired task %s in %s: %s", name, queue, exc)
+                    continue
                 if task is not None:
                     out.append(task)
         return out
@@ -405,7 +474,7 @@ class FileTaskQueue(TaskQueue):
             index.discard(name)
 
     async def _notify_expired(self, task: Task) -> None:
-        """Log and report a task the reaper has re-queued or dead-lettered (only once done)."""
+        """Report a recovery once it is done (never before: a failed one is retried later)."""
         if task.status is TaskStatus.FAILED:
             logger.error("task %s: %s", task.id, task.error)
         else:
@@ -419,7 +488,7 @@ class FileTaskQueue(TaskQueue):
     # ------------------------------------------------------------------ lookup and admin
 
     async def list_queues(self) -> list[str]:
-        return sorted(await self._objects.list(self._root))
+        return sorted(q for q in await self._objects.list_dirs(self._root) if is_valid_name(q))
 
     async def _locate(self, task_id: str) -> tuple[str, str, str] | None:
         """(queue, state dir, name) of a task, trying direct keys before listings."""
@@ -436,7 +505,7 @@ class FileTaskQueue(TaskQueue):
         for queue in queues:
             for state in STATE_DIRS:
                 for name in await self._state_names(queue, state):
-                    if task_id_of(name) == task_id and self._ctx.is_data_name(name):
+                    if task_id_of(name) == task_id and self._is_task_name(state, name):
                         return queue, state, name
         return None
 
@@ -475,10 +544,12 @@ class FileTaskQueue(TaskQueue):
                     continue
                 except CorruptFileError:
                     return None
-        for _ in range(3):  # a task may move between the lookup and the read
+        # A task may move between the listings of one lookup (and so hide from it) or between
+        # the lookup and the read: look again before saying there is none.
+        for _ in range(3):
             found = await self._locate(task_id)
             if found is None:
-                return None
+                continue
             try:
                 return await self._load(*found)
             except FileNotFoundError:
@@ -506,7 +577,7 @@ class FileTaskQueue(TaskQueue):
             for state in states:
                 names = sorted(await self._state_names(queue, state))
                 for name in names:
-                    if not self._ctx.is_data_name(name):
+                    if not self._is_task_name(state, name):
                         continue
                     if limit is not None and len(out) >= limit:
                         return out
@@ -584,7 +655,7 @@ class FileTaskQueue(TaskQueue):
 
     async def get_queue_size(self, queue_name: str = "default") -> int:
         names = await self._state_names(validate_name(queue_name), PENDING)
-        return sum(1 for n in names if self._ctx.is_data_name(n))
+        return sum(1 for n in names if is_pending_name(n))
 
     async def cleanup_expired_tasks(self, now: datetime | None = None) -> int:
         now = now or utcnow()
@@ -593,7 +664,7 @@ class FileTaskQueue(TaskQueue):
             for state in FINISHED_DIRS:
                 directory = self._dir(queue, state)
                 for name in await self._objects.list(directory):
-                    if not self._ctx.is_data_name(name):
+                    if not is_finished_name(name):
                         continue
                     try:
                         task = await self._read_task(f"{directory}/{name}")
@@ -614,7 +685,7 @@ class FileTaskQueue(TaskQueue):
             oldest: int | None = None
             for name in await self._state_names(queue, PENDING):
                 parsed = parse_pending(split_ext(name)[0])
-                if parsed is None or not self._ctx.is_data_name(name):
+                if parsed is None or not is_pending_name(name):
                     continue
                 stats.pending += 1
                 if parsed.due_ms > now_ms:
@@ -623,6 +694,8 @@ class FileTaskQueue(TaskQueue):
                     oldest = parsed.due_ms
             stats.oldest_due_at = from_ms(oldest) if oldest is not None else None
             for name in await self._state_names(queue, RUNNING):
+                if not self._is_task_name(RUNNING, name):
+                    continue
                 running = await self._running_lease(queue, name)
                 if running is None:
                     continue
@@ -634,6 +707,6 @@ class FileTaskQueue(TaskQueue):
                     stats.workers[holder] = stats.workers.get(holder, 0) + 1
             for state in FINISHED_DIRS:
                 names = await self._objects.list(self._dir(queue, state))
-                setattr(stats, state, sum(1 for n in names if self._ctx.is_data_name(n)))
+                setattr(stats, state, sum(1 for n in names if is_finished_name(n)))
             out.append(stats)
         return out
