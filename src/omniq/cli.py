@@ -450,6 +450,7 @@ schedule.command("resume")(_schedule_change("resume", "resumed"))
 schedule.command("rm")(_schedule_change("delete", "removed"))
 
 
+@cli.command()
 @click.argument("source")
 @click.argument("dest")
 @click.option(
