@@ -124,14 +124,17 @@ def test_sigterm_releases_running_task(tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_fault_injection_loses_nothing(tmp_path):
-    """4 workers drain 2,000 tasks while one is SIGKILLed and restarted every half second."""
+    """4 workers drain 2,000 tasks while one is SIGKILLed and restarted every half second.
+
+    Each task sleeps 16 ms, so the 16 slots need at least 2 s however fast the machine is:
+    at least three kills land while work is in flight."""
     base = tmp_path / "data"
     n_tasks = 2000
 
     async def fill() -> list[str]:
         app = AsyncOmniQ(str(base))
-        app.task(name="noop")(task_defs.noop.fn)
-        return [(await app.enqueue("noop", i)).id for i in range(n_tasks)]
+        app.task(name="sleep_for")(task_defs.sleep_for.fn)
+        return [(await app.enqueue("sleep_for", 32 / n_tasks)).id for _ in range(n_tasks)]
 
     ids = asyncio.run(fill())
     opts = ("--concurrency", "4", "--visibility-timeout", "1")
@@ -239,9 +242,11 @@ def test_sigkill_fault_injection_on_s3_loses_nothing(s3_target, n_tasks):
 
     async def fill() -> list[str]:
         app = AsyncOmniQ(backend())
-        app.task(name="noop")(task_defs.noop.fn)
+        # 6 slots need at least 2 s for the tasks however fast the machine is: two kill
+        # intervals of 1.5 s start before the queue can be drained.
+        app.task(name="sleep_for")(task_defs.sleep_for.fn)
         async with app:
-            return [(await app.enqueue("noop", i)).id for i in range(n_tasks)]
+            return [(await app.enqueue("sleep_for", 12 / n_tasks)).id for _ in range(n_tasks)]
 
     async def finished() -> list[str]:
         async with backend() as b:
