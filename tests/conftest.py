@@ -103,6 +103,9 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if name.startswith("OMNIQ_"):
             monkeypatch.delenv(name)
     yield
+    from omniq.logs import unconfigure
+
+    unconfigure()  # a test that ran the CLI's worker configured the omniq logger
 
 
 @pytest.fixture(params=BACKENDS)

@@ -219,6 +219,7 @@ class Worker:
 
     async def run(self) -> WorkerStats:
         """Work until stopped, or with ``burst`` until no task is runnable now."""
+        self._check_kind()
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.current_thread()
         if self.kind == "process":
@@ -231,10 +232,7 @@ class Worker:
         self._check_store()
         queue = self.backend.task_queue
         slots = asyncio.Semaphore(self.concurrency)
-        logger.info(
-            "worker %s: queues=%s concurrency=%d kind=%s", self.worker_id, self.queues,
-            self.concurrency, self.kind,
-        )  # fmt: skip
+        self._banner()
         # A burst worker fires the due schedule runs once, when it is out of work (so that its
         # first claim is not held up by the schedule reads), and drains what they enqueued.
         burst_schedule = self.scheduler is not None and self.burst
@@ -300,6 +298,38 @@ class Worker:
 
     MAX_STORE_PAUSE = 30.0
 
+    def _check_kind(self) -> None:
+        """A kind that cannot run some registered task is a setup mistake: refuse to start
+        rather than fail those tasks for good when they arrive."""
+        if self.kind != "async":
+            return
+        plain = sorted(name for name, tf in self.app.registry.items() if not tf.is_async)
+        if plain:
+            raise ConfigError(
+                f"kind='async' runs only async def tasks, but this app registers plain "
+                f"functions: {', '.join(plain)}; run the worker with kind='thread' or 'process'"
+            )
+
+    def _banner(self) -> None:
+        """What this worker is about to do, a line each (INFO)."""
+        from omniq import __version__
+        from omniq.logs import redact
+
+        names = sorted(self.app.registry)
+        shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
+        lines = [
+            f"OmniQ {__version__} worker {self.worker_id} starting",
+            f"  location:           {redact(str(getattr(self.backend, 'url', self.backend)))}",
+            f"  tasks:              {shown or '(none registered)'}",
+            f"  queues:             {', '.join(self.queues)} (in this order)",
+            f"  concurrency:        {self.concurrency} ({self.kind})",
+            f"  visibility timeout: {self.visibility_timeout:g} s",
+            f"  scheduler:          {'on' if self.scheduler else 'off'}"
+            + (" (burst: stops when out of work)" if self.burst else ""),
+        ]
+        for line in lines:
+            logger.info(line, extra={"worker_id": self.worker_id})
+
     def _check_store(self) -> None:
         """Refuse concurrent claims on a store that cannot make them race-free."""
         objects: Any = getattr(self.backend, "objects", None)  # file backends have one
@@ -342,10 +372,11 @@ class Worker:
 
     async def _shutdown(self) -> None:
         if not self._running:
+            logger.info("worker %s: stopping, no task running", self.worker_id)
             return
         if not self._force:
             logger.info(
-                "worker %s: waiting up to %.0f s for %d running task(s)",
+                "worker %s: stopping, waiting up to %g s for %d running task(s)",
                 self.worker_id, self.grace_period, len(self._running),
             )  # fmt: skip
             deadline = time.monotonic() + self.grace_period
@@ -353,10 +384,16 @@ class Worker:
                 await asyncio.wait(
                     set(self._running), timeout=min(0.1, max(0.0, deadline - time.monotonic()))
                 )
-        for runner in list(self._running):
+        left = list(self._running)
+        for runner in left:
             runner.cancel()  # _execute releases its task back to pending
-        if self._running:
-            await asyncio.wait(set(self._running))
+        if left:
+            released = self.stats.released
+            await asyncio.wait(left)
+            logger.info(
+                "worker %s: %d unfinished task(s) released back to their queues",
+                self.worker_id, self.stats.released - released,
+            )  # fmt: skip
 
     # ------------------------------------------------------------------ one task
 
@@ -468,17 +505,13 @@ class Worker:
     async def _invoke(self, tf: TaskFunction[Any], task: Task, lost: asyncio.Event) -> Any:
         if tf.is_async:
             call: Any = tf.fn(*task.args, **task.kwargs)
-        elif self.kind == "async":
-            raise ValidationError(
-                f"task {tf.name} is not async; run this worker with kind='thread'"
-            )
         elif self.kind == "process":
             assert self._processes is not None
             call = asyncio.get_running_loop().run_in_executor(
                 self._processes, run_in_process, tf.__module__, tf.__qualname__,
                 task.args, task.kwargs,
             )  # fmt: skip
-        else:
+        else:  # thread; under kind="async" too for a function registered after the start
             call = run_in_daemon_thread(functools.partial(tf.fn, *task.args, **task.kwargs))
         work = asyncio.ensure_future(call)
         watch = asyncio.ensure_future(lost.wait())
@@ -518,7 +551,23 @@ class Worker:
             return
         await queue.finish_task(task, TaskStatus.COMPLETED)
         self.stats.completed += 1
+        self._outcome(task, "completed", duration)
         await self._event(task, EventType.COMPLETED, f"in {duration:.3f} s")
+
+    def _outcome(
+        self, task: Task, outcome: str, duration: float | None, detail: str = "",
+        level: int = logging.INFO, attempt: int | None = None,
+    ) -> None:  # fmt: skip
+        """One log line per task outcome: task name, id, outcome, duration, attempt."""
+        took = f" in {duration:.3f} s" if duration is not None else ""
+        attempt = task.attempts if attempt is None else attempt
+        logger.log(
+            level, "%s %s %s%s (attempt %d of %d)%s", task.func, task.id, outcome, took,
+            attempt, task.max_retries + 1, f" {detail}" if detail else "",
+            extra={"worker_id": self.worker_id, "task": task.func, "task_id": task.id,
+                   "queue": task.queue_name, "outcome": outcome, "duration": duration,
+                   "attempt": attempt},
+        )  # fmt: skip
 
     async def _fence(self, task: Task) -> None:
         """Make sure the lease is ours for a while before writing a result.
@@ -543,6 +592,7 @@ class Worker:
             wait = backoff(task.retry_delay, task.attempts)
             await queue.requeue_task(task, eta=utcnow() + timedelta(seconds=wait), error=message)
             self.stats.retried += 1
+            self._outcome(task, "retrying", None, f"in {wait:.1f} s: {message}", logging.WARNING)
             await self._event(task, EventType.RETRIED, f"{message}; retry in {wait:.2f} s")
             return
         await self._fence(task)
@@ -560,18 +610,20 @@ class Worker:
             logger.error("task %s: its failed result could not be written: %s", task.id, exc)
         await queue.finish_task(task, TaskStatus.FAILED, error=message)
         self.stats.failed += 1
-        logger.warning("task %s failed for good: %s", task.id, message)
+        self._outcome(task, "failed", None, message, logging.ERROR)
         await self._event(task, EventType.FAILED, message)
 
     async def _release(self, task: Task, lock: asyncio.Lock) -> None:
         """Give an unfinished task back (shutdown): not lost, and this attempt does not count."""
         async with lock:
+            attempt = task.attempts
             task.attempts = max(0, task.attempts - 1)
             try:
                 await self.backend.task_queue.requeue_task(
                     task, error="released at worker shutdown"
                 )
                 self.stats.released += 1
-                logger.info("task %s released back to its queue", task.id)
+                self._outcome(task, "released", None, "back to its queue, not counted",
+                              attempt=attempt)  # fmt: skip
             except LeaseLostError:
                 pass
