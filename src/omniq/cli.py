@@ -89,6 +89,9 @@ def local_location(application: AsyncOmniQ) -> str | None:
     backend: Any = application.backend
     if getattr(backend, "protocol", None) == "file":
         return str(backend.root)
+    path = getattr(backend, "path", None)  # a database file (the SQLite backend)
+    if isinstance(path, str) and path != ":memory:":
+        return path
     return None
 
 
