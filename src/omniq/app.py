@@ -563,6 +563,7 @@ class AsyncOmniQ:
         grace_period: float = 30.0,
         worker_id: str | None = None,
         scheduler: bool = True,
+        cleanup_interval: float | None = 3600.0,
     ) -> Worker:
         """A ``Worker`` for this app: ``await worker.run()``, stopped by ``worker.stop()``.
 
@@ -572,7 +573,7 @@ class AsyncOmniQ:
         return Worker(
             self, queues=queues or ["default"], concurrency=concurrency, kind=kind,
             visibility_timeout=visibility_timeout, burst=burst, grace_period=grace_period,
-            worker_id=worker_id, scheduler=scheduler,
+            worker_id=worker_id, scheduler=scheduler, cleanup_interval=cleanup_interval,
         )  # fmt: skip
 
 

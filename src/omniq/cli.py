@@ -204,12 +204,17 @@ def cli(ctx: click.Context, url: str | None, app: str | None) -> None:
     "--scheduler/--no-scheduler", default=True, show_default=True,
     help="Also fire due schedule runs (each run once, however many workers do).",
 )  # fmt: skip
+@click.option(
+    "--cleanup-interval", type=click.FloatRange(min=0), default=3600.0, show_default=True,
+    help="Seconds between deletions of what is past its ttl (one worker of all does each; "
+    "0: never).",
+)  # fmt: skip
 @log_options
 @click.pass_context
 def worker(
     ctx: click.Context, queues: str, concurrency: int, kind: str,
     visibility_timeout: float | None, burst: bool, grace_period: float, worker_id: str | None,
-    scheduler: bool,
+    scheduler: bool, cleanup_interval: float,
 ) -> None:  # fmt: skip
     """Run a worker: claim tasks from QUEUES and run them until SIGTERM/SIGINT (or --burst).
 
@@ -224,7 +229,7 @@ def worker(
     async def go() -> Any:
         w = application.worker(
             queues.split(","), concurrency, kind, visibility_timeout, burst, grace_period,
-            worker_id, scheduler=scheduler,
+            worker_id, scheduler=scheduler, cleanup_interval=cleanup_interval or None,
         )  # fmt: skip
         with w.handle_signals():
             return await w.run()
@@ -541,8 +546,9 @@ def cleanup(ctx: click.Context) -> None:
     counts = run(go())
     if not any(counts.values()):
         console.print(
-            "nothing to remove: nothing is past its ttl (data without a ttl is kept until "
-            "removed; set ttl= on @app.task or in the config)"
+            "nothing to remove: nothing is past its ttl (finished tasks, results and events "
+            "are kept 7 days by default; set ttl= on @app.task or task_ttl/result_ttl/"
+            "event_ttl in the config)"
         )
         return
     removed = [f"{n} {kind.replace('_', ' ')}" for kind, n in counts.items() if n]

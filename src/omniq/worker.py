@@ -18,7 +18,7 @@ import time
 import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from omniq.exceptions import (
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("omniq.worker")
 
 KINDS = ("thread", "process", "async")
+CLEANUP_ID = "omniq-cleanup"  # run claims under this id let one worker per interval clean up
 MAX_BACKOFF = 3600.0
 
 
@@ -143,6 +144,7 @@ class Worker:
         grace_period: float = 30.0,
         worker_id: str | None = None,
         scheduler: bool = True,
+        cleanup_interval: float | None = 3600.0,
     ) -> None:
         if isinstance(queues, str):
             queues = [q for q in queues.split(",") if q]
@@ -157,6 +159,9 @@ class Worker:
             visibility_timeout, "visibility_timeout", allow_zero=False
         )
         grace_period = check_seconds(grace_period, "grace_period") or 0.0
+        self.cleanup_interval = check_seconds(
+            cleanup_interval, "cleanup_interval", allow_zero=False
+        )
         self.app = app
         self.backend = app.backend
         self.kind = kind
@@ -239,6 +244,9 @@ class Worker:
         scheduling = None
         if self.scheduler and not self.burst:
             scheduling = asyncio.create_task(self.scheduler.run())
+        cleaning = None
+        if self.cleanup_interval and not self.burst:
+            cleaning = asyncio.create_task(self._cleanup_loop(self.cleanup_interval))
         try:
             await self._reap()
             while not self._stop.is_set():
@@ -275,6 +283,10 @@ class Worker:
                 runner.add_done_callback(functools.partial(self._done, slots))
             await self._shutdown()
         finally:
+            if cleaning:
+                cleaning.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await cleaning
             if self.scheduler and scheduling:
                 self.scheduler.stop()  # it finishes the run it is deciding
                 await scheduling
@@ -285,6 +297,41 @@ class Worker:
                     proc.terminate()
                 self._processes.shutdown(wait=False, cancel_futures=True)
         return self.stats
+
+    async def _cleanup_loop(self, interval: float) -> None:
+        """Every ``interval`` seconds, try to be the worker that cleans up (see ``cleanup``)."""
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), interval)
+            if self._stop.is_set():
+                return
+            await self.cleanup(interval)
+
+    async def cleanup(self, interval: float) -> bool:
+        """Delete what is past its ttl, if no worker did in this ``interval``-long window.
+
+        The window's run of ``CLEANUP_ID`` is claimed through the schedule store (an exclusive
+        create: one request, one winner however many workers try); ``False`` if another worker
+        holds it. Claims of earlier windows are removed by the winner."""
+        now = utcnow()
+        window = datetime.fromtimestamp(now.timestamp() // interval * interval, timezone.utc)
+        store = self.backend.schedule_storage
+        try:
+            claim = await store.claim_run(
+                CLEANUP_ID, window, owner=self.worker_id, now=now, stale_after=interval
+            )
+            if claim is None:
+                return False
+            counts = await self.backend.cleanup_expired()
+            await store.forget_runs(CLEANUP_ID, before=window)
+        except StorageError as exc:
+            logger.error("worker %s: cleanup failed (%s); next try in %g s", self.worker_id,
+                         exc, interval)  # fmt: skip
+            return False
+        removed = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in counts.items() if n)
+        logger.info("worker %s: cleanup removed %s", self.worker_id,
+                    removed or "nothing (nothing past its ttl)")  # fmt: skip
+        return True
 
     async def _store_trouble(self, exc: StorageError) -> None:
         """The store failed a claim (unreachable, unreadable): wait, with growing pauses up to
@@ -326,7 +373,10 @@ class Worker:
             f"  visibility timeout: {self.visibility_timeout:g} s",
             f"  scheduler:          {'on' if self.scheduler else 'off'}"
             + (" (burst: stops when out of work)" if self.burst else ""),
-        ]
+            "  cleanup:            "
+            + (f"every {self.cleanup_interval:g} s (one worker of all)"
+               if self.cleanup_interval and not self.burst else "off"),
+        ]  # fmt: skip
         for line in lines:
             logger.info(line, extra={"worker_id": self.worker_id})
 

@@ -102,3 +102,57 @@ def test_redact_hides_credentials():
     assert redact("s3://key:secret@bucket/prefix") == "s3://***@bucket/prefix"
     assert redact("s3://bucket/prefix") == "s3://bucket/prefix"
     assert redact("/tmp/x") == "/tmp/x"
+
+
+async def test_one_worker_per_interval_cleans_up(backend, clock):
+    """Workers clean up now and then: per interval the first to claim it does, the others
+    skip; what is past its ttl goes, what is not stays."""
+    app = AsyncOmniQ(backend)
+    async with app:
+
+        @app.task(ttl=60)
+        def short():
+            return "short-lived"
+
+        @app.task
+        def kept():  # the default ttl: a week
+            return "kept"
+
+        gone, stays = await short.delay(), await kept.delay()
+        await app.run_worker(burst=True, scheduler=False)
+        a = app.worker(worker_id="a", scheduler=False)
+        b = app.worker(worker_id="b", scheduler=False)
+        clock.advance(120)
+        assert await a.cleanup(3600) is True
+        assert await b.cleanup(3600) is False  # the same hour: a did it
+        assert await app.backend.task_queue.get_task(gone.id) is None
+        assert await app.backend.result_storage.get(gone.id) is None
+        assert await stays.result(timeout=5) == "kept"
+        clock.advance(3600)
+        assert await b.cleanup(3600) is True  # the next hour is b's if b asks first
+        assert await a.cleanup(3600) is False
+        clock.advance(8 * 86400)
+        assert await a.cleanup(3600) is True
+        assert await app.backend.task_queue.get_task(stays.id) is None
+
+
+async def test_a_running_worker_cleans_up_by_itself(app, caplog):
+    caplog.set_level(logging.INFO, logger="omniq")
+
+    @app.task(ttl=0)
+    def fleeting():
+        return 1
+
+    h = await fleeting.delay()
+    await app.run_worker(burst=True, scheduler=False)
+    w = app.worker(worker_id="c", scheduler=False, cleanup_interval=0.05)
+    run = asyncio.create_task(w.run())
+    for _ in range(1000):  # up to 10 s: never reached unless cleanup is broken
+        if await app.backend.task_queue.get_task(h.id) is None:
+            break
+        await asyncio.sleep(0.01)
+    w.stop()
+    await run
+    assert await app.backend.task_queue.get_task(h.id) is None
+    assert any("worker c: cleanup removed 1 tasks, 1 results" in r.getMessage()
+               for r in caplog.records)  # fmt: skip
