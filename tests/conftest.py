@@ -15,11 +15,13 @@ from typing import Any
 import pytest
 
 from emulators import STARTERS, Emulator  # tests/ is on sys.path (rootdir conftest)
+from omniq.backend.base import Backend
 from omniq.backend.file import FileBackend
+from omniq.backend.sqlite import SQLiteBackend
 from omniq.models._time import set_clock, system_now
 
 # Every contract test runs once per entry.
-BACKENDS = ["local", "memory", "s3", "gcs", "azure"]
+BACKENDS = ["local", "memory", "s3", "gcs", "azure", "sqlite"]
 CLOUD = frozenset(STARTERS)
 
 
@@ -29,8 +31,10 @@ def make_backend(
     emulator: Emulator | None = None,
     url: str | None = None,
     **settings: Any,
-) -> FileBackend:
+) -> Backend:
     """A backend of one kind; cloud kinds get a fresh bucket unless ``url`` names one."""
+    if kind == "sqlite":
+        return SQLiteBackend(tmp_path / "omniq.db", **settings)
     if kind == "local":
         return FileBackend(base_dir=str(tmp_path / "omniq_data"), fs_protocol="file", **settings)
     if kind == "memory":
@@ -110,6 +114,9 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture(params=BACKENDS)
 def backend_kind(request: pytest.FixtureRequest) -> str:
+    marker = request.node.get_closest_marker("file_layout")
+    if request.param == "sqlite" and marker is not None:
+        pytest.skip(f"file backend layout: {marker.args[0]}")
     return str(request.param)
 
 
@@ -117,14 +124,14 @@ def backend_kind(request: pytest.FixtureRequest) -> str:
 def backend_factory(backend_kind: str, tmp_path: Path, emulator: Emulator | None) -> Any:
     url = emulator.url() if emulator is not None else None  # one bucket per test
 
-    def factory(**settings: Any) -> FileBackend:
+    def factory(**settings: Any) -> Backend:
         return make_backend(backend_kind, tmp_path, emulator, url, **settings)
 
     return factory
 
 
 @pytest.fixture
-async def backend(backend_factory: Any) -> AsyncIterator[FileBackend]:
+async def backend(backend_factory: Any) -> AsyncIterator[Backend]:
     b = backend_factory()
     async with b:
         yield b

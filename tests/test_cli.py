@@ -39,7 +39,7 @@ def run(tmp_path, monkeypatch):
     "command",
     [[], ["worker"], ["enqueue"], ["status"], ["inspect"], ["cleanup"], ["scheduler"],
      ["schedule"], ["schedule", "add"], ["schedule", "list"], ["schedule", "rm"], ["tasks"],
-     ["cancel"], ["retry"], ["purge"]],
+     ["cancel"], ["retry"], ["purge"], ["migrate"]],
 )  # fmt: skip
 def test_help_everywhere(command):
     result = CliRunner().invoke(cli, [*command, "--help"])

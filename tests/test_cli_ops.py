@@ -72,6 +72,13 @@ def test_read_only_commands_create_nothing(omniq, data, command):
     assert not data.exists()
 
 
+def test_read_only_commands_create_no_sqlite_file(omniq, tmp_path):
+    db = tmp_path / "missing.db"
+    result = omniq("status", "--url", f"sqlite:///{db}", code=1, url=False)
+    assert one_error(result) == f"Error: no OmniQ data at {db} (check --url or OMNIQ_URL)"
+    assert not db.exists()
+
+
 def test_missing_driver_is_one_line(omniq):
     result = omniq("status", "--url", "sftp://nowhere/x", code=1, url=False)
     assert one_error(result).startswith("Error: the 'sftp' filesystem needs a driver")

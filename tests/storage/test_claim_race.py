@@ -1,7 +1,8 @@
 """Invariants 1 and 2 across processes: each task claimed exactly once, none lost.
 
-Local disk (claims by rename) and S3 through the moto server (claims by conditional create of
-a lease object; the server serializes its PUT handling, see tests/emulators.py).
+Local disk (claims by rename), S3 through the moto server (claims by conditional create of
+a lease object; the server serializes its PUT handling, see tests/emulators.py) and one SQLite
+file (claims by UPDATE under the write lock; a "database is locked" would fail a consumer).
 """
 
 from __future__ import annotations
@@ -13,13 +14,17 @@ from typing import Any
 
 import pytest
 
+from omniq.backend.base import Backend
 from omniq.backend.file import FileBackend
+from omniq.backend.sqlite import SQLiteBackend
 from omniq.models.task import Task
 
 N_PROCS = 4
 
 
-def _backend(spec: dict[str, Any], **settings: Any) -> FileBackend:
+def _backend(spec: dict[str, Any], **settings: Any) -> Backend:
+    if spec["url"].startswith("sqlite://"):
+        return SQLiteBackend.from_url(spec["url"])  # listing_ttl is a file-store setting
     if spec["url"].startswith("s3://"):
         return FileBackend.from_url(spec["url"], fs_kwargs=spec["options"], **settings)
     return FileBackend(base_dir=spec["url"], **settings)
@@ -63,6 +68,10 @@ def _race(spec: dict[str, Any], n_tasks: int) -> None:
 
     async def check() -> None:
         async with _backend(spec) as backend:
+            if isinstance(backend, SQLiteBackend):
+                [stats] = await backend.task_queue.queue_stats()
+                assert (stats.pending, stats.running, stats.completed) == (0, 0, n_tasks)
+                return
             objects = backend.objects
             assert await objects.list("tasks/default/pending") == []
             assert await objects.list("tasks/default/running") == []
@@ -79,3 +88,8 @@ def test_four_processes_claim_each_task_exactly_once(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_four_processes_on_one_s3_bucket_claim_each_task_exactly_once(s3_server) -> None:
     _race({"url": s3_server.url(), "options": s3_server.options}, 500)
+
+
+@pytest.mark.slow
+def test_four_processes_on_one_sqlite_file_claim_each_task_exactly_once(tmp_path: Path) -> None:
+    _race({"url": f"sqlite:///{tmp_path / 'race.db'}"}, 2000)

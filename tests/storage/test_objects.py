@@ -14,6 +14,8 @@ from omniq import AsyncOmniQ
 from omniq.exceptions import ConfigError
 from omniq.storage.file.objects import VersionMismatch
 
+pytestmark = pytest.mark.file_layout("the primitive object layer under the file stores")
+
 
 def _conditional(backend) -> bool:
     return backend.objects.capabilities.compare_and_swap

@@ -50,10 +50,10 @@ from omniq.storage.file.task_queue import (
     PENDING,
     RUNNING,
     FileTaskQueue,
-    _delivered,
-    _token,
-    lease_holder,
 )
+from omniq.storage.lifecycle import delivered as _delivered
+from omniq.storage.lifecycle import lease_holder
+from omniq.storage.lifecycle import lease_token as _token
 
 __all__ = ["LeaseRecord", "LeaseTaskQueue"]
 
