@@ -6,6 +6,7 @@ the first time a test needs them.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
@@ -19,9 +20,13 @@ from omniq.backend.base import Backend
 from omniq.backend.file import FileBackend
 from omniq.backend.sqlite import SQLiteBackend
 from omniq.models._time import set_clock, system_now
+from s3proxy import S3Proxy
 
 # Every contract test runs once per entry.
 BACKENDS = ["local", "memory", "s3", "gcs", "azure", "sqlite"]
+# The claim, lease, fencing and reaping contract (tests/storage/test_task_queue.py,
+# test_objects.py) runs on these too: a second real S3 server.
+CLAIM_BACKENDS = [*BACKENDS, "seaweedfs"]
 CLOUD = frozenset(STARTERS)
 
 
@@ -73,6 +78,21 @@ def emulator(backend_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Emu
 @pytest.fixture
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Emulator:
     return emulator_for("s3", tmp_path_factory)
+
+
+@pytest.fixture
+def s3_target(s3_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    """An S3 server by ``s3_kind`` (parametrize it): "moto", "seaweedfs", or "rgw" — moto
+    behind a proxy that answers conditional requests as Ceph RGW 16.2 does (a quoted
+    ``If-Match`` gets 412, ``If-Match`` on DELETE is ignored)."""
+    if s3_kind == "rgw":
+        server = emulator_for("s3", tmp_path_factory)
+        with S3Proxy(server.endpoint, quoted_if_match=False, delete_if_match=False) as proxy:
+            yield dataclasses.replace(
+                server, endpoint=proxy.endpoint, options=proxy.options(server.options)
+            )
+    else:
+        yield emulator_for("s3" if s3_kind == "moto" else s3_kind, tmp_path_factory)
 
 
 class FakeClock:

@@ -233,8 +233,9 @@ def worker(
             queues.split(","), concurrency, kind, visibility_timeout, burst, grace_period,
             worker_id, scheduler=scheduler, cleanup_interval=cleanup_interval or None,
         )  # fmt: skip
-        with w.handle_signals():
-            return await w.run()
+        async with application:  # closes the store's connections when the worker stops
+            with w.handle_signals():
+                return await w.run()
 
     stats = run(go())
     console.print(

@@ -401,8 +401,9 @@ class FileTaskQueue(TaskQueue):
             return None
         if self._expired_copy(task, now) != PENDING:
             target = f"{self._dir(queue, 'failed')}/{self._finished_name(task)}"
-            if await self._objects.move(f"{running_dir}/{mine}", target):
-                await self._objects.put(target, self._ctx.serializer.encode(task))
+            if not await self._objects.move(f"{running_dir}/{mine}", target):
+                return None
+            await self._objects.put(target, self._ctx.serializer.encode(task))
             await self._notify_expired(task)
             return task
         await self._objects.put(f"{running_dir}/{mine}", self._ctx.serializer.encode(task))
