@@ -127,6 +127,9 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if name.startswith("OMNIQ_"):
             monkeypatch.delenv(name)
     yield
+    from omniq.logs import unconfigure
+
+    unconfigure()  # a test that ran the CLI's worker configured the omniq logger
 
 
 def backend_param(request: pytest.FixtureRequest) -> str:

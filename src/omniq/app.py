@@ -139,6 +139,10 @@ class AsyncOmniQ:
         self._schedulers: weakref.WeakSet[Scheduler] = weakref.WeakSet()
         self._opened = False
 
+    def __repr__(self) -> str:
+        names = ", ".join(sorted(self.registry)) or "none"
+        return f"<{type(self).__name__} {self.backend!r} tasks: {names}>"
+
     # ------------------------------------------------------------------ lifecycle
 
     async def open(self) -> None:
@@ -372,6 +376,29 @@ class AsyncOmniQ:
         )
         return True
 
+    async def retry(self, task_id: str) -> bool:
+        """Send a dead-lettered (failed) task back to pending, to run now.
+
+        Its attempts start again from 0 (it gets ``max_retries`` retries again); its last error
+        stays on the task (``task.error``) and in its events; its failed result is deleted so
+        that waiters wait for the new outcome. ``False`` if the task is not failed.
+        """
+        await self.open()
+        queue = self.backend.task_queue
+        task = await queue.get_task(task_id)
+        if task is None or task.status is not TaskStatus.FAILED:
+            return False
+        task.status = TaskStatus.PENDING
+        task.attempts = 0
+        task.eta = task.started_at = task.completed_at = task.lease = None
+        await queue.update_task(task)
+        await self.backend.result_storage.delete(task_id)
+        await self.backend.event_storage.log_event(
+            TaskEvent(task_id=task_id, event_type=EventType.ENQUEUED, queue_name=task.queue_name,
+                      message=f"retried from the dead letter (last error: {task.error})")
+        )  # fmt: skip
+        return True
+
     # ------------------------------------------------------------------ schedules
 
     def build_schedule(
@@ -540,6 +567,7 @@ class AsyncOmniQ:
         grace_period: float = 30.0,
         worker_id: str | None = None,
         scheduler: bool = True,
+        cleanup_interval: float | None = 3600.0,
     ) -> Worker:
         """A ``Worker`` for this app: ``await worker.run()``, stopped by ``worker.stop()``.
 
@@ -549,7 +577,7 @@ class AsyncOmniQ:
         return Worker(
             self, queues=queues or ["default"], concurrency=concurrency, kind=kind,
             visibility_timeout=visibility_timeout, burst=burst, grace_period=grace_period,
-            worker_id=worker_id, scheduler=scheduler,
+            worker_id=worker_id, scheduler=scheduler, cleanup_interval=cleanup_interval,
         )  # fmt: skip
 
 
@@ -587,6 +615,9 @@ class OmniQ(SyncWrapper[AsyncOmniQ]):
         worker = self.wrapped.worker(*args, **kwargs)
         with worker.handle_signals():  # signals arrive in the main thread, not the loop's
             return run_sync(worker.run())
+
+    def __repr__(self) -> str:
+        return repr(self.wrapped).replace("<AsyncOmniQ", "<OmniQ", 1)
 
     def __enter__(self) -> OmniQ:
         run_sync(self.wrapped.open())

@@ -1,9 +1,14 @@
-"""The ``omniq`` command: worker, enqueue, status, inspect, cleanup, schedule, scheduler,
-migrate."""
+"""The ``omniq`` command: worker, enqueue, status, tasks, inspect, cancel, retry, purge, cleanup,
+schedule, scheduler, migrate.
+
+Expected errors are one line without a traceback: exit code 2 for a usage mistake, 1 for a
+runtime error (``OmniQError``). ``--url``/``--app`` and the log options go before or after the
+subcommand."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
 import os
@@ -15,15 +20,17 @@ from zoneinfo import ZoneInfo
 
 import click
 from rich.console import Console
+from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from omniq import __version__, logs
 from omniq.app import AsyncOmniQ, OmniQ
 from omniq.exceptions import OmniQError
 from omniq.migrate import STORES, MigrationReport, migrate_async, parse_stores
 from omniq.models._time import utcnow
 from omniq.models.schedule import Misfire, Schedule, ScheduleType
-from omniq.models.task import Task
+from omniq.models.task import Task, TaskStatus
 from omniq.storage.base import QueueStats
 from omniq.worker import KINDS
 
@@ -40,9 +47,15 @@ def load_app(spec: str) -> AsyncOmniQ:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise click.BadParameter(
-            f"cannot import {module_name!r}: {exc}", param_hint="--app"
-        ) from exc
+        if isinstance(exc, ModuleNotFoundError) and module_name.startswith(exc.name or "\0"):
+            raise click.BadParameter(
+                f"cannot import {module_name!r}: {exc}", param_hint="--app"
+            ) from None
+        raise click.ClickException(f"--app {spec}: importing {module_name} failed: {exc}") from None
+    except Exception as exc:  # the user's module raised while it was imported
+        raise click.ClickException(
+            f"--app {spec}: importing {module_name} raised {type(exc).__name__}: {exc}"
+        ) from None
     target: Any = module
     for part in attr.split("."):
         target = getattr(target, part, None)
@@ -57,11 +70,31 @@ def load_app(spec: str) -> AsyncOmniQ:
     )
 
 
-def resolve_app(ctx: click.Context, app_spec: str | None) -> AsyncOmniQ:
-    if app_spec:
-        return load_app(app_spec)
-    url = ctx.obj.get("url")
-    return AsyncOmniQ(url) if url else AsyncOmniQ()
+def resolve_app(ctx: click.Context, read_only: bool = False) -> AsyncOmniQ:
+    """The ``--app`` app, else one on ``--url``. ``read_only``: a local location that does not
+    exist is an error (naming it) rather than a new empty directory."""
+    spec = ctx.obj.get("app")
+    if spec:
+        application = load_app(spec)
+    else:
+        url = ctx.obj.get("url")
+        application = AsyncOmniQ(url) if url else AsyncOmniQ()
+    if read_only:
+        where = local_location(application)
+        if where is not None and not os.path.exists(where):
+            raise click.ClickException(f"no OmniQ data at {where} (check --url or OMNIQ_URL)")
+    return application
+
+
+def local_location(application: AsyncOmniQ) -> str | None:
+    """The local path a backend keeps its data at, if it is local."""
+    backend: Any = application.backend
+    if getattr(backend, "protocol", None) == "file":
+        return str(backend.root)
+    path = getattr(backend, "path", None)  # a database file (the SQLite backend)
+    if isinstance(path, str) and path != ":memory:":
+        return path
+    return None
 
 
 def run(coro: Any) -> Any:
@@ -81,33 +114,86 @@ def age(when: datetime | None) -> str:
     return f"{seconds:.1f}s"
 
 
-app_option = click.option("--app", "app_spec", help="module:attribute of an OmniQ app to use.")
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A global option given after the subcommand: it overrides the one given before."""
+    if value is not None and value != 0:
+        ctx.find_root().ensure_object(dict)[param.name or ""] = value
+    return value
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--url", envvar="OMNIQ_URL", default=None,
-    help="Where the data lives: a path or URL, sqlite:///file.db for SQLite (default: "
-    "OMNIQ_BASE_DIR / OMNIQ_FSSPEC_URI, else ./omniq_data).",
-)  # fmt: skip
+URL_HELP = (
+    "Where the data lives: a path or URL, sqlite:///file.db for SQLite (default: OMNIQ_URL, "
+    "else OMNIQ_BASE_DIR / OMNIQ_FSSPEC_URI, else ./omniq_data)."
+)
+APP_HELP = "module:attribute of an OmniQ app to use (its location, its tasks' options)."
+
+
+def global_options(func: Any) -> Any:
+    """``--url`` and ``--app``, accepted on every subcommand as well as before it."""
+    func = click.option("--url", callback=_remember, expose_value=False, help=URL_HELP)(func)
+    return click.option("--app", callback=_remember, expose_value=False, help=APP_HELP)(func)
+
+
+def log_options(func: Any) -> Any:
+    """``-v``/``-q``/``--log-level``/``--log-format`` on a long-running subcommand."""
+    for short, long, text in (("-v", "--verbose", "More log output (repeat for more)."),
+                              ("-q", "--quiet", "Less log output (repeat for less).")):  # fmt: skip
+        func = click.option(short, long, count=True, callback=_remember, expose_value=False,
+                            help=text)(func)  # fmt: skip
+    func = click.option(
+        "--log-level", type=click.Choice(logs.LEVELS, case_sensitive=False), callback=_remember,
+        expose_value=False, help="Log level (default INFO; env OMNIQ_LOG_LEVEL).",
+    )(func)  # fmt: skip
+    return click.option(
+        "--log-format", type=click.Choice(logs.FORMATS), callback=_remember, expose_value=False,
+        help="auto: rich on a terminal, plain lines elsewhere; json: one object a line.",
+    )(func)  # fmt: skip
+
+
+def setup_logging(ctx: click.Context) -> None:
+    obj = ctx.find_root().obj
+    level = logs.level_for(obj.get("verbose", 0), obj.get("quiet", 0), obj.get("log_level"))
+    logs.configure(level, obj.get("log_format") or "auto")
+
+
+class OmniQGroup(click.Group):
+    """Turns the library's expected errors into one-line messages (exit code 1)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OmniQError as exc:
+            raise click.ClickException(
+                str(exc).splitlines()[0] if str(exc) else repr(exc)
+            ) from None
+
+
+@click.group(cls=OmniQGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="omniq")
+@click.option("--url", envvar="OMNIQ_URL", default=None, help=URL_HELP)
+@click.option("--app", "app", default=None, help=APP_HELP)
+@click.option("--log-level", envvar="OMNIQ_LOG_LEVEL", callback=_remember, expose_value=False,
+              type=click.Choice(logs.LEVELS, case_sensitive=False),
+              help="Log level (default INFO; env OMNIQ_LOG_LEVEL).")  # fmt: skip
 @click.pass_context
-def cli(ctx: click.Context, url: str | None) -> None:
+def cli(ctx: click.Context, url: str | None, app: str | None) -> None:
     """OmniQ: a task queue whose broker is a directory or a bucket."""
     ctx.ensure_object(dict)
     ctx.obj["url"] = url
+    ctx.obj["app"] = app
 
 
 @cli.command()
-@click.option("--app", "app_spec", required=True, help="module:attribute of the OmniQ app.")
+@global_options
 @click.option(
-    "--queues",
-    "-q",
-    default="default",
-    show_default=True,
+    "--queues", "-Q", default="default", show_default=True,
     help="Comma-separated, in priority order.",
-)
+)  # fmt: skip
 @click.option("--concurrency", "-c", default=4, show_default=True, type=click.IntRange(min=1))
-@click.option("--kind", type=click.Choice(KINDS), default="thread", show_default=True)
+@click.option(
+    "--kind", type=click.Choice(KINDS), default="thread", show_default=True,
+    help="How plain functions run; async runs only async def tasks (refused otherwise).",
+)  # fmt: skip
 @click.option(
     "--visibility-timeout", type=click.FloatRange(min=0, min_open=True),
     envvar="OMNIQ_VISIBILITY_TIMEOUT",
@@ -120,17 +206,32 @@ def cli(ctx: click.Context, url: str | None) -> None:
     "--scheduler/--no-scheduler", default=True, show_default=True,
     help="Also fire due schedule runs (each run once, however many workers do).",
 )  # fmt: skip
+@click.option(
+    "--cleanup-interval", type=click.FloatRange(min=0), default=3600.0, show_default=True,
+    help="Seconds between deletions of what is past its ttl (one worker of all does each; "
+    "0: never).",
+)  # fmt: skip
+@log_options
+@click.pass_context
 def worker(
-    app_spec: str, queues: str, concurrency: int, kind: str, visibility_timeout: float | None,
-    burst: bool, grace_period: float, worker_id: str | None, scheduler: bool,
+    ctx: click.Context, queues: str, concurrency: int, kind: str,
+    visibility_timeout: float | None, burst: bool, grace_period: float, worker_id: str | None,
+    scheduler: bool, cleanup_interval: float,
 ) -> None:  # fmt: skip
-    """Run a worker: claim tasks from QUEUES and run them until SIGTERM/SIGINT (or --burst)."""
-    application = load_app(app_spec)
+    """Run a worker: claim tasks from QUEUES and run them until SIGTERM/SIGINT (or --burst).
+
+    It logs a start-up banner, a line per task outcome and its shutdown to stderr."""
+    if not ctx.obj.get("app"):
+        raise click.UsageError(
+            "the worker needs --app module:attribute (the app whose tasks it runs)"
+        )
+    setup_logging(ctx)
+    application = resolve_app(ctx)
 
     async def go() -> Any:
         w = application.worker(
             queues.split(","), concurrency, kind, visibility_timeout, burst, grace_period,
-            worker_id, scheduler=scheduler,
+            worker_id, scheduler=scheduler, cleanup_interval=cleanup_interval or None,
         )  # fmt: skip
         async with application:  # closes the store's connections when the worker stops
             with w.handle_signals():
@@ -151,8 +252,20 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def parse_kwargs(text: str) -> dict[str, Any]:
+    try:
+        kwargs = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"invalid JSON ({exc}): {text!r}", param_hint="--kwargs") from None
+    if not isinstance(kwargs, dict):
+        raise click.BadParameter(
+            f"must be a JSON object, got {type(kwargs).__name__}", param_hint="--kwargs"
+        )
+    return kwargs
+
+
 @cli.command()
-@app_option
+@global_options
 @click.argument("func")
 @click.argument("args", nargs=-1)
 @click.option("--kwargs", "kwargs_json", default="{}", help="Keyword arguments as a JSON object.")
@@ -162,16 +275,23 @@ def parse_value(text: str) -> Any:
 @click.option("--max-retries", type=click.IntRange(min=0), default=None)
 @click.pass_context
 def enqueue(
-    ctx: click.Context, app_spec: str | None, func: str, args: tuple[str, ...], kwargs_json: str,
-    queue: str | None, delay: float | None, priority: int | None, max_retries: int | None,
+    ctx: click.Context, func: str, args: tuple[str, ...], kwargs_json: str, queue: str | None,
+    delay: float | None, priority: int | None, max_retries: int | None,
 ) -> None:  # fmt: skip
-    """Enqueue FUNC(ARGS...) by its registered name. ARGS are JSON values (else strings)."""
-    kwargs = parse_value(kwargs_json)
-    if not isinstance(kwargs, dict):
-        raise click.BadParameter("must be a JSON object", param_hint="--kwargs")
-    application = resolve_app(ctx, app_spec)
+    """Enqueue FUNC(ARGS...) by its registered name. ARGS are JSON values (else strings).
+
+    With --app the task's @app.task options (queue, max_retries, timeout, ttl...) apply;
+    without it only the options given here do."""
+    kwargs = parse_kwargs(kwargs_json)
+    application = resolve_app(ctx)
+    app_spec = ctx.obj.get("app")
     if app_spec and func not in application.registry:
         raise click.BadParameter(f"{func!r} is not registered with {app_spec}", param_hint="FUNC")
+    if not app_spec:
+        click.echo(
+            f"warning: no --app, so {func}'s @app.task options (queue, max_retries, timeout, "
+            "ttl) are not applied; pass --app module:attribute to apply them", err=True,
+        )  # fmt: skip
 
     async def go() -> str:
         async with application:
@@ -195,17 +315,34 @@ def enqueue(
 
 
 @cli.command()
-@app_option
+@global_options
+@click.option("--watch", is_flag=True, help="Refresh the table until Ctrl-C.")
+@click.option(
+    "--interval", default=2.0, show_default=True, type=click.FloatRange(min=0.05),
+    help="Seconds between refreshes with --watch.",
+)  # fmt: skip
+@click.option("--iterations", type=click.IntRange(min=1), default=None, hidden=True)
 @click.pass_context
-def status(ctx: click.Context, app_spec: str | None) -> None:
+def status(ctx: click.Context, watch: bool, interval: float, iterations: int | None) -> None:
     """Per-queue counts by state, oldest runnable task, and workers holding leases."""
-    application = resolve_app(ctx, app_spec)
+    application = resolve_app(ctx, read_only=True)
+    where = str(getattr(application.backend, "url", ""))
 
-    async def go() -> Any:
+    async def go() -> None:
         async with application:
-            return await application.backend.task_queue.queue_stats()
+            stats = application.backend.task_queue.queue_stats
+            if not watch:
+                console.print(status_table(await stats(), where))
+                return
+            with Live(status_table(await stats(), where), console=console) as live:
+                done = 1
+                while iterations is None or done < iterations:
+                    await asyncio.sleep(interval)
+                    live.update(status_table(await stats(), where))
+                    done += 1
 
-    console.print(status_table(run(go()), getattr(application.backend, "url", "")))
+    with contextlib.suppress(KeyboardInterrupt):
+        run(go())
 
 
 def status_table(rows: list[QueueStats], where: str) -> Table | str:
@@ -227,13 +364,47 @@ def status_table(rows: list[QueueStats], where: str) -> Table | str:
     return table
 
 
+STATES = [s.value for s in TaskStatus]
+
+
 @cli.command()
-@app_option
+@global_options
+@click.option("--queue", default=None, help="Only this queue (default: all).")
+@click.option("--state", type=click.Choice(STATES), default=None, help="Only tasks in this state.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.pass_context
+def tasks(ctx: click.Context, queue: str | None, state: str | None, limit: int) -> None:
+    """List tasks: id, task, queue, state, attempts, age, last error."""
+    application = resolve_app(ctx, read_only=True)
+
+    async def go() -> list[Task]:
+        async with application:
+            return await application.backend.task_queue.list_tasks(queue, state, limit)
+
+    found = sorted(run(go()), key=lambda t: t.created_at)
+    if not found:
+        console.print("no tasks" + (f" in state {state}" if state else "")
+                      + (f" in queue {queue}" if queue else ""))  # fmt: skip
+        return
+    full = " (--limit reached)" if len(found) >= limit else ""
+    table = Table(title=f"{len(found)} task(s){full}")
+    for col in ("id", "task", "queue", "state", "attempts", "age", "error"):
+        table.add_column(col, no_wrap=col == "id")
+    for t in found:
+        table.add_row(
+            t.id, t.func, t.queue_name, t.status.value, f"{t.attempts}/{t.max_retries + 1}",
+            age(t.created_at), (t.error or "")[:60],
+        )  # fmt: skip
+    console.print(table)
+
+
+@cli.command()
+@global_options
 @click.argument("task_id")
 @click.pass_context
-def inspect(ctx: click.Context, app_spec: str | None, task_id: str) -> None:
+def inspect(ctx: click.Context, task_id: str) -> None:
     """Show a task, its result and its event timeline."""
-    application = resolve_app(ctx, app_spec)
+    application = resolve_app(ctx, read_only=True)
 
     async def go() -> Any:
         async with application:
@@ -262,9 +433,12 @@ def inspect(ctx: click.Context, app_spec: str | None, task_id: str) -> None:
                 t.add_row(key, str(task.metadata[key]))
         console.print(t)
     if result is not None:
-        console.print(f"[bold]result[/bold]: {result.status.value}  {result.result!r}")
+        if result.status.value == "success":
+            console.print(f"[bold]result[/bold]: success  {result.result!r}", highlight=False)
+        else:
+            console.print(f"[bold]result[/bold]: {result.status.value}", highlight=False)
         if result.error:
-            console.print(f"[red]{result.error}[/red]")
+            console.print(result.error, style="red", markup=False, highlight=False)
         if result.traceback:
             console.print(result.traceback, markup=False, highlight=False)
     if events:
@@ -280,33 +454,123 @@ def inspect(ctx: click.Context, app_spec: str | None, task_id: str) -> None:
 
 
 @cli.command()
-@app_option
+@global_options
+@click.argument("task_id")
 @click.pass_context
-def cleanup(ctx: click.Context, app_spec: str | None) -> None:
+def cancel(ctx: click.Context, task_id: str) -> None:
+    """Cancel a pending task (a running one finishes; a finished one stays as it is)."""
+    application = resolve_app(ctx, read_only=True)
+
+    async def go() -> tuple[bool, Task | None]:
+        async with application:
+            if await application.cancel(task_id):
+                return True, None
+            return False, await application.backend.task_queue.get_task(task_id)
+
+    cancelled, task = run(go())
+    if not cancelled:
+        raise click.ClickException(
+            f"no task {task_id}" if task is None
+            else f"task {task_id} is {task.status.value}, not pending: not cancelled"
+        )  # fmt: skip
+    console.print(f"{task_id} cancelled")
+
+
+@cli.command()
+@global_options
+@click.argument("task_id", required=False)
+@click.option("--all", "every", is_flag=True, help="Every failed task of --queue.")
+@click.option("--queue", default=None, help="With --all: the queue.")
+@click.pass_context
+def retry(ctx: click.Context, task_id: str | None, every: bool, queue: str | None) -> None:
+    """Send failed (dead-lettered) tasks back to pending: TASK_ID, or --all --queue Q.
+
+    Attempts are reset (the task gets its max_retries again); its last error is kept on the
+    task and in its events."""
+    if every == (task_id is not None) or (every and not queue):
+        raise click.UsageError("give a TASK_ID, or --all with --queue Q")
+    application = resolve_app(ctx, read_only=True)
+
+    async def go() -> list[str]:
+        async with application:
+            if task_id is not None:
+                if await application.retry(task_id):
+                    return [task_id]
+                task = await application.backend.task_queue.get_task(task_id)
+                raise click.ClickException(
+                    f"no task {task_id}" if task is None
+                    else f"task {task_id} is {task.status.value}, not failed: not retried"
+                )  # fmt: skip
+            failed = await application.backend.task_queue.list_tasks(queue, TaskStatus.FAILED)
+            return [t.id for t in failed if await application.retry(t.id)]
+
+    done = run(go())
+    for tid in done:
+        console.print(f"{tid} back to pending")
+    if every:
+        console.print(f"{len(done)} failed task(s) of queue {queue} back to pending")
+
+
+@cli.command()
+@global_options
+@click.option("--queue", required=True, help="The queue to empty.")
+@click.option("--yes", is_flag=True, help="Do it (without --yes: say how many it would cancel).")
+@click.pass_context
+def purge(ctx: click.Context, queue: str, yes: bool) -> None:
+    """Cancel every pending task of a queue (running ones finish); they stay as cancelled
+    tasks, with a CANCELLED result and event, until their ttl or `cleanup`."""
+    application = resolve_app(ctx, read_only=True)
+
+    async def go() -> tuple[int, int]:
+        async with application:
+            pending = await application.backend.task_queue.list_tasks(queue, TaskStatus.PENDING)
+            if not yes:
+                return len(pending), 0
+            return len(pending), sum([await application.cancel(t.id) for t in pending])
+
+    found, cancelled = run(go())
+    if not yes:
+        console.print(f"{found} pending task(s) in queue {queue}; add --yes to cancel them")
+    else:
+        console.print(f"{cancelled} pending task(s) of queue {queue} cancelled")
+
+
+@cli.command()
+@global_options
+@click.pass_context
+def cleanup(ctx: click.Context) -> None:
     """Delete finished tasks, results and events past their ttl."""
-    application = resolve_app(ctx, app_spec)
+    application = resolve_app(ctx, read_only=True)
 
     async def go() -> dict[str, int]:
         async with application:
             return await application.backend.cleanup_expired()
 
     counts = run(go())
-    console.print(", ".join(f"{k}: {v}" for k, v in counts.items()) + " removed")
+    if not any(counts.values()):
+        console.print(
+            "nothing to remove: nothing is past its ttl (finished tasks, results and events "
+            "are kept 7 days by default; set ttl= on @app.task or task_ttl/result_ttl/"
+            "event_ttl in the config)"
+        )
+        return
+    removed = [f"{n} {kind.replace('_', ' ')}" for kind, n in counts.items() if n]
+    console.print("removed " + ", ".join(removed))
 
 
 @cli.command()
-@app_option
+@global_options
+@log_options
 @click.option("--poll-interval", default=1.0, show_default=True, type=click.FloatRange(min=0.01))
 @click.option(
     "--refresh", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
     help="Seconds between re-reads of the schedules (changes made elsewhere show within this).",
 )  # fmt: skip
 @click.pass_context
-def scheduler(
-    ctx: click.Context, app_spec: str | None, poll_interval: float, refresh: float
-) -> None:
+def scheduler(ctx: click.Context, poll_interval: float, refresh: float) -> None:
     """Run a scheduler alone (workers run one each by default) until SIGTERM/SIGINT."""
-    application = resolve_app(ctx, app_spec)
+    setup_logging(ctx)
+    application = resolve_app(ctx)
 
     async def go() -> None:
         async with application:
@@ -325,7 +589,7 @@ def schedule() -> None:
 
 
 @schedule.command("add")
-@app_option
+@global_options
 @click.argument("func")
 @click.argument("args", nargs=-1)
 @click.option("--cron", default=None, help="A cron expression, e.g. '0 9 * * 1-5'.")
@@ -347,22 +611,21 @@ def schedule() -> None:
 )  # fmt: skip
 @click.pass_context
 def schedule_add(
-    ctx: click.Context, app_spec: str | None, func: str, args: tuple[str, ...],
+    ctx: click.Context, func: str, args: tuple[str, ...],
     cron: str | None, tz: str | None, interval: float | None, at_text: str | None,
     kwargs_json: str, queue: str | None, priority: int | None, max_retries: int | None,
     schedule_id: str | None, misfire: str, max_instances: int,
 ) -> None:  # fmt: skip
     """Schedule FUNC(ARGS...) by its registered name: --cron, --interval or --at."""
-    kwargs = parse_value(kwargs_json)
-    if not isinstance(kwargs, dict):
-        raise click.BadParameter("must be a JSON object", param_hint="--kwargs")
+    kwargs = parse_kwargs(kwargs_json)
     at = None
     if at_text is not None:
         try:
             at = datetime.fromisoformat(at_text)
         except ValueError:
             raise click.BadParameter(f"not an ISO time: {at_text!r}", param_hint="--at") from None
-    application = resolve_app(ctx, app_spec)
+    application = resolve_app(ctx)
+    app_spec = ctx.obj.get("app")
     if app_spec and func not in application.registry:
         raise click.BadParameter(f"{func!r} is not registered with {app_spec}", param_hint="FUNC")
 
@@ -396,11 +659,11 @@ def recipe_text(s: Schedule) -> str:
 
 
 @schedule.command("list")
-@app_option
+@global_options
 @click.pass_context
-def schedule_list(ctx: click.Context, app_spec: str | None) -> None:
+def schedule_list(ctx: click.Context) -> None:
     """The schedules: what runs when, next and last run, status."""
-    application = resolve_app(ctx, app_spec)
+    application = resolve_app(ctx, read_only=True)
 
     async def go() -> list[Schedule]:
         async with application:
@@ -427,11 +690,11 @@ def schedule_list(ctx: click.Context, app_spec: str | None) -> None:
 
 
 def _schedule_change(action: str, past: str) -> Any:
-    @app_option
+    @global_options
     @click.argument("schedule_id")
     @click.pass_context
-    def command(ctx: click.Context, app_spec: str | None, schedule_id: str) -> None:
-        application = resolve_app(ctx, app_spec)
+    def command(ctx: click.Context, schedule_id: str) -> None:
+        application = resolve_app(ctx)
 
         async def go() -> bool:
             async with application:

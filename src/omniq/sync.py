@@ -83,8 +83,11 @@ class SyncWrapper(Generic[T]):
     def __exit__(self, *exc_info: Any) -> None:
         run_sync(self._target.__aexit__(*exc_info))
 
+    def __dir__(self) -> list[str]:
+        return sorted(set(dir(self._target)) | {"wrapped"})
+
     def __repr__(self) -> str:
-        return f"SyncWrapper({self._target!r})"
+        return f"{self._target!r} (blocking)"
 
 
 def _blocking(func: Callable[..., Coroutine[Any, Any, R]]) -> Callable[..., R]:

@@ -18,7 +18,7 @@ import time
 import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from omniq.exceptions import (
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("omniq.worker")
 
 KINDS = ("thread", "process", "async")
+CLEANUP_ID = "omniq-cleanup"  # run claims under this id let one worker per interval clean up
 MAX_BACKOFF = 3600.0
 
 
@@ -143,6 +144,7 @@ class Worker:
         grace_period: float = 30.0,
         worker_id: str | None = None,
         scheduler: bool = True,
+        cleanup_interval: float | None = 3600.0,
     ) -> None:
         if isinstance(queues, str):
             queues = [q for q in queues.split(",") if q]
@@ -157,6 +159,9 @@ class Worker:
             visibility_timeout, "visibility_timeout", allow_zero=False
         )
         grace_period = check_seconds(grace_period, "grace_period") or 0.0
+        self.cleanup_interval = check_seconds(
+            cleanup_interval, "cleanup_interval", allow_zero=False
+        )
         self.app = app
         self.backend = app.backend
         self.kind = kind
@@ -219,6 +224,7 @@ class Worker:
 
     async def run(self) -> WorkerStats:
         """Work until stopped, or with ``burst`` until no task is runnable now."""
+        self._check_kind()
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.current_thread()
         if self.kind == "process":
@@ -231,16 +237,16 @@ class Worker:
         self._check_store()
         queue = self.backend.task_queue
         slots = asyncio.Semaphore(self.concurrency)
-        logger.info(
-            "worker %s: queues=%s concurrency=%d kind=%s", self.worker_id, self.queues,
-            self.concurrency, self.kind,
-        )  # fmt: skip
+        self._banner()
         # A burst worker fires the due schedule runs once, when it is out of work (so that its
         # first claim is not held up by the schedule reads), and drains what they enqueued.
         burst_schedule = self.scheduler is not None and self.burst
         scheduling = None
         if self.scheduler and not self.burst:
             scheduling = asyncio.create_task(self.scheduler.run())
+        cleaning = None
+        if self.cleanup_interval and not self.burst:
+            cleaning = asyncio.create_task(self._cleanup_loop(self.cleanup_interval))
         try:
             await self._reap()
             while not self._stop.is_set():
@@ -277,6 +283,10 @@ class Worker:
                 runner.add_done_callback(functools.partial(self._done, slots))
             await self._shutdown()
         finally:
+            if cleaning:
+                cleaning.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await cleaning
             if self.scheduler and scheduling:
                 self.scheduler.stop()  # it finishes the run it is deciding
                 await scheduling
@@ -287,6 +297,41 @@ class Worker:
                     proc.terminate()
                 self._processes.shutdown(wait=False, cancel_futures=True)
         return self.stats
+
+    async def _cleanup_loop(self, interval: float) -> None:
+        """Every ``interval`` seconds, try to be the worker that cleans up (see ``cleanup``)."""
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), interval)
+            if self._stop.is_set():
+                return
+            await self.cleanup(interval)
+
+    async def cleanup(self, interval: float) -> bool:
+        """Delete what is past its ttl, if no worker did in this ``interval``-long window.
+
+        The window's run of ``CLEANUP_ID`` is claimed through the schedule store (an exclusive
+        create: one request, one winner however many workers try); ``False`` if another worker
+        holds it. Claims of earlier windows are removed by the winner."""
+        now = utcnow()
+        window = datetime.fromtimestamp(now.timestamp() // interval * interval, timezone.utc)
+        store = self.backend.schedule_storage
+        try:
+            claim = await store.claim_run(
+                CLEANUP_ID, window, owner=self.worker_id, now=now, stale_after=interval
+            )
+            if claim is None:
+                return False
+            counts = await self.backend.cleanup_expired()
+            await store.forget_runs(CLEANUP_ID, before=window)
+        except StorageError as exc:
+            logger.error("worker %s: cleanup failed (%s); next try in %g s", self.worker_id,
+                         exc, interval)  # fmt: skip
+            return False
+        removed = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in counts.items() if n)
+        logger.info("worker %s: cleanup removed %s", self.worker_id,
+                    removed or "nothing (nothing past its ttl)")  # fmt: skip
+        return True
 
     async def _store_trouble(self, exc: StorageError) -> None:
         """The store failed a claim (unreachable, unreadable): wait, with growing pauses up to
@@ -299,6 +344,41 @@ class Worker:
             await asyncio.wait_for(self._stop.wait(), pause)
 
     MAX_STORE_PAUSE = 30.0
+
+    def _check_kind(self) -> None:
+        """A kind that cannot run some registered task is a setup mistake: refuse to start
+        rather than fail those tasks for good when they arrive."""
+        if self.kind != "async":
+            return
+        plain = sorted(name for name, tf in self.app.registry.items() if not tf.is_async)
+        if plain:
+            raise ConfigError(
+                f"kind='async' runs only async def tasks, but this app registers plain "
+                f"functions: {', '.join(plain)}; run the worker with kind='thread' or 'process'"
+            )
+
+    def _banner(self) -> None:
+        """What this worker is about to do, a line each (INFO)."""
+        from omniq import __version__
+        from omniq.logs import redact
+
+        names = sorted(self.app.registry)
+        shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
+        lines = [
+            f"OmniQ {__version__} worker {self.worker_id} starting",
+            f"  location:           {redact(str(getattr(self.backend, 'url', self.backend)))}",
+            f"  tasks:              {shown or '(none registered)'}",
+            f"  queues:             {', '.join(self.queues)} (in this order)",
+            f"  concurrency:        {self.concurrency} ({self.kind})",
+            f"  visibility timeout: {self.visibility_timeout:g} s",
+            f"  scheduler:          {'on' if self.scheduler else 'off'}"
+            + (" (burst: stops when out of work)" if self.burst else ""),
+            "  cleanup:            "
+            + (f"every {self.cleanup_interval:g} s (one worker of all)"
+               if self.cleanup_interval and not self.burst else "off"),
+        ]  # fmt: skip
+        for line in lines:
+            logger.info(line, extra={"worker_id": self.worker_id})
 
     def _check_store(self) -> None:
         """Refuse concurrent claims on a store that cannot make them race-free."""
@@ -343,10 +423,11 @@ class Worker:
 
     async def _shutdown(self) -> None:
         if not self._running:
+            logger.info("worker %s: stopping, no task running", self.worker_id)
             return
         if not self._force:
             logger.info(
-                "worker %s: waiting up to %.0f s for %d running task(s)",
+                "worker %s: stopping, waiting up to %g s for %d running task(s)",
                 self.worker_id, self.grace_period, len(self._running),
             )  # fmt: skip
             deadline = time.monotonic() + self.grace_period
@@ -354,10 +435,16 @@ class Worker:
                 await asyncio.wait(
                     set(self._running), timeout=min(0.1, max(0.0, deadline - time.monotonic()))
                 )
-        for runner in list(self._running):
+        left = list(self._running)
+        for runner in left:
             runner.cancel()  # _execute releases its task back to pending
-        if self._running:
-            await asyncio.wait(set(self._running))
+        if left:
+            released = self.stats.released
+            await asyncio.wait(left)
+            logger.info(
+                "worker %s: %d unfinished task(s) released back to their queues",
+                self.worker_id, self.stats.released - released,
+            )  # fmt: skip
 
     # ------------------------------------------------------------------ one task
 
@@ -469,17 +556,13 @@ class Worker:
     async def _invoke(self, tf: TaskFunction[Any], task: Task, lost: asyncio.Event) -> Any:
         if tf.is_async:
             call: Any = tf.fn(*task.args, **task.kwargs)
-        elif self.kind == "async":
-            raise ValidationError(
-                f"task {tf.name} is not async; run this worker with kind='thread'"
-            )
         elif self.kind == "process":
             assert self._processes is not None
             call = asyncio.get_running_loop().run_in_executor(
                 self._processes, run_in_process, tf.__module__, tf.__qualname__,
                 task.args, task.kwargs,
             )  # fmt: skip
-        else:
+        else:  # thread; under kind="async" too for a function registered after the start
             call = run_in_daemon_thread(functools.partial(tf.fn, *task.args, **task.kwargs))
         work = asyncio.ensure_future(call)
         watch = asyncio.ensure_future(lost.wait())
@@ -519,7 +602,23 @@ class Worker:
             return
         await queue.finish_task(task, TaskStatus.COMPLETED)
         self.stats.completed += 1
+        self._outcome(task, "completed", duration)
         await self._event(task, EventType.COMPLETED, f"in {duration:.3f} s")
+
+    def _outcome(
+        self, task: Task, outcome: str, duration: float | None, detail: str = "",
+        level: int = logging.INFO, attempt: int | None = None,
+    ) -> None:  # fmt: skip
+        """One log line per task outcome: task name, id, outcome, duration, attempt."""
+        took = f" in {duration:.3f} s" if duration is not None else ""
+        attempt = task.attempts if attempt is None else attempt
+        logger.log(
+            level, "%s %s %s%s (attempt %d of %d)%s", task.func, task.id, outcome, took,
+            attempt, task.max_retries + 1, f" {detail}" if detail else "",
+            extra={"worker_id": self.worker_id, "task": task.func, "task_id": task.id,
+                   "queue": task.queue_name, "outcome": outcome, "duration": duration,
+                   "attempt": attempt},
+        )  # fmt: skip
 
     async def _fence(self, task: Task) -> None:
         """Make sure the lease is ours for a while before writing a result.
@@ -544,6 +643,7 @@ class Worker:
             wait = backoff(task.retry_delay, task.attempts)
             await queue.requeue_task(task, eta=utcnow() + timedelta(seconds=wait), error=message)
             self.stats.retried += 1
+            self._outcome(task, "retrying", None, f"in {wait:.1f} s: {message}", logging.WARNING)
             await self._event(task, EventType.RETRIED, f"{message}; retry in {wait:.2f} s")
             return
         await self._fence(task)
@@ -561,18 +661,20 @@ class Worker:
             logger.error("task %s: its failed result could not be written: %s", task.id, exc)
         await queue.finish_task(task, TaskStatus.FAILED, error=message)
         self.stats.failed += 1
-        logger.warning("task %s failed for good: %s", task.id, message)
+        self._outcome(task, "failed", None, message, logging.ERROR)
         await self._event(task, EventType.FAILED, message)
 
     async def _release(self, task: Task, lock: asyncio.Lock) -> None:
         """Give an unfinished task back (shutdown): not lost, and this attempt does not count."""
         async with lock:
+            attempt = task.attempts
             task.attempts = max(0, task.attempts - 1)
             try:
                 await self.backend.task_queue.requeue_task(
                     task, error="released at worker shutdown"
                 )
                 self.stats.released += 1
-                logger.info("task %s released back to its queue", task.id)
+                self._outcome(task, "released", None, "back to its queue, not counted",
+                              attempt=attempt)  # fmt: skip
             except LeaseLostError:
                 pass

@@ -40,3 +40,8 @@ def sleep_for(seconds: float) -> float:
 async def async_sleep(seconds: float) -> float:
     await asyncio.sleep(seconds)
     return seconds
+
+
+@app.task(max_retries=0)
+def fail(message: str) -> None:
+    raise RuntimeError(message)

@@ -12,6 +12,7 @@ import pytest
 
 from omniq import AsyncOmniQ, OmniQ
 from omniq.exceptions import (
+    ConfigError,
     LeaseLostError,
     ResultTimeoutError,
     TaskFailedError,
@@ -73,9 +74,10 @@ async def test_async_kind_refuses_plain_functions(app):
         return 1
 
     h = await plain.delay()
-    await app.run_worker(burst=True, kind="async")
-    with pytest.raises(TaskFailedError, match="not async"):
-        await h.result(timeout=1)
+    # Refused at start (issue 15: a worker's configuration never dead-letters a task).
+    with pytest.raises(ConfigError, match="kind='async' runs only async def tasks"):
+        await app.run_worker(burst=True, kind="async")
+    assert await h.status() == "pending"
 
 
 async def test_retries_with_backoff_then_success(app):

@@ -26,6 +26,9 @@ FORMATS: tuple[str, ...] = ("json", "msgpack", "pickle")
 T = TypeVar("T")
 
 
+DEFAULT_TTL = 7 * 86400.0  # seconds finished tasks, results and events are kept by default
+
+
 def _env(field: str, default: T, kind: Any = None) -> Callable[[], T]:
     """A default factory reading ``OMNIQ_<FIELD>``, converted to the field's type."""
     var = "OMNIQ_" + field.upper()
@@ -34,6 +37,8 @@ def _env(field: str, default: T, kind: Any = None) -> Callable[[], T]:
         raw = os.environ.get(var)
         if raw is None or raw == "":
             return default
+        if field.endswith("_ttl") and raw.strip().lower() in ("none", "forever"):
+            return None  # type: ignore[return-value]
         target = kind if kind is not None else type(default)
         try:
             if target is dict:
@@ -61,9 +66,10 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     poll_interval: float = msgspec.field(default_factory=_env("poll_interval", 0.05))
     reap_interval: float = msgspec.field(default_factory=_env("reap_interval", 5.0))
     max_deliveries: int = msgspec.field(default_factory=_env("max_deliveries", 20))
-    task_ttl: float | None = msgspec.field(default_factory=_env("task_ttl", None, float))
-    result_ttl: float | None = msgspec.field(default_factory=_env("result_ttl", None, float))
-    event_ttl: float | None = msgspec.field(default_factory=_env("event_ttl", None, float))
+    # Finished tasks, results and events are kept a week by default; None keeps them forever.
+    task_ttl: float | None = msgspec.field(default_factory=_env("task_ttl", DEFAULT_TTL, float))
+    result_ttl: float | None = msgspec.field(default_factory=_env("result_ttl", DEFAULT_TTL, float))
+    event_ttl: float | None = msgspec.field(default_factory=_env("event_ttl", DEFAULT_TTL, float))
 
     def __post_init__(self) -> None:
         if self.serialization_format not in FORMATS:
