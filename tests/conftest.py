@@ -129,12 +129,18 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
-@pytest.fixture(params=BACKENDS)
-def backend_kind(request: pytest.FixtureRequest) -> str:
+def backend_param(request: pytest.FixtureRequest) -> str:
+    """The backend kind a parametrized test runs on; a test marked ``file_layout`` (it reads
+    the file backend's objects) is skipped on SQLite with its reason."""
     marker = request.node.get_closest_marker("file_layout")
     if request.param == "sqlite" and marker is not None:
         pytest.skip(f"file backend layout: {marker.args[0]}")
     return str(request.param)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    return backend_param(request)
 
 
 @pytest.fixture

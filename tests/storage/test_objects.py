@@ -10,7 +10,7 @@ import logging
 
 import pytest
 
-from conftest import CLAIM_BACKENDS
+from conftest import CLAIM_BACKENDS, backend_param
 from omniq import AsyncOmniQ
 from omniq.exceptions import ConfigError
 from omniq.storage.file.objects import VersionMismatch
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.file_layout("the primitive object layer under the file 
 @pytest.fixture(params=CLAIM_BACKENDS)
 def backend_kind(request: pytest.FixtureRequest) -> str:
     """This contract runs on SeaweedFS as well (a second real S3 server)."""
-    return str(request.param)
+    return backend_param(request)
 
 
 def _conditional(backend) -> bool:

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from conftest import CLAIM_BACKENDS
+from conftest import CLAIM_BACKENDS, backend_param
 from omniq.exceptions import LeaseLostError, SerializationError, ValidationError
 from omniq.models._time import utcnow
 from omniq.models.task import Task, TaskStatus
@@ -16,7 +16,7 @@ from omniq.models.task import Task, TaskStatus
 @pytest.fixture(params=CLAIM_BACKENDS)
 def backend_kind(request: pytest.FixtureRequest) -> str:
     """This contract runs on SeaweedFS as well (a second real S3 server)."""
-    return str(request.param)
+    return backend_param(request)
 
 
 async def test_enqueue_dequeue_roundtrip(backend):
