@@ -2,6 +2,7 @@
 
     python -m benchmarks            # full: N = 1k, 10k, 100k, 3 repeats (tens of minutes)
     python -m benchmarks --quick    # N = 1k, 3k, 1 repeat, small payload counts (< 2 min)
+    python -m benchmarks --only "omniq sqlite,huey SqliteHuey"   # some systems, no worker part
 
 Workloads (all on the same disk, in one run, systems interleaved within each repeat so that the
 ratios are taken pair by pair): enqueue N and drain N (take + acknowledge) with 100-byte
@@ -28,9 +29,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.systems import MISSING, SYSTEMS, System, payload_of
+from benchmarks import systems
+from benchmarks.systems import MISSING, System, payload_of
 
 RESULTS = Path(__file__).parent / "results"
+# Bars against a named peer, besides the ratios to OmniQ local: system -> its peer.
+PEERS = {"omniq sqlite": "huey SqliteHuey", "omniq sqlite fsync": "huey SqliteHuey"}
 
 
 def one_run(factory: Any, root: str, n: int, size: int) -> dict[str, Any]:
@@ -64,6 +68,14 @@ def extrapolate(past: list[tuple[int, float]], n: int) -> float:
     return t2 * (n / n2) ** exponent
 
 
+def time_ratios(base: list[dict[str, Any]], runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Median of base time / system time, pair by pair (above 1: the system is faster)."""
+    return {
+        op: statistics.median(b[f"{op}_s"] / r[f"{op}_s"] for b, r in zip(base, runs, strict=True))
+        for op in ("enqueue", "drain")
+    }
+
+
 def scaling(root: str, sizes: list[int], repeats: int, budget: float) -> dict[str, Any]:
     """Per-task enqueue and drain cost at each N, per system; ratios to OmniQ per repeat."""
     out: dict[str, Any] = {}
@@ -71,7 +83,7 @@ def scaling(root: str, sizes: list[int], repeats: int, budget: float) -> dict[st
     for n in sizes:
         runs: dict[str, list[dict[str, Any]]] = {}
         for _ in range(repeats):
-            for factory in SYSTEMS:
+            for factory in systems.SYSTEMS:
                 name = factory.name
                 estimate = extrapolate(history.get(name, []), n)
                 if estimate > budget:
@@ -93,13 +105,11 @@ def scaling(root: str, sizes: list[int], repeats: int, budget: float) -> dict[st
         base = runs.get("omniq local")
         for name, rs in runs.items():
             if base and len(rs) == len(base):
-                ratio_e = statistics.median(
-                    b["enqueue_s"] / r["enqueue_s"] for b, r in zip(base, rs, strict=True)
-                )
-                ratio_d = statistics.median(
-                    b["drain_s"] / r["drain_s"] for b, r in zip(base, rs, strict=True)
-                )
-                out[name][str(n)]["omniq_time_ratio"] = {"enqueue": ratio_e, "drain": ratio_d}
+                out[name][str(n)]["omniq_time_ratio"] = time_ratios(base, rs)
+            peer = runs.get(PEERS.get(name, ""))
+            if peer and len(rs) == len(peer):
+                out[name][str(n)]["peer_time_ratio"] = time_ratios(peer, rs)
+        for name in runs:
             out[name][str(n)].pop("_runs", None)
     return out
 
@@ -107,7 +117,7 @@ def scaling(root: str, sizes: list[int], repeats: int, budget: float) -> dict[st
 def payloads(root: str, sizes: dict[int, int]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for size, n in sizes.items():
-        for factory in SYSTEMS:
+        for factory in systems.SYSTEMS:
             r = one_run(factory, root, n, size)
             out.setdefault(factory.name, {})[str(size)] = {
                 "n": n, "enqueue_us": r["enqueue_s"] / n * 1e6, "drain_us": r["drain_s"] / n * 1e6,
@@ -117,17 +127,22 @@ def payloads(root: str, sizes: dict[int, int]) -> dict[str, Any]:
 
 
 def _consume(factory: Any, path: str, start: Any, out: Any) -> None:
-    system = factory(path)
-    start.wait()
-    got = system.drain()
-    system.close()
-    out.put(got)
+    """Drain in a consumer process; an error is reported (a system that surfaces "database is
+    locked" to its caller, say) instead of leaving the parent waiting for this consumer."""
+    try:
+        system = factory(path)
+        start.wait()
+        got = system.drain()
+        system.close()
+        out.put(got)
+    except Exception as exc:
+        out.put(f"{type(exc).__name__}: {exc}")
 
 
 def concurrent(root: str, n: int, consumers: int = 4) -> dict[str, Any]:
     out: dict[str, Any] = {}
     ctx = mp.get_context("spawn")
-    for factory in SYSTEMS:
+    for factory in systems.SYSTEMS:
         if not factory.multi_process:
             continue
         path = tempfile.mkdtemp(dir=root)
@@ -145,14 +160,17 @@ def concurrent(root: str, n: int, consumers: int = 4) -> dict[str, Any]:
         time.sleep(1.0)  # let them import and open
         t0 = time.perf_counter()
         start.set()
-        got = [m for _ in procs for m in results.get(timeout=600)]
+        outcomes = [results.get(timeout=600) for _ in procs]
         elapsed = time.perf_counter() - t0
+        errors = [o for o in outcomes if isinstance(o, str)]
+        got = [m for o in outcomes if not isinstance(o, str) for m in o]
         for p in procs:
             p.join()
         shutil.rmtree(path, ignore_errors=True)
         out[factory.name] = {
             "tasks_per_s": n / elapsed, "duplicates": len(got) - len(set(got)),
             "lost": len(set(sent) - set(got)), "consumers": consumers, "n": n,
+            "errors": errors,
         }  # fmt: skip
     return out
 
@@ -204,13 +222,24 @@ def report(data: dict[str, Any], sizes: list[int]) -> str:
             if "skipped" in r:
                 cells += [f"skipped ({r['skipped']})", ""]
                 continue
-            ratio = r.get("omniq_time_ratio", {})
+            ratio = r.get("omniq_time_ratio")
             bad = "" if r.get("correct", True) else " ⚠ wrong"
-            cells.append(f"{r['enqueue_us']:.0f} (x{ratio.get('enqueue', 0):.2f})")
+            vs = {op: f" (x{ratio[op]:.2f})" if ratio else "" for op in ("enqueue", "drain")}
+            cells.append(f"{r['enqueue_us']:.0f}{vs['enqueue']}")
             lo, hi = r["drain_spread_us"]
             spread = f" [{lo:.0f}-{hi:.0f}]" if hi - lo >= 1 else ""
-            cells.append(f"{r['drain_us']:.0f}{spread} (x{ratio.get('drain', 0):.2f}){bad}")
+            cells.append(f"{r['drain_us']:.0f}{spread}{vs['drain']}{bad}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for name, peer in PEERS.items():
+        by_n = data["scaling"].get(name, {})
+        cells = [
+            f"N={n}: enqueue x{r['peer_time_ratio']['enqueue']:.2f}, "
+            f"drain x{r['peer_time_ratio']['drain']:.2f}"
+            for n in sizes
+            if "peer_time_ratio" in (r := by_n.get(str(n), {}))
+        ]
+        if cells:
+            lines += ["", f"{name} against {peer} (its time / ours): " + "; ".join(cells)]
     sizes_p = sorted({int(s) for v in data["payloads"].values() for s in v})
     lines += ["", "Payload sizes (µs per message, enqueue / drain)", ""]
     lines += [
@@ -224,13 +253,18 @@ def report(data: dict[str, Any], sizes: list[int]) -> str:
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "4 consumer processes on one queue", ""]
-    lines += ["| system | tasks/s | duplicates | lost |", "|---|---|---|---|"]
+    lines += ["| system | tasks/s | duplicates | lost | consumer errors |", "|---|---|---|---|---|"]
     for name, r in data["concurrent"].items():
-        lines.append(f"| {name} | {r['tasks_per_s']:,.0f} | {r['duplicates']} | {r['lost']} |")
-    from benchmarks.worker_latency import table
+        errors = r.get("errors", [])
+        failed = f"{len(errors)} ({errors[0]})" if errors else "0"
+        lines.append(
+            f"| {name} | {r['tasks_per_s']:,.0f} | {r['duplicates']} | {r['lost']} | {failed} |"
+        )
+    if data["worker"]:
+        from benchmarks.worker_latency import table
 
-    lines += ["", "Workers end to end, no-op tasks, local disk, 4 slots (per repeat: tasks/s"
-              " divided by SqliteHuey's)", "", table(data["worker"])]  # fmt: skip
+        lines += ["", "Workers end to end, no-op tasks, local disk, 4 slots (per repeat: tasks/s"
+                  " divided by SqliteHuey's)", "", table(data["worker"])]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -241,7 +275,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat (< 2 min)")
     parser.add_argument("--dir", default=None, help="where the queues live (default: a temp dir)")
     parser.add_argument("--report", metavar="JSON", help="only print the tables of a saved run")
+    parser.add_argument(
+        "--only", metavar="NAMES", help="comma-separated system names (skips the worker part)"
+    )
     args = parser.parse_args()
+    if args.only:
+        wanted = {n.strip() for n in args.only.split(",")}
+        unknown = wanted - {s.name for s in systems.SYSTEMS}
+        if unknown:
+            parser.error(f"unknown or not installed: {', '.join(sorted(unknown))}")
+        systems.SYSTEMS[:] = [s for s in systems.SYSTEMS if s.name in wanted]
     if args.report:
         data = json.loads(Path(args.report).read_text())
         sizes = sorted({int(n) for by_n in data["scaling"].values() for n in by_n})
@@ -271,7 +314,7 @@ def main() -> None:
         print("concurrent consumers...", file=sys.stderr)
         data["concurrent"] = concurrent(root, conc_n)
         print("worker end to end...", file=sys.stderr)
-        data["worker"] = worker_end_to_end(worker_tasks, samples, repeats)
+        data["worker"] = {} if args.only else worker_end_to_end(worker_tasks, samples, repeats)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     data["seconds"] = time.perf_counter() - t0

@@ -2,8 +2,9 @@
 
 ``enqueue(payloads)`` puts the messages; ``drain()`` takes and acknowledges messages until the
 queue is empty and returns what it took. Each adapter uses its system's own storage-level API
-(no worker loop), the way a consumer would: OmniQ's task queue (dequeue + finish_task), Huey's
-storage (enqueue/dequeue), kombu's SimpleQueue (put/get/ack), persist-queue (put/get/ack).
+(no worker loop), the way a consumer would: OmniQ's task queue (dequeue + finish_task; local
+directory, memory and SQLite backends), Huey's storage (enqueue/dequeue), kombu's SimpleQueue
+(put/get/ack), persist-queue (put/get/ack).
 """
 
 from __future__ import annotations
@@ -114,6 +115,34 @@ class OmniQMemory(OmniQFile):
     name = "omniq memory"
     multi_process = False
     url_prefix = "memory://"
+
+
+class OmniQSQLite(OmniQFile):
+    """OmniQ's SQLite backend, opened once (its connection thread outlives each event loop)."""
+
+    name = "omniq sqlite"
+    multi_process = True
+    fsync = False
+
+    def _backend(self) -> Any:
+        from omniq.backend.sqlite import SQLiteBackend
+
+        os.makedirs(self.path, exist_ok=True)
+        backend = SQLiteBackend(
+            os.path.join(self.path, "omniq.db"), visibility_timeout=3600, fsync=self.fsync
+        )
+        asyncio.run(backend.open())
+        return backend
+
+    def close(self) -> None:
+        asyncio.run(self.backend.close())
+
+
+class OmniQSQLiteFsync(OmniQSQLite):
+    """``fsync=True``: synchronous=FULL, every commit synced, as SqliteHuey does by default."""
+
+    name = "omniq sqlite fsync"
+    fsync = True
 
 
 class HueyFile(System):
@@ -231,8 +260,8 @@ class PersistQueueSqliteAck(PersistQueueFile):
 
 
 ALL_SYSTEMS: list[type[System]] = [
-    Bare, OmniQFile, OmniQMemory, HueySqlite, HueyFile, KombuFS, PersistQueueFile,
-    PersistQueueSqliteAck,
+    Bare, OmniQFile, OmniQMemory, OmniQSQLite, OmniQSQLiteFsync, HueySqlite, HueyFile, KombuFS,
+    PersistQueueFile, PersistQueueSqliteAck,
 ]  # fmt: skip
 MISSING = [s.name for s in ALL_SYSTEMS if s.requires and not importlib.util.find_spec(s.requires)]
 SYSTEMS = [s for s in ALL_SYSTEMS if s.name not in MISSING]

@@ -6,6 +6,7 @@ the first time a test needs them.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
@@ -15,11 +16,17 @@ from typing import Any
 import pytest
 
 from emulators import STARTERS, Emulator  # tests/ is on sys.path (rootdir conftest)
+from omniq.backend.base import Backend
 from omniq.backend.file import FileBackend
+from omniq.backend.sqlite import SQLiteBackend
 from omniq.models._time import set_clock, system_now
+from s3proxy import S3Proxy
 
 # Every contract test runs once per entry.
-BACKENDS = ["local", "memory", "s3", "gcs", "azure"]
+BACKENDS = ["local", "memory", "s3", "gcs", "azure", "sqlite"]
+# The claim, lease, fencing and reaping contract (tests/storage/test_task_queue.py,
+# test_objects.py) runs on these too: a second real S3 server.
+CLAIM_BACKENDS = [*BACKENDS, "seaweedfs"]
 CLOUD = frozenset(STARTERS)
 
 
@@ -29,8 +36,10 @@ def make_backend(
     emulator: Emulator | None = None,
     url: str | None = None,
     **settings: Any,
-) -> FileBackend:
+) -> Backend:
     """A backend of one kind; cloud kinds get a fresh bucket unless ``url`` names one."""
+    if kind == "sqlite":
+        return SQLiteBackend(tmp_path / "omniq.db", **settings)
     if kind == "local":
         return FileBackend(base_dir=str(tmp_path / "omniq_data"), fs_protocol="file", **settings)
     if kind == "memory":
@@ -71,6 +80,21 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Emulator:
     return emulator_for("s3", tmp_path_factory)
 
 
+@pytest.fixture
+def s3_target(s3_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    """An S3 server by ``s3_kind`` (parametrize it): "moto", "seaweedfs", or "rgw" — moto
+    behind a proxy that answers conditional requests as Ceph RGW 16.2 does (a quoted
+    ``If-Match`` gets 412, ``If-Match`` on DELETE is ignored)."""
+    if s3_kind == "rgw":
+        server = emulator_for("s3", tmp_path_factory)
+        with S3Proxy(server.endpoint, quoted_if_match=False, delete_if_match=False) as proxy:
+            yield dataclasses.replace(
+                server, endpoint=proxy.endpoint, options=proxy.options(server.options)
+            )
+    else:
+        yield emulator_for("s3" if s3_kind == "moto" else s3_kind, tmp_path_factory)
+
+
 class FakeClock:
     """A clock the test moves on by hand (``omniq.models._time.set_clock``)."""
 
@@ -105,23 +129,32 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+def backend_param(request: pytest.FixtureRequest) -> str:
+    """The backend kind a parametrized test runs on; a test marked ``file_layout`` (it reads
+    the file backend's objects) is skipped on SQLite with its reason."""
+    marker = request.node.get_closest_marker("file_layout")
+    if request.param == "sqlite" and marker is not None:
+        pytest.skip(f"file backend layout: {marker.args[0]}")
+    return str(request.param)
+
+
 @pytest.fixture(params=BACKENDS)
 def backend_kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+    return backend_param(request)
 
 
 @pytest.fixture
 def backend_factory(backend_kind: str, tmp_path: Path, emulator: Emulator | None) -> Any:
     url = emulator.url() if emulator is not None else None  # one bucket per test
 
-    def factory(**settings: Any) -> FileBackend:
+    def factory(**settings: Any) -> Backend:
         return make_backend(backend_kind, tmp_path, emulator, url, **settings)
 
     return factory
 
 
 @pytest.fixture
-async def backend(backend_factory: Any) -> AsyncIterator[FileBackend]:
+async def backend(backend_factory: Any) -> AsyncIterator[Backend]:
     b = backend_factory()
     async with b:
         yield b

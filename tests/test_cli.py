@@ -38,7 +38,7 @@ def run(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "command",
     [[], ["worker"], ["enqueue"], ["status"], ["inspect"], ["cleanup"], ["scheduler"],
-     ["schedule"], ["schedule", "add"], ["schedule", "list"], ["schedule", "rm"]],
+     ["schedule"], ["schedule", "add"], ["schedule", "list"], ["schedule", "rm"], ["migrate"]],
 )  # fmt: skip
 def test_help_everywhere(command):
     result = CliRunner().invoke(cli, [*command, "--help"])

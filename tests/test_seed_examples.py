@@ -363,6 +363,58 @@ def test_debug_mode(tmp_path):
     logging.getLogger("omniq.storage.file").setLevel(logging.NOTSET)
 
 
+def test_migration_from_sqlite_backend(tmp_path):
+    from omniq.backend.sqlite import SQLiteBackend
+
+    with SQLiteBackend("omniq.db") as before:  # what the seed's source database holds
+        q = before.get_task_queue(async_mode=False)
+        finished = q.enqueue(Task(func="finished", priority=2))
+        in_flight = q.enqueue(Task(func="in_flight", priority=1))
+        waiting = q.enqueue(Task(func="waiting"))
+        q.finish_task(q.dequeue(["default"]))
+        assert q.dequeue(["default"], worker_id="old").id == in_flight
+        before.get_result_storage(async_mode=False).set(TaskResult(task_id=finished, result=42))
+
+    # ---- the seed's example, as written ----
+    from omniq.backend.sqlite import SQLiteBackend  # noqa: I001 (the seed's order)
+    from omniq.backend.file import FileBackend
+
+    # Source SQLite backend
+    sqlite_backend = SQLiteBackend("omniq.db")
+
+    # Target file backend
+    file_backend = FileBackend("./migrated_data")
+
+    async def migrate():
+        async with sqlite_backend, file_backend:
+            # Migrate tasks
+            sqlite_queue = sqlite_backend.get_task_queue()
+            file_queue = file_backend.get_task_queue()
+
+            tasks = await sqlite_queue.list_tasks()
+            for task in tasks:
+                await file_queue.enqueue(task)
+
+            # Migrate results
+            sqlite_results = sqlite_backend.get_result_storage()
+            file_results = file_backend.get_result_storage()
+
+            results = await sqlite_results.list_results()
+            for result in results:
+                await file_results.set(result)
+
+    asyncio.run(migrate())
+    # ---- end of the seed's example ----
+
+    with FileBackend("./migrated_data") as after:
+        q = after.get_task_queue(async_mode=False)
+        assert q.get_task(finished).status is TaskStatus.COMPLETED
+        assert after.get_result_storage(async_mode=False).get(finished).result == 42
+        moved = q.get_task(in_flight)
+        assert moved.status is TaskStatus.PENDING and moved.attempts == 1  # its lease stayed
+        assert [t.id for t in q.list_tasks(status="pending")] == [in_flight, waiting]
+
+
 # ---- the seed's S3 examples, against the moto server on 127.0.0.1 ----------------------------
 
 

@@ -51,6 +51,9 @@ def test_signed_roundtrip_and_tamper_detection():
         s.decode(Serializer("json").encode(Task(func="f")), Task, "t.json")
 
 
+@pytest.mark.file_layout(
+    "drops a file into pending/ (SQLite: tests/backend/test_sqlite_backend.py)"
+)
 async def test_backend_refuses_injected_task_when_key_set(backend_factory):
     signed = backend_factory(secret_key="k1")
     async with signed:
@@ -71,6 +74,7 @@ async def test_backend_refuses_injected_task_when_key_set(backend_factory):
         assert len(await signed.objects.list(f"corrupt/tasks/default/{claimed_dir(signed)}")) == 1
 
 
+@pytest.mark.file_layout("reads the stored file (SQLite: tests/backend/test_sqlite_backend.py)")
 async def test_secret_key_from_environment(backend_factory, monkeypatch):
     monkeypatch.setenv("OMNIQ_SECRET_KEY", "from-env")
     b = backend_factory()

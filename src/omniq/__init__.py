@@ -2,7 +2,9 @@
 
 from omniq.app import AsyncOmniQ, OmniQ, TaskFunction
 from omniq.backend.file import FileBackend
+from omniq.backend.sqlite import SQLiteBackend
 from omniq.exceptions import OmniQError, StorageError, TaskFailedError
+from omniq.migrate import migrate, migrate_async
 from omniq.models import (
     EventType,
     FileConfig,
@@ -15,6 +17,7 @@ from omniq.models import (
     TaskResult,
     TaskStatus,
 )
+from omniq.models.config import SQLiteConfig
 
 __version__ = "0.1.0"
 
@@ -27,6 +30,8 @@ __all__ = [
     "OmniQ",
     "OmniQError",
     "ResultStatus",
+    "SQLiteBackend",
+    "SQLiteConfig",
     "Schedule",
     "ScheduleType",
     "StorageError",
@@ -36,4 +41,6 @@ __all__ = [
     "TaskFunction",
     "TaskResult",
     "TaskStatus",
+    "migrate",
+    "migrate_async",
 ]

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from omniq.backend.base import Backend
 from omniq.backend.file import FileBackend
+from omniq.backend.sqlite import SCHEME as SQLITE_SCHEME
+from omniq.backend.sqlite import SQLiteBackend
 from omniq.exceptions import (
     OmniQError,
     ResultTimeoutError,
@@ -117,6 +119,8 @@ def make_backend(target: str | os.PathLike[str] | Backend | None, **settings: An
     if target is None:
         return FileBackend(**settings)
     path = os.fspath(target)
+    if path.startswith(SQLITE_SCHEME):
+        return SQLiteBackend.from_url(path, **settings)
     return (
         FileBackend.from_url(path, **settings) if "://" in path else FileBackend(path, **settings)
     )

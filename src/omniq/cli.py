@@ -1,4 +1,5 @@
-"""The ``omniq`` command: worker, enqueue, status, inspect, cleanup, schedule, scheduler."""
+"""The ``omniq`` command: worker, enqueue, status, inspect, cleanup, schedule, scheduler,
+migrate."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from zoneinfo import ZoneInfo
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from omniq.app import AsyncOmniQ, OmniQ
 from omniq.exceptions import OmniQError
+from omniq.migrate import STORES, MigrationReport, migrate_async, parse_stores
 from omniq.models._time import utcnow
 from omniq.models.schedule import Misfire, Schedule, ScheduleType
 from omniq.models.task import Task
@@ -84,8 +87,8 @@ app_option = click.option("--app", "app_spec", help="module:attribute of an Omni
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--url", envvar="OMNIQ_URL", default=None,
-    help="Where the data lives: a path or URL (default: OMNIQ_BASE_DIR / OMNIQ_FSSPEC_URI, "
-    "else ./omniq_data).",
+    help="Where the data lives: a path or URL, sqlite:///file.db for SQLite (default: "
+    "OMNIQ_BASE_DIR / OMNIQ_FSSPEC_URI, else ./omniq_data).",
 )  # fmt: skip
 @click.pass_context
 def cli(ctx: click.Context, url: str | None) -> None:
@@ -129,8 +132,9 @@ def worker(
             queues.split(","), concurrency, kind, visibility_timeout, burst, grace_period,
             worker_id, scheduler=scheduler,
         )  # fmt: skip
-        with w.handle_signals():
-            return await w.run()
+        async with application:  # closes the store's connections when the worker stops
+            with w.handle_signals():
+                return await w.run()
 
     stats = run(go())
     console.print(
@@ -444,6 +448,49 @@ def _schedule_change(action: str, past: str) -> Any:
 schedule.command("pause")(_schedule_change("pause", "paused"))
 schedule.command("resume")(_schedule_change("resume", "resumed"))
 schedule.command("rm")(_schedule_change("delete", "removed"))
+
+
+@cli.command()
+@click.argument("source")
+@click.argument("dest")
+@click.option(
+    "--what", default=",".join(STORES), show_default=True,
+    help="Stores to copy, comma-separated.",
+)  # fmt: skip
+@click.option("--dry-run", is_flag=True, help="Count what would be copied; write nothing.")
+def migrate(source: str, dest: str, what: str, dry_run: bool) -> None:
+    """Copy tasks, results, events and schedules from SOURCE to DEST (paths or URLs, e.g.
+    ./omniq_data, s3://bucket/prefix, sqlite:///omniq.db). Items DEST already holds are
+    skipped, so it can run again after a crash; exits 1 if the counts do not match."""
+    try:
+        stores = parse_stores(what)
+    except OmniQError as exc:
+        raise click.BadParameter(str(exc), param_hint="--what") from exc
+    with Progress(
+        TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
+        console=console, transient=not sys.stdout.isatty(),
+    ) as bar:  # fmt: skip
+        bars = {name: bar.add_task(name, total=None) for name in stores}
+
+        def advance(store: str, done: int, total: int) -> None:
+            bar.update(bars[store], completed=done, total=total)
+
+        report = run(migrate_async(source, dest, what=stores, dry_run=dry_run, progress=advance))
+    console.print(migration_table(report))
+    if not report.ok:
+        raise click.ClickException("some items are missing from the destination (see above)")
+
+
+def migration_table(report: MigrationReport) -> Table:
+    title = f"{report.source} -> {report.dest}" + (" (dry run)" if report.dry_run else "")
+    t = Table(title=title)
+    for column in ("store", "in source", "already there", "copied", "verified"):
+        t.add_column(column, justify="left" if column == "store" else "right")
+    for s in report.stores:
+        copied = f"{s.source - s.present} to copy" if report.dry_run else str(s.copied)
+        verified = "-" if s.verified is None else f"{s.verified}/{s.source}"
+        t.add_row(s.store, str(s.source), str(s.present), copied, verified)
+    return t
 
 
 def main() -> None:

@@ -290,7 +290,8 @@ class Worker:
         objects: Any = getattr(self.backend, "objects", None)  # file backends have one
         if objects is not None and not objects.capabilities.safe_claims and self.concurrency > 1:
             raise ConfigError(
-                f"{objects.url} offers neither an atomic rename nor conditional writes, so two "
+                f"{objects.url} offers neither an atomic rename nor usable conditional writes "
+                "(create + compare-and-swap; the start-up probe logged what it found), so two "
                 "claims of one task could both succeed: run a single worker with concurrency=1"
             )
 

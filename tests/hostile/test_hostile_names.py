@@ -11,6 +11,8 @@ from omniq import AsyncOmniQ
 from omniq.models.event import EventType
 from omniq.models.task import Task, TaskStatus
 
+pytestmark = pytest.mark.file_layout("names and entries in queue directories")
+
 
 @pytest.mark.parametrize("stray", ["notes.json", "x.json", "00001-abc-XYZ.json", "README"])
 async def test_stray_name_in_pending_is_set_aside_and_work_goes_on(backend, stray, caplog):

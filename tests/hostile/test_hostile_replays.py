@@ -11,6 +11,8 @@ from omniq.storage.file.keys import is_pending_name
 
 SECRET = "s3cret"
 
+pytestmark = pytest.mark.file_layout("copies of task files between names and directories")
+
 
 async def set_aside(backend, queue="default"):
     """Task ids set aside from a queue: rename stores claim into running/ before reading,

@@ -9,6 +9,10 @@ from omniq.models.event import EventType
 from omniq.models.result import TaskResult
 from omniq.models.task import Task
 
+pytestmark = pytest.mark.file_layout(
+    "damages files in place (SQLite: tests/backend/test_sqlite_backend.py)"
+)
+
 
 def claimed_dir(backend):
     """Where a task that was unreadable at claim time is set aside from: rename stores move it

@@ -33,6 +33,7 @@ async def test_log_and_filter(backend):
     assert await es.get_events(task_id="nobody") == []
 
 
+@pytest.mark.file_layout("event objects by UTC day folder")
 async def test_partitioned_by_utc_day(backend):
     es = backend.get_event_storage()
     event = TaskEvent(task_id="t1", event_type=EventType.STARTED, timestamp=at(15))
@@ -41,6 +42,7 @@ async def test_partitioned_by_utc_day(backend):
     assert names == [f"{event.id}.started.json"]
 
 
+@pytest.mark.file_layout("counts object reads (SQLite reads one task's rows by index)")
 async def test_reading_one_task_does_not_read_other_tasks(backend, monkeypatch):
     es = backend.get_event_storage()
     for i in range(20):
@@ -68,7 +70,8 @@ async def test_batch_is_one_object_per_task_and_day(backend):
         TaskEvent(task_id="t2", event_type=EventType.STARTED, timestamp=at(15, 3)),
     ]
     await es.log_events(batch)
-    assert len(await backend.objects.list("events/2024/01/15/t1")) == 1
+    if hasattr(backend, "objects"):  # file backends: one object per task and day
+        assert len(await backend.objects.list("events/2024/01/15/t1")) == 1
     assert await es.get_events(task_id="t1") == batch[:2]
     assert [e.task_id for e in await es.get_events(event_type=EventType.COMPLETED)] == ["t1"]
 

@@ -10,9 +10,18 @@ import logging
 
 import pytest
 
+from conftest import CLAIM_BACKENDS, backend_param
 from omniq import AsyncOmniQ
 from omniq.exceptions import ConfigError
 from omniq.storage.file.objects import VersionMismatch
+
+pytestmark = pytest.mark.file_layout("the primitive object layer under the file stores")
+
+
+@pytest.fixture(params=CLAIM_BACKENDS)
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    """This contract runs on SeaweedFS as well (a second real S3 server)."""
+    return backend_param(request)
 
 
 def _conditional(backend) -> bool:

@@ -37,6 +37,7 @@ async def test_status_change_moves_folder(backend):
     assert await rs.list_results(status=ResultStatus.FAILED) == []
 
 
+@pytest.mark.file_layout("result objects under success/ and failed/")
 async def test_layout_on_disk(backend):
     rs = backend.get_result_storage()
     await rs.set(TaskResult(task_id="a", result=1))

@@ -24,7 +24,8 @@ async def test_save_get_list(backend):
     assert await ss.get_schedule(s.id) == s
     assert await ss.list_schedules() == [s]
     assert await ss.get_schedule("missing") is None
-    assert await backend.objects.list("schedules/active") == [f"{s.id}.json"]
+    if hasattr(backend, "objects"):  # file backends: the folder is the status
+        assert await backend.objects.list("schedules/active") == [f"{s.id}.json"]
 
 
 async def test_ready_schedules(backend):

@@ -7,9 +7,16 @@ from datetime import timedelta
 
 import pytest
 
+from conftest import CLAIM_BACKENDS, backend_param
 from omniq.exceptions import LeaseLostError, SerializationError, ValidationError
 from omniq.models._time import utcnow
 from omniq.models.task import Task, TaskStatus
+
+
+@pytest.fixture(params=CLAIM_BACKENDS)
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    """This contract runs on SeaweedFS as well (a second real S3 server)."""
+    return backend_param(request)
 
 
 async def test_enqueue_dequeue_roundtrip(backend):
@@ -97,7 +104,7 @@ async def test_dequeue_timeout_returns_none_when_idle(backend):
 async def test_other_consumers_enqueues_become_visible(backend_factory):
     """Two backend instances on one store: B sees what A enqueued after B cached a listing."""
     a = backend_factory()
-    b = a if a.protocol == "memory" else backend_factory()
+    b = a if getattr(a, "protocol", None) == "memory" else backend_factory()
     async with a, b:
         qa, qb = a.get_task_queue(), b.get_task_queue()
         await qa.enqueue(Task(func="first"))
@@ -363,6 +370,7 @@ async def test_enqueue_finished_task_keeps_its_state(backend):
     assert (await q.get_task(running.id)).status is TaskStatus.PENDING  # no lease here: redeliver
 
 
+@pytest.mark.file_layout("object-store listings")
 async def test_object_stores_list_only_the_head_of_a_long_queue(backend_factory, monkeypatch):
     """On object stores a listing costs a request per page: a consumer lists pages in queue
     order only until it has enough due names, jumps over the delayed tail of a priority where
@@ -397,6 +405,7 @@ async def test_object_stores_list_only_the_head_of_a_long_queue(backend_factory,
         assert await consumer.task_queue.get_queue_size("default") == len(delayed)
 
 
+@pytest.mark.file_layout("object-store reaper CAS")
 async def test_object_stores_reap_once_per_interval_across_consumers(backend_factory):
     """Reaping reads every lease object: on object stores one consumer per reap interval does
     it for all (it wins a CAS on tasks/.reaper); the others skip."""
@@ -420,6 +429,7 @@ async def test_object_stores_reap_once_per_interval_across_consumers(backend_fac
         assert len(reaps) == 1, reaps
 
 
+@pytest.mark.file_layout("object-store listing requests")
 async def test_object_stores_poll_an_empty_queue_once_per_listing_ttl(backend_factory):
     """An idle consumer polls every poll_interval; on object stores it lists an empty queue at
     most once per listing_ttl (two requests), not at every poll."""

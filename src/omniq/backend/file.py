@@ -177,7 +177,8 @@ class FileBackend(Backend):
         await self.objects.open()
         if not self.objects.capabilities.safe_claims:
             logger.warning(
-                "%s offers neither atomic rename nor conditional create: run one worker only",
+                "%s offers neither an atomic rename nor conditional create + compare-and-swap: "
+                "run one worker only",
                 self.url,
             )
 

@@ -1,6 +1,6 @@
 """OmniQ's data models (msgspec Structs)."""
 
-from omniq.models.config import FileConfig
+from omniq.models.config import FileConfig, SQLiteConfig
 from omniq.models.event import EventType, TaskEvent
 from omniq.models.result import ResultStatus, TaskResult
 from omniq.models.schedule import Misfire, Schedule, ScheduleStatus, ScheduleType
@@ -12,6 +12,7 @@ __all__ = [
     "Lease",
     "Misfire",
     "ResultStatus",
+    "SQLiteConfig",
     "Schedule",
     "ScheduleStatus",
     "ScheduleType",

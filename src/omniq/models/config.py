@@ -48,25 +48,17 @@ def _env(field: str, default: T, kind: Any = None) -> Callable[[], T]:
     return factory
 
 
-class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Settings of a file (fsspec) backend. See the README's configuration table."""
+C = TypeVar("C", bound="Settings")
 
-    base_dir: str = msgspec.field(default_factory=_env("base_dir", "./omniq_data"))
-    fsspec_uri: str | None = msgspec.field(default_factory=_env("fsspec_uri", None, str))
-    fs_protocol: str | None = msgspec.field(default_factory=_env("fs_protocol", None, str))
-    storage_options: dict[str, Any] = msgspec.field(
-        default_factory=_env("storage_options", {}, dict)
-    )
-    tasks_dir: str = msgspec.field(default_factory=_env("tasks_dir", "tasks"))
-    results_dir: str = msgspec.field(default_factory=_env("results_dir", "results"))
-    events_dir: str = msgspec.field(default_factory=_env("events_dir", "events"))
-    schedules_dir: str = msgspec.field(default_factory=_env("schedules_dir", "schedules"))
+
+class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The settings every backend shares (file and SQLite): format, signing, leases, TTLs."""
+
     serialization_format: str = msgspec.field(default_factory=_env("serialization_format", "json"))
     secret_key: str | None = msgspec.field(default_factory=_env("secret_key", None, str))
     fsync: bool = msgspec.field(default_factory=_env("fsync", False))
     visibility_timeout: float = msgspec.field(default_factory=_env("visibility_timeout", 60.0))
     poll_interval: float = msgspec.field(default_factory=_env("poll_interval", 0.05))
-    listing_ttl: float = msgspec.field(default_factory=_env("listing_ttl", 1.0))
     reap_interval: float = msgspec.field(default_factory=_env("reap_interval", 5.0))
     max_deliveries: int = msgspec.field(default_factory=_env("max_deliveries", 20))
     task_ttl: float | None = msgspec.field(default_factory=_env("task_ttl", None, float))
@@ -79,15 +71,8 @@ class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 f"serialization_format must be one of {', '.join(FORMATS)}, "
                 f"got {self.serialization_format!r}"
             )
-        for name in ("tasks_dir", "results_dir", "events_dir", "schedules_dir"):
-            try:
-                validate_name(getattr(self, name), name)
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
-        if not isinstance(self.base_dir, str) or not self.base_dir:
-            raise ConfigError(f"base_dir must be a non-empty string, got {self.base_dir!r}")
         try:
-            for name in ("visibility_timeout", "poll_interval", "listing_ttl", "reap_interval"):
+            for name in ("visibility_timeout", "poll_interval", "reap_interval"):
                 setattr(self, name, check_seconds(getattr(self, name), name, allow_zero=False))
             for name in ("task_ttl", "result_ttl", "event_ttl"):
                 setattr(self, name, check_seconds(getattr(self, name), name))
@@ -101,20 +86,18 @@ class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ConfigError(f"max_deliveries must be an int >= 1, got {self.max_deliveries!r}")
         if self.secret_key == "":
             self.secret_key = None
-        if self.fsspec_uri == "":
-            self.fsspec_uri = None
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], **overrides: Any) -> FileConfig:
+    def from_dict(cls: type[C], data: Mapping[str, Any], **overrides: Any) -> C:
         """Build a config from a mapping (unknown keys are an error); ``overrides`` win."""
         merged = {**dict(data), **overrides}
         try:
             return msgspec.convert(merged, cls, strict=False)
         except msgspec.ValidationError as exc:
-            raise ConfigError(f"invalid FileConfig: {exc}") from None
+            raise ConfigError(f"invalid {cls.__name__}: {exc}") from None
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike[str], **overrides: Any) -> FileConfig:
+    def from_yaml(cls: type[C], path: str | os.PathLike[str], **overrides: Any) -> C:
         """Read a YAML file (a mapping of field names, or one under an ``omniq:`` key)."""
         try:
             import yaml
@@ -135,13 +118,70 @@ class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         return cls.from_dict(data, **overrides)
 
     @classmethod
-    def from_env(cls) -> FileConfig:
+    def from_env(cls: type[C]) -> C:
         """Only environment variables and defaults."""
         return cls()
 
-    def with_overrides(self, **overrides: Any) -> FileConfig:
+    def with_overrides(self: C, **overrides: Any) -> C:
         """A copy with ``overrides`` applied and validated (``None`` values are ignored)."""
         given = {k: v for k, v in overrides.items() if v is not None}
         if not given:
             return self
-        return FileConfig.from_dict(msgspec.structs.asdict(self), **given)
+        return type(self).from_dict(msgspec.structs.asdict(self), **given)
+
+
+class FileConfig(Settings, kw_only=True, forbid_unknown_fields=True):
+    """Settings of a file (fsspec) backend. See the README's configuration table."""
+
+    base_dir: str = msgspec.field(default_factory=_env("base_dir", "./omniq_data"))
+    fsspec_uri: str | None = msgspec.field(default_factory=_env("fsspec_uri", None, str))
+    fs_protocol: str | None = msgspec.field(default_factory=_env("fs_protocol", None, str))
+    storage_options: dict[str, Any] = msgspec.field(
+        default_factory=_env("storage_options", {}, dict)
+    )
+    tasks_dir: str = msgspec.field(default_factory=_env("tasks_dir", "tasks"))
+    results_dir: str = msgspec.field(default_factory=_env("results_dir", "results"))
+    events_dir: str = msgspec.field(default_factory=_env("events_dir", "events"))
+    schedules_dir: str = msgspec.field(default_factory=_env("schedules_dir", "schedules"))
+    listing_ttl: float = msgspec.field(default_factory=_env("listing_ttl", 1.0))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("tasks_dir", "results_dir", "events_dir", "schedules_dir"):
+            try:
+                validate_name(getattr(self, name), name)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        if not isinstance(self.base_dir, str) or not self.base_dir:
+            raise ConfigError(f"base_dir must be a non-empty string, got {self.base_dir!r}")
+        try:
+            self.listing_ttl = (
+                check_seconds(self.listing_ttl, "listing_ttl", allow_zero=False) or 1.0
+            )
+        except ValidationError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.fsspec_uri == "":
+            self.fsspec_uri = None
+
+
+class SQLiteConfig(Settings, kw_only=True, forbid_unknown_fields=True):
+    """Settings of a SQLite backend: the shared ones plus the database file and lock wait.
+
+    ``fsync=True`` maps to ``PRAGMA synchronous=FULL`` (``NORMAL`` otherwise, both in WAL mode).
+    ``busy_timeout`` is how long a writer waits for another process's write lock (and retries)
+    before a ``StorageError``.
+    """
+
+    path: str = msgspec.field(default_factory=_env("sqlite_path", "omniq.db"))
+    busy_timeout: float = msgspec.field(default_factory=_env("sqlite_busy_timeout", 60.0))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.path, str) or not self.path:
+            raise ConfigError(f"path must be a non-empty string, got {self.path!r}")
+        try:
+            self.busy_timeout = (
+                check_seconds(self.busy_timeout, "busy_timeout", allow_zero=False) or 60.0
+            )
+        except ValidationError as exc:
+            raise ConfigError(str(exc)) from None

@@ -3,21 +3,26 @@
 Each driver module (``s3``, ``gcs``, ``azure``) implements five requests on its client's native
 async API: a put that may be conditional (create-only, or only-if-version), a get that returns the
 version, a delete that may be conditional, a one-level listing and a recursive one. Everything
-else — moves, tree deletes, the capability probe, request counting, error wrapping — lives here.
+else — moves, tree deletes, the capability probe, retries of throttled requests and of write
+conflicts, request counting, error wrapping — lives here.
 
 No listing cache is used: other workers' writes must be visible at the next listing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import contextlib
+import functools
 import importlib.util
 import logging
 import os
+import random
 from abc import abstractmethod
 from collections import Counter
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from omniq.exceptions import MissingDependencyError, OmniQError, StorageError
@@ -32,21 +37,76 @@ logger = logging.getLogger("omniq.storage.file")
 
 T = TypeVar("T")
 
-CONDITIONAL = Capabilities(atomic_rename=False, conditional_create=True, compare_and_swap=True)
+CONDITIONAL = Capabilities(
+    atomic_rename=False, conditional_create=True, compare_and_swap=True, conditional_delete=True
+)
 PROBE_DIR = ".omniq-probe"
+THROTTLED = frozenset({429, 503})  # "slow down": S3 SlowDown, GCS and Azure rate limits
+# How a version can be sent in ``If-Match``: as the store returned it, or with the quotes of an
+# ETag taken off or put on (Ceph RGW refuses its own quoted ETag and takes it unquoted).
+MATCH_FORMS = ("as returned", "unquoted", "quoted")
+
+
+class WriteConflict(Exception):
+    """The store refused a conditional write because another request on the same object was in
+    flight (S3 ``409 ConditionalRequestConflict``); it asks for the write to be retried. It
+    says nothing about who holds the object."""
+
+
+class ConflictError(StorageError):
+    """The store kept answering ``WriteConflict`` to a conditional write (a create is retried
+    once, a compare-and-swap until ``Backoff.attempts``): the object is busy, which says
+    nothing about who holds it."""
+
+
+def http_status(exc: BaseException | None) -> int | None:
+    """The HTTP status behind a driver's exception (botocore, gcsfs, azure-core, aiohttp),
+    following the chain of causes; ``None`` if there was no HTTP answer."""
+    seen = 0
+    while exc is not None and seen < 5:
+        response = getattr(exc, "response", None)
+        if isinstance(response, dict):
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if isinstance(status, int):
+                return status
+        for attr in ("status_code", "status", "code"):
+            value = getattr(exc, attr, None)
+            if isinstance(value, int) and 100 <= value < 600:
+                return value
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential back-off with full jitter: the wait before retry ``n`` (from 0) is uniform
+    in ``[0, min(cap, base * 2**n)]``; ``attempts`` requests in all, then the error stands.
+    Tests inject a short one (``store.backoff = Backoff(base=0.001)``)."""
+
+    attempts: int = 8
+    base: float = 0.05
+    cap: float = 5.0
+
+    def delay(self, retry: int) -> float:
+        return random.uniform(0.0, min(self.cap, self.base * 2**retry))
 
 
 class CloudObjectStore(ObjectStore):
     """An object store reached over HTTP by an async fsspec driver's own client.
 
     ``root`` is ``bucket/prefix``. Keys are relative to it. ``requests`` counts HTTP requests by
-    kind (``put``, ``get``, ``delete``, ``list``), one per request sent, pages included.
+    kind (``put``, ``get``, ``delete``, ``list``), one per request sent, pages included, and the
+    retries of throttled requests (``throttled``) and of write conflicts (``conflict``).
+    ``probe_report`` says what the start-up probe found, capability by capability.
     """
 
     protocol = ""
     page_size = 1000  # names per listing request (the most S3 returns)
     driver = ""  # the fsspec driver package whose client is used
     extra = ""  # the omniq extra that installs it
+    match_forms: tuple[str, ...] = ("as returned",)  # If-Match forms the probe tries, in order
+    refused_status: int | None = None  # the status of a refusal, where the driver drops it
 
     def __init__(self, root: str, options: dict[str, Any]) -> None:
         if importlib.util.find_spec(self.driver) is None:
@@ -60,6 +120,9 @@ class CloudObjectStore(ObjectStore):
         self.url = f"{self.protocol}://{root.strip('/')}"
         self.requests = Counter()
         self.capabilities = CONDITIONAL  # until the probe at open says otherwise
+        self.probe_report: dict[str, str] = {}
+        self.match_form = "as returned"
+        self.backoff = Backoff()
         self._opens = 0  # open() and close() nest: the client lives until the last close
 
     # ------------------------------------------------------------- the driver's requests
@@ -75,7 +138,8 @@ class CloudObjectStore(ObjectStore):
     @abstractmethod
     async def _put(self, path: str, data: bytes, *, create: bool, version: str | None) -> str:
         """PUT ``data``; ``create``: only if absent (``FileExistsError``); ``version``: only if
-        unchanged (``VersionMismatch``). Return the new version."""
+        unchanged (``VersionMismatch``; send it through ``_match_value``). Return the new
+        version. ``WriteConflict`` where the store asks to retry."""
 
     @abstractmethod
     async def _get(self, path: str) -> tuple[bytes, str]:
@@ -103,54 +167,139 @@ class CloudObjectStore(ObjectStore):
     async def _ensure_bucket(self) -> None:
         """Create the bucket if it does not exist (emulators and first runs)."""
 
+    def _match_value(self, version: str) -> str:
+        """``version`` in the ``If-Match`` form the probe found the store honours."""
+        if self.match_form == "unquoted":
+            return version.strip('"')
+        if self.match_form == "quoted":
+            return f'"{version.strip(chr(34))}"'
+        return version
+
     # --------------------------------------------------------------------- the seam
 
     def _path(self, key: str) -> str:
         return self.prefix + key
 
     def _fail(self, exc: Exception, action: str, key: str) -> StorageError:
-        err = StorageError(f"cannot {action} ({exc})", f"{self.url}/{key}")
+        kind = ConflictError if isinstance(exc, WriteConflict) else StorageError
+        err = kind(f"cannot {action} ({exc})", f"{self.url}/{key}")
         err.__cause__ = exc
         return err
 
-    async def _call(self, action: str, key: str, coro: Awaitable[T]) -> T:
-        try:
-            return await coro
-        except (FileNotFoundError, FileExistsError, VersionMismatch, NotImplementedError,
-                StopAsyncIteration):  # fmt: skip
-            raise
-        except OmniQError:  # already says what went wrong (StorageError, MissingDependencyError)
-            raise
-        except Exception as exc:
+    async def _throttled(self, exc: Exception, retry: int, action: str, key: str) -> None:
+        """Wait before retrying a request the store throttled (HTTP 429/503); raise the error
+        (wrapped) if it is not throttling or the retries are used up."""
+        if http_status(exc) not in THROTTLED or retry + 1 >= self.backoff.attempts:
+            if isinstance(exc, OmniQError):
+                raise exc
             raise self._fail(exc, action, key) from exc
+        self.requests["throttled"] += 1
+        delay = self.backoff.delay(retry)
+        logger.debug("%s/%s: throttled (%s); retrying in %.3f s", self.url, key, exc, delay)
+        await asyncio.sleep(delay)
 
-    async def put(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
-        await self._call(
-            "write", key, self._put(self._path(key), data, create=exclusive, version=None)
+    async def _call(self, action: str, key: str, request: Callable[[], Awaitable[T]]) -> T:
+        """Send one request (``request()`` makes it), retrying throttled answers with back-off;
+        any other failure but the ones callers act on becomes a ``StorageError``."""
+        retry = 0
+        while True:
+            try:
+                return await request()
+            except (FileNotFoundError, FileExistsError, VersionMismatch, WriteConflict,
+                    NotImplementedError, StopAsyncIteration):  # fmt: skip
+                raise
+            except Exception as exc:
+                await self._throttled(exc, retry, action, key)
+                retry += 1
+
+    async def _write(self, key: str, data: bytes, *, create: bool, version: str | None) -> str:
+        path = self._path(key)
+        return await self._call(
+            "write", key, lambda: self._put(path, data, create=create, version=version)
         )
 
+    async def put(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
+        if exclusive:
+            await self.create(key, data)
+        else:
+            await self._write(key, data, create=False, version=None)
+
     async def get(self, key: str) -> bytes:
-        data, _ = await self._call("read", key, self._get(self._path(key)))
+        data, _ = await self.get_versioned(key)
         return data
 
     async def create(self, key: str, data: bytes) -> str:
-        return await self._call(
-            "create", key, self._put(self._path(key), data, create=True, version=None)
-        )
+        if not self.capabilities.conditional_create:  # one consumer only: check, then write
+            with contextlib.suppress(FileNotFoundError):
+                await self.get_versioned(key)
+                raise FileExistsError(f"{self.url}/{key}")
+            return await self._write(key, data, create=False, version=None)
+        try:
+            return await self._write(key, data, create=True, version=None)
+        except WriteConflict:
+            self.requests["conflict"] += 1
+            await asyncio.sleep(self.backoff.delay(0))
+        try:  # once: a second conflict means the object is busy, not that someone holds it
+            return await self._write(key, data, create=True, version=None)
+        except WriteConflict as exc:
+            raise self._fail(WriteConflict("409 twice in a row"), "create", key) from exc
 
     async def get_versioned(self, key: str) -> tuple[bytes, str]:
-        return await self._call("read", key, self._get(self._path(key)))
+        path = self._path(key)
+        return await self._call("read", key, lambda: self._get(path))
+
+    async def _still(self, key: str, version: str) -> bool:
+        """Whether ``key`` still has ``version`` (``False`` if it is gone)."""
+        try:
+            _, current = await self.get_versioned(key)
+        except FileNotFoundError:
+            return False
+        return current == version
 
     async def replace(self, key: str, data: bytes, version: str) -> str:
-        return await self._call(
-            "write", key, self._put(self._path(key), data, create=False, version=version)
-        )
+        if not self.capabilities.compare_and_swap:  # one consumer only: check, then write
+            if not await self._still(key, version):
+                raise VersionMismatch(key)
+            return await self._write(key, data, create=False, version=None)
+        retry = 0
+        while True:
+            try:
+                return await self._write(key, data, create=False, version=version)
+            except WriteConflict as exc:  # re-read: retry only if the version still stands
+                await self._conflict(exc, retry, "write", key)
+                retry += 1
+                if not await self._still(key, version):
+                    raise VersionMismatch(key) from exc
+
+    async def _conflict(self, exc: WriteConflict, retry: int, action: str, key: str) -> None:
+        self.requests["conflict"] += 1
+        if retry + 1 >= self.backoff.attempts:
+            raise self._fail(exc, action, key) from exc
+        await asyncio.sleep(self.backoff.delay(retry))
 
     async def delete(self, key: str) -> bool:
-        return await self._call("delete", key, self._delete(self._path(key), None))
+        path = self._path(key)
+        return await self._call("delete", key, lambda: self._delete(path, None))
 
     async def delete_version(self, key: str, version: str) -> bool:
-        return await self._call("delete", key, self._delete(self._path(key), version))
+        path = self._path(key)
+        retry = 0
+        while True:
+            if not self.capabilities.conditional_delete:
+                # The store ignores the condition: check the version, then delete. The protocol
+                # never relies on this delete for safety (docs/storage-protocol.md).
+                try:
+                    _, current = await self.get_versioned(key)
+                except FileNotFoundError:
+                    return False
+                if current != version:
+                    raise VersionMismatch(key)
+                return await self.delete(key)
+            try:
+                return await self._call("delete", key, lambda: self._delete(path, version))
+            except WriteConflict as exc:
+                await self._conflict(exc, retry, "delete", key)
+                retry += 1
 
     @staticmethod
     def _names(base: str, paths: builtins.list[str]) -> builtins.list[str]:
@@ -159,22 +308,33 @@ class CloudObjectStore(ObjectStore):
 
     async def list(self, prefix: str) -> list[str]:
         base = self._path(prefix.strip("/")) + "/"
-        return self._names(base, await self._call("list", prefix, self._list(base, False)))
+        return self._names(base, await self._call("list", prefix, lambda: self._list(base, False)))
 
     async def list_pages(
         self, prefix: str, page_size: int | None = None, start_after: str | None = None
     ) -> AsyncGenerator[builtins.list[str], None]:
         base = self._path(prefix.strip("/")) + "/"
         after = None if start_after is None else base + start_after
-        pages = self._pages(base, False, page_size or self.page_size, after)
+        size = page_size or self.page_size
+        pages = self._pages(base, False, size, after)
+        retry = 0
         try:
             while True:
                 try:
-                    page = await self._call("list", prefix, anext(pages))
+                    page = await anext(pages)
                 except StopAsyncIteration:
                     return
-                names = self._names(base, page)
-                yield names if start_after is None else [n for n in names if n > start_after]
+                except Exception as exc:  # throttled: list again from after the last page
+                    await self._throttled(exc, retry, "list", prefix)
+                    retry += 1
+                    await pages.aclose()
+                    pages = self._pages(base, False, size, after)
+                    continue
+                if after is not None:
+                    page = [p for p in page if p > after]
+                if page:
+                    after = page[-1]
+                yield self._names(base, page)
         finally:
             await pages.aclose()
 
@@ -191,10 +351,10 @@ class CloudObjectStore(ObjectStore):
 
     async def delete_tree(self, prefix: str) -> int:
         base = self._path(prefix.strip("/")) + "/"
-        paths = await self._call("list", prefix, self._list(base, True))
+        paths = await self._call("list", prefix, lambda: self._list(base, True))
         removed = 0
         for path in paths:
-            removed += await self._call("delete", path, self._delete(path, None))
+            removed += await self._call("delete", path, functools.partial(self._delete, path, None))
         return removed
 
     # ------------------------------------------------------------------ lifecycle
@@ -204,18 +364,22 @@ class CloudObjectStore(ObjectStore):
         if self._opens > 1:
             return
         try:
-            await self._call("connect to", "", self._connect())
-            await self._call("create the bucket", "", self._ensure_bucket())
+            await self._call("connect to", "", self._connect)
+            await self._call("create the bucket", "", self._ensure_bucket)
             self.capabilities = await self._probe()
         except BaseException:
             await self.close()
             raise
+        found = "; ".join(f"{what}: {outcome}" for what, outcome in self.probe_report.items())
         if not self.capabilities.safe_claims:
             logger.warning(
-                "%s did not honour conditional writes in the start-up probe: "
-                "claims are not race-free, run one worker only",
+                "%s: claims are not race-free here, run one worker with concurrency 1 "
+                "(conditional writes found at start: %s)",
                 self.url,
+                found,
             )
+        else:
+            logger.info("%s: conditional writes found at start: %s", self.url, found)
 
     async def close(self) -> None:
         self._opens = max(0, self._opens - 1)
@@ -227,29 +391,89 @@ class CloudObjectStore(ObjectStore):
             logger.debug("closing %s: %s", self.url, exc)
 
     async def _probe(self) -> Capabilities:
-        """Check once that the store refuses a second create and a stale compare-and-swap.
+        """Find out, once at open, which conditional writes the store honours and how.
 
-        Costs five requests at start. A store (or an emulator, or a proxy in between) that
-        ignores the conditions would let two workers claim one task.
+        Conditional create: a second create of one object must be refused. Compare-and-swap:
+        a PUT on the current version must be accepted — in the first ``If-Match`` form of
+        ``match_forms`` that the store takes — and one on a stale version refused.
+        Conditional delete: a DELETE on a stale version must be refused. ``probe_report`` keeps
+        what was found for each, with the HTTP status of each refusal. About eight requests.
         """
         key = f"{PROBE_DIR}/{os.getpid()}-{os.urandom(4).hex()}"
-        create_ok = cas_ok = False
+        path = self._path(key)
+        report: dict[str, str] = {}
+        self.probe_report = report
+        put, delete = self._put, self._delete
+
+        async def attempt(request: Callable[[], Awaitable[T]]) -> tuple[T | None, str]:
+            """The answer, or ``None`` and "refused (HTTP 412)" / "failed (...)"."""
+            for retry in range(self.backoff.attempts):
+                try:
+                    return await self._call("probe", key, request), "accepted"
+                except (FileExistsError, VersionMismatch) as exc:
+                    status = http_status(exc) or self.refused_status
+                    return None, f"refused (HTTP {status or '?'})"
+                except WriteConflict:  # the store asks to retry: ask again
+                    await asyncio.sleep(self.backoff.delay(retry))
+                except StorageError as exc:
+                    return None, f"failed (HTTP {http_status(exc) or '?'}: {exc})"
+            return None, "failed (HTTP 409 at every try)"
+
+        create_ok = cas_ok = delete_ok = False
         try:
-            first = await self.create(key, b"1")
-            try:
-                await self.create(key, b"2")
-            except FileExistsError:
-                create_ok = True
-            second = await self.replace(key, b"3", first)
-            try:
-                await self.replace(key, b"4", first)
-            except VersionMismatch:
-                cas_ok = second != first
-        except (FileExistsError, VersionMismatch, StorageError) as exc:
-            logger.warning("conditional-write probe on %s failed: %s", self.url, exc)
+            first, outcome = await attempt(lambda: put(path, b"1", create=True, version=None))
+            if first is None:
+                report["conditional create"] = f"a first create {outcome}"
+                return NO_GUARANTEES
+            again, outcome = await attempt(lambda: put(path, b"2", create=True, version=None))
+            create_ok = outcome.startswith("refused")
+            report["conditional create"] = (
+                f"honoured (a second create was {outcome})" if create_ok
+                else f"unusable (a second create was {outcome})"
+            )  # fmt: skip
+            current = again or first
+            second, tried = None, []
+            sent: set[str] = set()
+            for form in self.match_forms:
+                self.match_form = form
+                if self._match_value(current) in sent:
+                    continue  # the same header as a form already tried
+                sent.add(self._match_value(current))
+                second, outcome = await attempt(
+                    lambda: put(path, b"3", create=False, version=current)
+                )
+                if second is not None:
+                    break
+                tried.append(f"{form}: {outcome}")
+            others = f" (If-Match {'; '.join(tried)})" if tried else ""
+            if second is None:
+                self.match_form = self.match_forms[0]
+                report["compare-and-swap"] = f"unusable: no If-Match form accepted{others}"
+                # Unchanged since the create: give it a new version for the delete check.
+                await self._call("probe", key, lambda: put(path, b"5", create=False, version=None))
+            else:
+                _, outcome = await attempt(lambda: put(path, b"4", create=False, version=current))
+                cas_ok = outcome.startswith("refused") and second != current
+                report["compare-and-swap"] = (
+                    f"honoured with If-Match {self.match_form}{others}; a stale version was "
+                    f"{outcome}" if cas_ok
+                    else f"unusable: a stale version was {outcome}{others}"
+                )  # fmt: skip
+            _, latest = await self._call("probe", key, lambda: self._get(path))
+            _, outcome = await attempt(lambda: delete(path, first))
+            if outcome.startswith("refused"):
+                gone, current_outcome = await attempt(lambda: delete(path, latest))
+                delete_ok = gone is not None
+                report["conditional delete"] = (
+                    f"honoured (a stale version was {outcome})" if delete_ok
+                    else f"unusable: the current version was {current_outcome}"
+                )  # fmt: skip
+            else:
+                report["conditional delete"] = f"unusable: a stale version was {outcome}"
+            if not delete_ok:
+                report["conditional delete"] += " (versions are checked before deletes instead)"
         finally:
             with contextlib.suppress(StorageError):
-                await self.delete(key)
-        if create_ok and cas_ok:
-            return CONDITIONAL
-        return NO_GUARANTEES
+                await self._call("probe", key, lambda: delete(path, None))
+        return Capabilities(atomic_rename=False, conditional_create=create_ok,
+                            compare_and_swap=cas_ok, conditional_delete=delete_ok)  # fmt: skip

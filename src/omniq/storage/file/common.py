@@ -5,32 +5,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
 from typing import TypeVar
 
 from omniq.exceptions import CorruptFileError, SerializationError
 from omniq.models.config import FileConfig
 from omniq.serialization import Serializer, codec_for_extension
 from omniq.storage.file.objects import NotAnObjectError, ObjectStore
+from omniq.storage.lifecycle import from_ms as from_ms
+from omniq.storage.lifecycle import to_ms as to_ms
 
 logger = logging.getLogger("omniq.storage.file")
 
 T = TypeVar("T")
 
 CORRUPT_DIR = "corrupt"
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 # Called with (original key, key it was moved to or None, the decoding error).
 CorruptionReporter = Callable[[str, "str | None", Exception], Awaitable[None]]
-
-
-def to_ms(value: datetime) -> int:
-    """Milliseconds since the epoch, computed without float rounding."""
-    return max(0, (value - EPOCH) // timedelta(milliseconds=1))
-
-
-def from_ms(ms: int) -> datetime:
-    return EPOCH + timedelta(milliseconds=ms)
 
 
 @dataclass

@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 
 from omniq.exceptions import ValidationError
-from omniq.models._time import as_utc, utcnow
+from omniq.models._time import utcnow
 from omniq.models.event import EventType, TaskEvent
-from omniq.models.ids import is_valid_id, validate_id
+from omniq.models.ids import is_valid_id
 from omniq.storage.base import EventStorage
+from omniq.storage.checks import event_filter
 from omniq.storage.file.common import FileStoreContext
 from omniq.storage.file.keys import split_ext
 
@@ -80,18 +81,7 @@ class FileEventStorage(EventStorage):
         until: datetime | None = None,
         limit: int | None = None,
     ) -> list[TaskEvent]:
-        if task_id is not None:
-            validate_id(task_id, "task id")
-        wanted: EventType | None = None
-        if event_type is not None:
-            try:
-                wanted = EventType(event_type)
-            except ValueError:
-                raise ValidationError(f"unknown event type {event_type!r}") from None
-        since = as_utc(since, "since") if since is not None else None
-        until = as_utc(until, "until") if until is not None else None
-        if limit is not None and limit < 0:
-            raise ValidationError(f"limit must be >= 0, got {limit!r}")
+        task_id, wanted, since, until = event_filter(task_id, event_type, since, until, limit)
         out: list[TaskEvent] = []
         objects = self._ctx.objects
         for day in await self._days(since, until):

@@ -31,6 +31,7 @@ class GCSObjectStore(CloudObjectStore):
     seeks = True  # startOffset
     driver = "gcsfs"
     extra = "gcs"
+    refused_status = 412  # gcsfs raises every 412 as FileExistsError, without the status
 
     async def _connect(self) -> None:
         try:

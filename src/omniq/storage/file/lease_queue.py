@@ -33,6 +33,7 @@ from omniq.exceptions import (
 )
 from omniq.models._time import utcnow
 from omniq.models.task import Lease, Task, TaskStatus
+from omniq.storage.file.cloud import ConflictError
 from omniq.storage.file.common import from_ms, logger, to_ms
 from omniq.storage.file.keys import (
     PendingIndex,
@@ -50,10 +51,10 @@ from omniq.storage.file.task_queue import (
     PENDING,
     RUNNING,
     FileTaskQueue,
-    _delivered,
-    _token,
-    lease_holder,
 )
+from omniq.storage.lifecycle import delivered as _delivered
+from omniq.storage.lifecycle import lease_holder
+from omniq.storage.lifecycle import lease_token as _token
 
 __all__ = ["LeaseRecord", "LeaseTaskQueue"]
 
@@ -238,6 +239,9 @@ class LeaseTaskQueue(FileTaskQueue):
         except FileExistsError:
             self._contended_until = time.monotonic() + self.CONTENDED_SECONDS
             return None  # held by another worker (or expired: the reaper's business)
+        except ConflictError as exc:  # busy, not taken: it stays pending for a later listing
+            logger.info("claim of %s deferred: %s", name, exc)
+            return None
         # Read only once the lease is ours: a payload read before could predate a rewrite by
         # the previous holder (a reaper's attempts + 1, an admin update) that settled between.
         try:
@@ -358,7 +362,7 @@ class LeaseTaskQueue(FileTaskQueue):
             try:
                 await self._objects.create(key, mine)
                 return True
-            except FileExistsError:
+            except (FileExistsError, ConflictError):  # taken, or busy: not this turn
                 return False
         try:
             if _decode(data).expires_ms > now_ms:

@@ -41,11 +41,13 @@ TEMP_PREFIX = ".tmp-"
 @dataclass(frozen=True)
 class Capabilities:
     """What a store guarantees. Claims are race-free with an atomic rename, or with conditional
-    create plus compare-and-swap (the lease-object protocol)."""
+    create plus compare-and-swap (the lease-object protocol). ``conditional_delete`` is never
+    needed for safety: where a store ignores it, versioned deletes check the version first."""
 
     atomic_rename: bool
     conditional_create: bool
     compare_and_swap: bool = False
+    conditional_delete: bool = False
 
     @property
     def safe_claims(self) -> bool:
@@ -53,6 +55,9 @@ class Capabilities:
 
 
 NO_GUARANTEES = Capabilities(atomic_rename=False, conditional_create=False, compare_and_swap=False)
+IN_PROCESS_CAPABILITIES = Capabilities(
+    atomic_rename=True, conditional_create=True, compare_and_swap=True, conditional_delete=True
+)
 
 
 class NotAnObjectError(StorageError):
@@ -486,11 +491,7 @@ class FsspecObjectStore(ObjectStore):
         self.url = url
         self.requests = Counter()
         self._in_process = protocol in self.IN_PROCESS
-        self.capabilities = (
-            Capabilities(atomic_rename=True, conditional_create=True, compare_and_swap=True)
-            if self._in_process
-            else NO_GUARANTEES
-        )
+        self.capabilities = IN_PROCESS_CAPABILITIES if self._in_process else NO_GUARANTEES
 
     def _guard(self) -> Any:
         return _process_lock if self._in_process else _NullLock()

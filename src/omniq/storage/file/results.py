@@ -10,6 +10,7 @@ from omniq.models.ids import validate_id
 from omniq.models.result import ResultStatus, TaskResult
 from omniq.storage.base import ResultStorage
 from omniq.storage.file.common import FileStoreContext
+from omniq.storage.lifecycle import with_default_expiry
 
 SUCCESS, FAILED = "success", "failed"
 
@@ -27,8 +28,7 @@ class FileResultStorage(ResultStorage):
     async def set(self, result: TaskResult) -> None:
         if not isinstance(result, TaskResult):
             raise ValidationError(f"set takes a TaskResult, got {type(result).__name__}")
-        if result.expires_at is None and self._ctx.config.result_ttl is not None:
-            result.expires_at = result.completed_at + timedelta(seconds=self._ctx.config.result_ttl)
+        result = with_default_expiry(result, self._ctx.config)
         data = self._ctx.serializer.encode(result)  # fails before anything is written
         folder, other = (SUCCESS, FAILED) if result.is_success else (FAILED, SUCCESS)
         await self._ctx.objects.put(self._key(folder, result.task_id), data)

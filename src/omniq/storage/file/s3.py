@@ -1,7 +1,9 @@
 """S3 (and S3-compatible servers) through s3fs's native async client (aiobotocore).
 
 Conditions: create-only is ``If-None-Match: *``, compare-and-swap and conditional delete are
-``If-Match: <etag>``; a failed condition is HTTP 412 (409 when two conditional writes collide).
+``If-Match: <etag>`` (in the form the probe found the server honours: Ceph RGW wants the ETag
+unquoted); a failed condition is HTTP 412. HTTP 409 ``ConditionalRequestConflict`` (a conflicting
+request landed meanwhile) is ``WriteConflict``: retried, never read as "someone else holds it".
 The calls go straight to the client (``_call_s3``) so that nothing is cached and every keyword
 reaches botocore; ``_check_keywords`` refuses to start if this botocore would drop them.
 """
@@ -13,10 +15,8 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from omniq.exceptions import MissingDependencyError
-from omniq.storage.file.cloud import CloudObjectStore
+from omniq.storage.file.cloud import MATCH_FORMS, CloudObjectStore, WriteConflict, http_status
 from omniq.storage.file.objects import VersionMismatch
-
-_CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 
 
 def _error_code(exc: BaseException) -> str | None:
@@ -36,6 +36,7 @@ class S3ObjectStore(CloudObjectStore):
     seeks = True  # ListObjectsV2 StartAfter
     driver = "s3fs"
     extra = "s3"
+    match_forms = MATCH_FORMS
 
     async def _connect(self) -> None:
         try:
@@ -84,7 +85,7 @@ class S3ObjectStore(CloudObjectStore):
         if create:
             condition["IfNoneMatch"] = "*"
         elif version is not None:
-            condition["IfMatch"] = version
+            condition["IfMatch"] = self._match_value(version)
         self.requests["put"] += 1
         try:
             out = await self.fs._call_s3(
@@ -93,7 +94,8 @@ class S3ObjectStore(CloudObjectStore):
         except FileExistsError:
             raise
         except OSError as exc:
-            if condition and _error_code(exc) in _CONFLICT_CODES:
+            self._conflict_of(exc, path, bool(condition))
+            if condition and _error_code(exc) == "PreconditionFailed":
                 if create:
                     raise FileExistsError(path) from exc
                 raise VersionMismatch(path) from exc
@@ -101,6 +103,13 @@ class S3ObjectStore(CloudObjectStore):
                 raise VersionMismatch(path) from exc
             raise
         return str(out["ETag"])
+
+    @staticmethod
+    def _conflict_of(exc: OSError, path: str, conditional: bool) -> None:
+        if conditional and (
+            _error_code(exc) == "ConditionalRequestConflict" or http_status(exc) == 409
+        ):
+            raise WriteConflict(path) from exc
 
     async def _get(self, path: str) -> tuple[bytes, str]:
         self.requests["get"] += 1
@@ -112,12 +121,7 @@ class S3ObjectStore(CloudObjectStore):
     async def delete(self, key: str) -> bool:
         # S3 answers 204 whether or not the object was there: ask first.
         path = self._path(key)
-        self.requests["head"] += 1
-        try:
-            await self._call(
-                "delete", key, self.fs._call_s3("head_object", Bucket=self.bucket, Key=path)
-            )
-        except FileNotFoundError:
+        if not await self._call("delete", key, lambda: self._exists(path)):
             return False
         return await super().delete(key)
 
@@ -125,16 +129,27 @@ class S3ObjectStore(CloudObjectStore):
         await super().delete(key)
 
     async def _delete(self, path: str, version: str | None) -> bool:
-        condition = {"IfMatch": version} if version is not None else {}
+        condition = {"IfMatch": self._match_value(version)} if version is not None else {}
         self.requests["delete"] += 1
         try:
             await self.fs._call_s3("delete_object", Bucket=self.bucket, Key=path, **condition)
         except FileNotFoundError:
             return False
         except OSError as exc:
-            if condition and _error_code(exc) in _CONFLICT_CODES:
+            self._conflict_of(exc, path, bool(condition))
+            if condition and _error_code(exc) == "PreconditionFailed":
+                if not await self._exists(path):  # SeaweedFS answers 412 for a gone object
+                    return False
                 raise VersionMismatch(path) from exc
             raise
+        return True
+
+    async def _exists(self, path: str) -> bool:
+        self.requests["head"] += 1
+        try:
+            await self.fs._call_s3("head_object", Bucket=self.bucket, Key=path)
+        except FileNotFoundError:
+            return False
         return True  # S3 answers 204 whether or not the object was there
 
     async def _pages(

@@ -20,6 +20,7 @@ from omniq.models.schedule import Schedule, ScheduleStatus
 from omniq.storage.base import ScheduleStorage
 from omniq.storage.file.common import FileStoreContext, to_ms
 from omniq.storage.file.keys import split_ext
+from omniq.storage.lifecycle import schedule_moved
 
 _FOLDERS = tuple(s.value for s in ScheduleStatus)
 RUNS = "runs"
@@ -101,13 +102,7 @@ class FileScheduleStorage(ScheduleStorage):
             self._key(src, schedule_id), self._key(dst.value, schedule_id)
         ):
             return False
-        now = utcnow()
-        updated = msgspec.structs.replace(schedule, status=dst, updated_at=now)
-        if dst is ScheduleStatus.ACTIVE and (
-            updated.next_run_at is None or updated.next_run_at < now
-        ):
-            # Resuming does not fire the runs missed while paused.
-            updated.next_run_at = updated.compute_next_run(now)
+        updated = schedule_moved(schedule, dst)
         await self._ctx.objects.put(
             self._key(dst.value, schedule_id), self._ctx.serializer.encode(updated)
         )

@@ -10,7 +10,7 @@ an expired lease knows the lost delivery counted and raises the count.
 
 from __future__ import annotations
 
-import os
+import functools
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -24,11 +24,12 @@ from omniq.exceptions import (
     TaskNotFoundError,
     ValidationError,
 )
-from omniq.models._time import check_seconds, utcnow, utcnow_ms
+from omniq.models._time import utcnow, utcnow_ms
 from omniq.models.ids import is_valid_name, validate_id, validate_name
 from omniq.models.task import Lease, Task, TaskStatus
 from omniq.serialization import check_arguments
 from omniq.storage.base import QueueStats, TaskQueue
+from omniq.storage.checks import dequeue_call, lease_duration, poll
 from omniq.storage.file.common import FileStoreContext, from_ms, logger, to_ms
 from omniq.storage.file.keys import (
     DUE_END,
@@ -44,6 +45,18 @@ from omniq.storage.file.keys import (
     task_id_of,
 )
 from omniq.storage.file.wakeup import Wakeup, notifications_work
+from omniq.storage.lifecycle import (
+    at_rest,
+    check_final,
+    expire_delivery,
+    expiry_for,
+    final_copy,
+    lease_holder,
+    log_recovered,
+    queued_copy,
+)
+from omniq.storage.lifecycle import delivered as _delivered
+from omniq.storage.lifecycle import lease_token as _token
 
 PENDING, RUNNING = "pending", "running"
 FINISHED_DIRS = ("completed", "failed", "cancelled")
@@ -62,36 +75,6 @@ FINISH_VERB = {
     TaskStatus.FAILED: "fail",
     TaskStatus.CANCELLED: "cancel",
 }
-
-
-def _token(worker_id: str | None = None) -> str:
-    """A lease token; it starts with the worker id so that ``omniq status`` can name holders."""
-    suffix = os.urandom(6).hex()
-    return f"{worker_id}-{suffix}" if worker_id else suffix
-
-
-def lease_holder(token: str) -> str | None:
-    """The worker id a lease token was made for, if any."""
-    worker, sep, _ = token.rpartition("-")
-    return worker if sep else None
-
-
-def _delivered(task: Task, now_ms: int, lease: Lease) -> Task:
-    """The task as its claimant sees it: stored payloads count the deliveries before this one."""
-    now = from_ms(now_ms)
-    task.status = TaskStatus.RUNNING
-    task.attempts += 1
-    task.started_at = task.updated_at = now
-    task.lease = lease
-    return task
-
-
-def _queue_names(queues: Sequence[str] | str) -> list[str]:
-    if isinstance(queues, str):
-        queues = [queues]
-    if not queues:
-        raise ValidationError("dequeue needs at least one queue name")
-    return [validate_name(q) for q in queues]
 
 
 class FileTaskQueue(TaskQueue):
@@ -121,8 +104,7 @@ class FileTaskQueue(TaskQueue):
         return task.id + self._ctx.ext
 
     def _expiry_for(self, task: Task, when: datetime) -> datetime | None:
-        ttl = task.ttl if task.ttl is not None else self._config.task_ttl
-        return None if ttl is None else when + timedelta(seconds=ttl)
+        return expiry_for(task, when, self._config)
 
     # ------------------------------------------------------------------------- enqueue
 
@@ -158,24 +140,18 @@ class FileTaskQueue(TaskQueue):
         visibility_timeout: float | None = None,
         worker_id: str | None = None,
     ) -> Task | None:
-        names = _queue_names(queues)
-        if worker_id is not None:
-            validate_id(worker_id, "worker id")
-        timeout = check_seconds(timeout, "dequeue timeout")
-        lease_seconds = self._lease_seconds(visibility_timeout)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
+        call = dequeue_call(queues, timeout, visibility_timeout, worker_id, self._config)
+
+        async def look() -> Task | None:
             await self._maybe_reap()
-            for queue in names:
-                task = await self._claim_next(queue, lease_seconds, worker_id)
+            for queue in call.queues:
+                task = await self._claim_next(queue, call.lease_seconds, worker_id)
                 if task is not None:
                     return task
-            if deadline is None:
-                return None
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            await self._wait_for_tasks(names, remaining)
+            return None
+
+        wait = functools.partial(self._wait_for_tasks, call.queues)
+        return await poll(look, call.deadline, self._config.poll_interval, wait)
 
     # With notifications, how long a waiting consumer sleeps at most before looking anyway: a
     # safety net (a lost notification, a task whose due time comes), not the way tasks arrive.
@@ -333,8 +309,7 @@ class FileTaskQueue(TaskQueue):
 
     def _lease_seconds(self, visibility_timeout: float | None) -> float:
         """A lease duration: the one given (validated), else the configured one."""
-        given = check_seconds(visibility_timeout, "visibility_timeout", allow_zero=False)
-        return given or self._config.visibility_timeout
+        return lease_duration(visibility_timeout, self._config)
 
     async def _move_held(self, task: Task, lease_seconds: float, action: str) -> tuple[str, str]:
         """Rename the task's running object to a fresh lease; only the lease holder can."""
@@ -360,43 +335,22 @@ class FileTaskQueue(TaskQueue):
 
     def _stored(self, task: Task) -> Task:
         """The task as written at rest: leases live in object names, not in payloads."""
-        return msgspec.structs.replace(task, lease=None)
+        return at_rest(task)
 
     def _final_copy(self, task: Task, status: TaskStatus, error: str | None) -> Task:
-        now = utcnow()
-        final = self._stored(task)
-        final.status, final.completed_at, final.updated_at = status, now, now
-        final.error = error if error is not None else final.error
-        final.expires_at = self._expiry_for(final, now)
-        return final
+        return final_copy(task, status, error, self._config)
 
     def _queued_copy(self, task: Task, eta: datetime | None, error: str | None) -> Task:
-        queued = self._stored(task)
-        queued.status, queued.updated_at, queued.eta = TaskStatus.PENDING, utcnow(), eta
-        queued.error = error if error is not None else queued.error
-        queued.__post_init__()  # validates eta
-        return queued
+        return queued_copy(task, eta, error)
 
     def _expired_copy(self, task: Task, now: datetime) -> str:
         """Count the lost delivery of a task whose lease expired; return where it goes next:
         back to pending, or to the dead letter after ``max_deliveries``."""
-        task.attempts += 1
-        task.updated_at = now
-        task.error = f"lease expired (attempt {task.attempts})"
-        if task.attempts >= self._config.max_deliveries:
-            task.status, task.completed_at = TaskStatus.FAILED, now
-            task.error = f"lease expired {task.attempts} times; moved to the dead letter"
-            task.expires_at = self._expiry_for(task, now)
-            return "failed"
-        task.status = TaskStatus.PENDING
-        return PENDING
+        return _DIR_OF_STATUS[expire_delivery(task, now, self._config)]
 
     @staticmethod
     def _check_final(status: TaskStatus | str) -> TaskStatus:
-        status = TaskStatus(status)
-        if not status.is_final:
-            raise ValidationError(f"finish_task needs a final status, got {status.value!r}")
-        return status
+        return check_final(status)
 
     async def finish_task(
         self, task: Task, status: TaskStatus = TaskStatus.COMPLETED, error: str | None = None
@@ -482,8 +436,9 @@ class FileTaskQueue(TaskQueue):
             return None
         if self._expired_copy(task, now) != PENDING:
             target = f"{self._dir(queue, 'failed')}/{self._finished_name(task)}"
-            if await self._objects.move(f"{running_dir}/{mine}", target):
-                await self._objects.put(target, self._ctx.serializer.encode(task))
+            if not await self._objects.move(f"{running_dir}/{mine}", target):
+                return None
+            await self._objects.put(target, self._ctx.serializer.encode(task))
             await self._notify_expired(task)
             return task
         await self._objects.put(f"{running_dir}/{mine}", self._ctx.serializer.encode(task))
@@ -507,10 +462,7 @@ class FileTaskQueue(TaskQueue):
 
     async def _notify_expired(self, task: Task) -> None:
         """Report a recovery once it is done (never before: a failed one is retried later)."""
-        if task.status is TaskStatus.FAILED:
-            logger.error("task %s: %s", task.id, task.error)
-        else:
-            logger.warning("task %s: lease expired; re-queued (attempt %d)", task.id, task.attempts)
+        log_recovered(task, logger)
         if self.on_lease_expired is not None:
             try:
                 await self.on_lease_expired(task)

@@ -1,0 +1,131 @@
+"""State changes every backend makes the same way, whatever it stores them in.
+
+A delivery raises ``attempts`` and carries a lease; a finish stamps the final status and the
+expiry; a requeue returns the task to pending; a lost lease counts the lost delivery and sends
+the task back or, after ``max_deliveries``, to the dead letter. A result gets the default
+expiry; a schedule moving between statuses gets its next run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import datetime, timedelta, timezone
+
+import msgspec
+
+from omniq.exceptions import ValidationError
+from omniq.models._time import utcnow
+from omniq.models.config import Settings
+from omniq.models.result import TaskResult
+from omniq.models.schedule import Schedule, ScheduleStatus
+from omniq.models.task import Lease, Task, TaskStatus
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def to_ms(value: datetime) -> int:
+    """Milliseconds since the epoch, computed without float rounding."""
+    return max(0, (value - EPOCH) // timedelta(milliseconds=1))
+
+
+def from_ms(ms: int) -> datetime:
+    return EPOCH + timedelta(milliseconds=ms)
+
+
+def lease_token(worker_id: str | None = None) -> str:
+    """A lease token; it starts with the worker id so that ``omniq status`` can name holders."""
+    suffix = os.urandom(6).hex()
+    return f"{worker_id}-{suffix}" if worker_id else suffix
+
+
+def lease_holder(token: str) -> str | None:
+    """The worker id a lease token was made for, if any."""
+    worker, sep, _ = token.rpartition("-")
+    return worker if sep else None
+
+
+def delivered(task: Task, now_ms: int, lease: Lease) -> Task:
+    """The task as its claimant sees it: stored payloads count the deliveries before this one."""
+    now = from_ms(now_ms)
+    task.status = TaskStatus.RUNNING
+    task.attempts += 1
+    task.started_at = task.updated_at = now
+    task.lease = lease
+    return task
+
+
+def check_final(status: TaskStatus | str) -> TaskStatus:
+    status = TaskStatus(status)
+    if not status.is_final:
+        raise ValidationError(f"finish_task needs a final status, got {status.value!r}")
+    return status
+
+
+def expiry_for(task: Task, when: datetime, config: Settings) -> datetime | None:
+    """When a task finished at ``when`` may be removed: its own ttl, else the backend's."""
+    ttl = task.ttl if task.ttl is not None else config.task_ttl
+    return None if ttl is None else when + timedelta(seconds=ttl)
+
+
+def at_rest(task: Task) -> Task:
+    """The task as stored: a lease lives with the store's claim record, not in the payload."""
+    return msgspec.structs.replace(task, lease=None)
+
+
+def final_copy(task: Task, status: TaskStatus, error: str | None, config: Settings) -> Task:
+    now = utcnow()
+    final = at_rest(task)
+    final.status, final.completed_at, final.updated_at = status, now, now
+    final.error = error if error is not None else final.error
+    final.expires_at = expiry_for(final, now, config)
+    return final
+
+
+def queued_copy(task: Task, eta: datetime | None, error: str | None) -> Task:
+    queued = at_rest(task)
+    queued.status, queued.updated_at, queued.eta = TaskStatus.PENDING, utcnow(), eta
+    queued.error = error if error is not None else queued.error
+    queued.__post_init__()  # validates eta
+    return queued
+
+
+def expire_delivery(task: Task, now: datetime, config: Settings) -> TaskStatus:
+    """Count the lost delivery of a task whose lease expired (``task.attempts`` must hold the
+    deliveries before it); return where it goes next: PENDING, or FAILED (the dead letter)
+    after ``max_deliveries``. Nothing is logged here: ``log_recovered`` says it once it is
+    done (a recovery that fails to write is retried later)."""
+    task.attempts += 1
+    task.updated_at = now
+    task.error = f"lease expired (attempt {task.attempts})"
+    if task.attempts >= config.max_deliveries:
+        task.status, task.completed_at = TaskStatus.FAILED, now
+        task.error = f"lease expired {task.attempts} times; moved to the dead letter"
+        task.expires_at = expiry_for(task, now, config)
+        return TaskStatus.FAILED
+    task.status = TaskStatus.PENDING
+    return TaskStatus.PENDING
+
+
+def log_recovered(task: Task, log: logging.Logger) -> None:
+    """Say that a task whose lease expired was re-queued or dead-lettered (after the fact)."""
+    if task.status is TaskStatus.FAILED:
+        log.error("task %s: %s", task.id, task.error)
+    else:
+        log.warning("task %s: lease expired; re-queued (attempt %d)", task.id, task.attempts)
+
+
+def with_default_expiry(result: TaskResult, config: Settings) -> TaskResult:
+    """A result without its own expiry expires ``result_ttl`` after completion (if set)."""
+    if result.expires_at is None and config.result_ttl is not None:
+        result.expires_at = result.completed_at + timedelta(seconds=config.result_ttl)
+    return result
+
+
+def schedule_moved(schedule: Schedule, status: ScheduleStatus) -> Schedule:
+    """The schedule in its new status; resuming does not fire the runs missed while paused."""
+    now = utcnow()
+    moved = msgspec.structs.replace(schedule, status=status, updated_at=now)
+    if status is ScheduleStatus.ACTIVE and (moved.next_run_at is None or moved.next_run_at < now):
+        moved.next_run_at = moved.compute_next_run(now)
+    return moved
