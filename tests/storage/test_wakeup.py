@@ -65,6 +65,8 @@ async def test_idle_local_dequeue_wakes_for_a_task_enqueued_by_another_process(
         # Woken once (a stray wake-up or two allowed); polling every 50 ms while the other
         # process started would have waited dozens of times.
         assert queue.idle_waits <= 3
+        assert queue._wakeup.watching
+    assert not queue._wakeup.watching  # closing the backend closes its inotify descriptor
 
 
 async def test_idle_dequeue_wakes_for_an_enqueue_in_its_own_process() -> None:

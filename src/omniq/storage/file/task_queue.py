@@ -167,6 +167,10 @@ class FileTaskQueue(TaskQueue):
             pause = max(pause, min(self.SAFETY_POLL, self._until_first_due(queues)))
         await self._wakeup.wait(min(pause, remaining))
 
+    def stop_watching(self) -> None:
+        """Close the file-system watch of idle dequeues (a later wait opens it again)."""
+        self._wakeup.close()
+
     def _watch(self, queue: str) -> bool:
         directory = self._objects.local_directory(self._dir(queue, PENDING))
         return directory is not None and self._wakeup.watch(directory)
