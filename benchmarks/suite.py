@@ -16,7 +16,6 @@ benchmarks/results/per_task_cost.png.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import math
 import multiprocessing as mp
@@ -176,21 +175,11 @@ def concurrent(root: str, n: int, consumers: int = 4) -> dict[str, Any]:
     return out
 
 
-def worker_end_to_end(tasks: int, samples: int, kinds: list[str]) -> dict[str, Any]:
-    from benchmarks.worker_latency import latency, throughput
+def worker_end_to_end(tasks: int, samples: int, repeats: int) -> dict[str, Any]:
+    """OmniQ's worker against Huey's consumers, interleaved (benchmarks/worker_latency.py)."""
+    from benchmarks.worker_latency import measure
 
-    out = {}
-    tmp = tempfile.mkdtemp(prefix="omniq-suite-worker-")
-    try:
-        for kind in kinds:
-            n = tasks if kind != "process" else max(100, tasks // 4)
-            rate = asyncio.run(throughput(os.path.join(tmp, f"tp-{kind}"), kind, n))
-            lat = asyncio.run(latency(os.path.join(tmp, f"lat-{kind}"), kind, samples))
-            q = statistics.quantiles(lat, n=100)
-            out[kind] = {"tasks_per_s": rate, "p50_ms": statistics.median(lat), "p99_ms": q[98]}
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return measure(tasks, samples, repeats, ["thread", "async"], log=sys.stderr)
 
 
 def plot(scale: dict[str, Any], sizes: list[int], path: Path) -> None:
@@ -271,12 +260,11 @@ def report(data: dict[str, Any], sizes: list[int]) -> str:
         lines.append(
             f"| {name} | {r['tasks_per_s']:,.0f} | {r['duplicates']} | {r['lost']} | {failed} |"
         )
-    lines += ["", "OmniQ worker, no-op tasks end to end (local disk, concurrency 4)", "",
-              "| kind | tasks/s | enqueue→start p50 | p99 |", "|---|---|---|---|"]  # fmt: skip
-    for kind, r in data["worker"].items():
-        lines.append(
-            f"| {kind} | {r['tasks_per_s']:,.0f} | {r['p50_ms']:.1f} ms | {r['p99_ms']:.1f} ms |"
-        )
+    if data["worker"]:
+        from benchmarks.worker_latency import table
+
+        lines += ["", "Workers end to end, no-op tasks, local disk, 4 slots (per repeat: tasks/s"
+                  " divided by SqliteHuey's)", "", table(data["worker"])]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -305,11 +293,11 @@ def main() -> None:
     if args.quick:
         sizes, repeats, budget = [1000, 3000], 1, 15.0
         payload_sizes = {100: 300, 10_000: 300, 1_000_000: 20}
-        conc_n, worker_tasks, samples, kinds = 2000, 500, 30, ["thread", "async"]
+        conc_n, worker_tasks, samples = 2000, 500, 30
     else:
         sizes, repeats, budget = [1000, 10_000, 100_000], 3, 120.0
         payload_sizes = {100: 2000, 10_000: 2000, 1_000_000: 100}
-        conc_n, worker_tasks, samples, kinds = 10_000, 2000, 200, ["thread", "async", "process"]
+        conc_n, worker_tasks, samples = 10_000, 2000, 200
     if MISSING:
         print(f"not installed, left out: {', '.join(MISSING)} (pip install -e '.[bench]')")
     root = tempfile.mkdtemp(prefix="omniq-suite-", dir=args.dir)
@@ -326,7 +314,7 @@ def main() -> None:
         print("concurrent consumers...", file=sys.stderr)
         data["concurrent"] = concurrent(root, conc_n)
         print("worker end to end...", file=sys.stderr)
-        data["worker"] = {} if args.only else worker_end_to_end(worker_tasks, samples, kinds)
+        data["worker"] = {} if args.only else worker_end_to_end(worker_tasks, samples, repeats)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     data["seconds"] = time.perf_counter() - t0

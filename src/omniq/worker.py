@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+from omniq.daemon_pool import DaemonThreadPool
 from omniq.exceptions import (
     ConfigError,
     LeaseLostError,
@@ -83,7 +84,8 @@ def run_in_process(
 def remote_traceback(error: BaseException) -> str:
     """The traceback of a task's exception without the worker's own frames above the task."""
     frames = traceback.extract_tb(error.__traceback__)
-    skip = (os.sep + "omniq" + os.sep + "worker.py", os.sep + "asyncio" + os.sep,
+    skip = (os.sep + "omniq" + os.sep + "worker.py", os.sep + "omniq" + os.sep + "daemon_pool.py",
+            os.sep + "asyncio" + os.sep,
             os.sep + "concurrent" + os.sep)  # fmt: skip
     kept = [
         f
@@ -97,28 +99,6 @@ def remote_traceback(error: BaseException) -> str:
 
 class _Timeout(Exception):
     pass
-
-
-def run_in_daemon_thread(fn: Any) -> asyncio.Future[Any]:
-    """Run ``fn()`` in a new daemon thread; a timed-out call can be abandoned and never blocks
-    interpreter exit (a ThreadPoolExecutor's threads are joined at exit)."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
-
-    def deliver(ok: bool, value: Any) -> None:
-        if not future.done():
-            (future.set_result if ok else future.set_exception)(value)
-
-    def target() -> None:
-        try:
-            outcome = (True, fn())
-        except BaseException as exc:  # delivered to the awaiting coroutine
-            outcome = (False, exc)
-        with contextlib.suppress(RuntimeError):  # the loop may be closed by now
-            loop.call_soon_threadsafe(deliver, *outcome)
-
-    threading.Thread(target=target, name="omniq-task", daemon=True).start()
-    return future
 
 
 class Worker:
@@ -180,6 +160,7 @@ class Worker:
         self._running: dict[asyncio.Task[None], Task] = {}
         self._events: dict[str, list[TaskEvent]] = {}  # buffered events of running tasks
         self._processes: concurrent.futures.ProcessPoolExecutor | None = None
+        self._threads: DaemonThreadPool | None = None
         self._trouble = 0  # claims in a row that failed with a storage error
         self.scheduler = app.scheduler(owner=self.worker_id) if scheduler else None
 
@@ -233,6 +214,8 @@ class Worker:
             self._processes = concurrent.futures.ProcessPoolExecutor(
                 self.concurrency, mp_context=multiprocessing.get_context("spawn")
             )
+        else:  # threads start on first use: an async worker normally needs none
+            self._threads = DaemonThreadPool(self.concurrency)
         await self.app.open()
         self._check_store()
         queue = self.backend.task_queue
@@ -290,6 +273,8 @@ class Worker:
             if self.scheduler and scheduling:
                 self.scheduler.stop()  # it finishes the run it is deciding
                 await scheduling
+            if self._threads:
+                self._threads.shutdown()
             if self._processes:
                 # Processes still running abandoned (timed-out or released) calls are ended:
                 # otherwise interpreter exit would wait for them.
@@ -563,7 +548,8 @@ class Worker:
                 task.args, task.kwargs,
             )  # fmt: skip
         else:  # thread; under kind="async" too for a function registered after the start
-            call = run_in_daemon_thread(functools.partial(tf.fn, *task.args, **task.kwargs))
+            assert self._threads is not None
+            call = self._threads.submit(functools.partial(tf.fn, *task.args, **task.kwargs))
         work = asyncio.ensure_future(call)
         watch = asyncio.ensure_future(lost.wait())
         try:

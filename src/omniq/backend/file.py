@@ -132,7 +132,7 @@ class FileBackend(Backend):
         queue_class = (
             LeaseTaskQueue if isinstance(self.objects, CloudObjectStore) else FileTaskQueue
         )
-        self.task_queue = queue_class(ctx, config.tasks_dir)
+        self.task_queue = self._file_queue = queue_class(ctx, config.tasks_dir)
         self.result_storage = FileResultStorage(ctx, config.results_dir)
         self.event_storage = FileEventStorage(ctx, config.events_dir)
         self.schedule_storage = FileScheduleStorage(ctx, config.schedules_dir)
@@ -183,6 +183,7 @@ class FileBackend(Backend):
             )
 
     async def close(self) -> None:
+        self._file_queue.stop_watching()  # its inotify descriptor, if it opened one
         await self.objects.close()
 
     # A temporary file older than this belongs to no write in progress (writes take

@@ -55,9 +55,12 @@ def dequeue_call(
 
 
 async def poll(
-    look: Callable[[], Awaitable[Task | None]], deadline: float | None, interval: float
-) -> Task | None:
-    """``look()`` until it finds a task or ``deadline`` passes (once without a deadline)."""
+    look: Callable[[], Awaitable[Task | None]], deadline: float | None, interval: float,
+    wait: Callable[[float], Awaitable[None]] | None = None,
+) -> Task | None:  # fmt: skip
+    """``look()`` until it finds a task or ``deadline`` passes (once without a deadline).
+    Between looks, sleep ``interval``, or ``await wait(remaining)`` where the store can be woken
+    when a task arrives (it returns by ``remaining`` seconds at the latest)."""
     while True:
         task = await look()
         if task is not None or deadline is None:
@@ -65,7 +68,10 @@ async def poll(
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return None
-        await asyncio.sleep(min(interval, remaining))
+        if wait is None:
+            await asyncio.sleep(min(interval, remaining))
+        else:
+            await wait(remaining)
 
 
 class EventFilter(NamedTuple):

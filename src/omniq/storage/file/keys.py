@@ -143,6 +143,15 @@ class PendingIndex:
                 return name
         return None
 
+    def first_due_ms(self) -> int | None:
+        """The earliest due time (ms) of the names left, ``None`` if there is none."""
+        dues = [
+            int(bucket[cursor][DUE_OFFSET:DUE_END])
+            for rank, bucket in self._buckets.items()
+            if (cursor := self._cursors[rank]) < len(bucket)
+        ]
+        return min(dues) if dues else None
+
     def discard(self, name: str) -> None:
         rank = name[:RANK_WIDTH]
         bucket = self._buckets.get(rank)

@@ -333,6 +333,7 @@ class LeaseTaskQueue(FileTaskQueue):
         data = self._ctx.serializer.encode(queued)
         await self._release(task, self._payload_key(task.queue_name, name), data, "requeue")
         self._index_add(task.queue_name, name)
+        self._wakeup.notify()
         return queued
 
     # ---------------------------------------------------------------------- the reaper

@@ -13,9 +13,12 @@ fence with versioned writes (``create`` / ``get_versioned`` / ``replace`` / ``de
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+import concurrent.futures
 import contextlib
 import errno
+import functools
 import hashlib
 import logging
 import os
@@ -25,7 +28,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,6 +163,11 @@ class ObjectStore(ABC):
         ``VersionMismatch`` if it changed."""
         raise NotImplementedError(f"{type(self).__name__} has no conditional writes")
 
+    def local_directory(self, prefix: str) -> str | None:
+        """The local directory that holds ``prefix``, for file-system notifications; ``None``
+        where there is none (memory, buckets)."""
+        return None
+
     async def open(self) -> None:  # noqa: B027 - optional hook, most stores need nothing
         """Prepare the store (create the base directory where that means something)."""
 
@@ -171,6 +179,23 @@ def _wrap(exc: OSError, action: str, path: str) -> StorageError:
     err = StorageError(f"cannot {action} ({exc.strerror or exc})", path)
     err.__cause__ = exc
     return err
+
+
+_IO_THREADS: concurrent.futures.ThreadPoolExecutor | None = None
+_IO_LOCK = threading.Lock()
+
+
+async def _off_loop(call: Callable[[], None]) -> None:
+    """Run a blocking call that waits on the disk (an fsync) in a small shared thread pool.
+
+    Only where it pays: a thread hop costs more than a plain small write (measured: 4 slots
+    writing through the pool were 1.2-1.9x slower without fsync, 1.1-2.9x faster with it)."""
+    global _IO_THREADS
+    if _IO_THREADS is None:
+        with _IO_LOCK:
+            if _IO_THREADS is None:
+                _IO_THREADS = concurrent.futures.ThreadPoolExecutor(4, "omniq-io")
+    await asyncio.get_running_loop().run_in_executor(_IO_THREADS, call)
 
 
 class LocalObjectStore(ObjectStore):
@@ -209,6 +234,9 @@ class LocalObjectStore(ObjectStore):
         path = self.root + "/" + key  # keys are built from validated names
         self._check_dir(path[: path.rfind("/")])
         return path
+
+    def local_directory(self, prefix: str) -> str | None:
+        return self.root + "/" + prefix
 
     def _dir_path(self, prefix: str) -> str:
         path = self.root + "/" + prefix
@@ -259,7 +287,10 @@ class LocalObjectStore(ObjectStore):
         return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
 
     async def put(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
-        self.put_sync(key, data, exclusive=exclusive)
+        if self.fsync:  # waits on the disk: let other slots run meanwhile
+            await _off_loop(functools.partial(self.put_sync, key, data, exclusive=exclusive))
+        else:
+            self.put_sync(key, data, exclusive=exclusive)
 
     def put_sync(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
         path = self._path(key)
@@ -413,9 +444,12 @@ class LocalObjectStore(ObjectStore):
         except OSError as exc:
             raise _wrap(exc, "move", f"{src_path} -> {dst_path}") from exc
         if self.fsync:
-            self._fsync_dir(os.path.dirname(dst_path))
-            self._fsync_dir(os.path.dirname(src_path))
+            await _off_loop(functools.partial(self._fsync_dirs, dst_path, src_path))
         return True
+
+    def _fsync_dirs(self, *paths: str) -> None:
+        for path in paths:
+            self._fsync_dir(os.path.dirname(path))
 
     async def delete_tree(self, prefix: str) -> int:
         path = self._dir_path(prefix)

@@ -10,6 +10,7 @@ an expired lease knows the lost delivery counted and raises the count.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -43,6 +44,7 @@ from omniq.storage.file.keys import (
     split_ext,
     task_id_of,
 )
+from omniq.storage.file.wakeup import Wakeup, notifications_work
 from omniq.storage.lifecycle import (
     at_rest,
     check_final,
@@ -86,6 +88,9 @@ class FileTaskQueue(TaskQueue):
         self._indexes: dict[str, PendingIndex] = {}
         self._idle_until: dict[str, float] = {}  # queue -> monotonic time to list it again
         self._last_reap = 0.0
+        root = self._objects.local_directory(tasks_dir)
+        self._wakeup = Wakeup(notifications=root is not None and notifications_work(root))
+        self.idle_waits = 0  # how often a dequeue waited for tasks (tests, benchmarks)
 
     # ----------------------------------------------------------------- paths and reading
 
@@ -118,6 +123,7 @@ class FileTaskQueue(TaskQueue):
             index = self._indexes.get(task.queue_name)
             if index is not None:
                 index.add(name)
+            self._wakeup.notify()
         else:
             key = f"{self._dir(task.queue_name, state)}/{self._finished_name(task)}"
             await self._objects.put(key, data)
@@ -144,7 +150,39 @@ class FileTaskQueue(TaskQueue):
                     return task
             return None
 
-        return await poll(look, call.deadline, self._config.poll_interval)
+        wait = functools.partial(self._wait_for_tasks, call.queues)
+        return await poll(look, call.deadline, self._config.poll_interval, wait)
+
+    # With notifications, how long a waiting consumer sleeps at most before looking anyway: a
+    # safety net (a lost notification, a task whose due time comes), not the way tasks arrive.
+    SAFETY_POLL = 1.0
+
+    async def _wait_for_tasks(self, queues: list[str], remaining: float) -> None:
+        """Sleep until a task may be there: woken by an enqueue in this process or a file-system
+        notification, else after ``poll_interval`` (no notifications here) or, when every queue
+        is watched, ``SAFETY_POLL`` or the first delayed task's due time, whichever is sooner."""
+        self.idle_waits += 1
+        pause = self._config.poll_interval
+        if all(self._watch(queue) for queue in queues):
+            pause = max(pause, min(self.SAFETY_POLL, self._until_first_due(queues)))
+        await self._wakeup.wait(min(pause, remaining))
+
+    def stop_watching(self) -> None:
+        """Close the file-system watch of idle dequeues (a later wait opens it again)."""
+        self._wakeup.close()
+
+    def _watch(self, queue: str) -> bool:
+        directory = self._objects.local_directory(self._dir(queue, PENDING))
+        return directory is not None and self._wakeup.watch(directory)
+
+    def _until_first_due(self, queues: list[str]) -> float:
+        """Seconds until the first listed task that is not due yet is (infinity if none)."""
+        now_ms = utcnow_ms()
+        dues = [
+            due for q in queues if (index := self._indexes.get(q)) is not None
+            if (due := index.first_due_ms()) is not None
+        ]  # fmt: skip
+        return max(0.0, (min(dues) - now_ms) / 1000) if dues else float("inf")
 
     def _idle_relist_delay(self) -> float:
         """After a listing found nothing due, how long a polling consumer waits before listing
@@ -346,6 +384,7 @@ class FileTaskQueue(TaskQueue):
         index = self._indexes.get(task.queue_name)
         if index is not None:
             index.add(name)
+        self._wakeup.notify()  # a waiting consumer relists and sees the retry's due time
         return queued
 
     # ---------------------------------------------------------------------- the reaper
