@@ -227,7 +227,7 @@ def test_sigkill_on_sqlite_task_is_redelivered_after_its_lease_expires(tmp_path)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("s3_kind", "n_tasks"), [("moto", 80), ("seaweedfs", 30), ("rgw", 30)])
+@pytest.mark.parametrize(("s3_kind", "n_tasks"), [("moto", 40), ("seaweedfs", 30), ("rgw", 30)])
 def test_sigkill_fault_injection_on_s3_loses_nothing(s3_target, n_tasks):
     """3 workers drain tasks from one S3 bucket while one is SIGKILLed and restarted every
     1.5 s: lease objects, settle records and take-overs leave every task completed. On moto,
