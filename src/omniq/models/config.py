@@ -56,6 +56,19 @@ def _env(field: str, default: T, kind: Any = None) -> Callable[[], T]:
 C = TypeVar("C", bound="Settings")
 
 
+def check_durations(config: Any, names: tuple[str, ...], *, optional: bool = False) -> None:
+    """Validate (and store as floats) duration settings: finite, at most 100 years, ``> 0`` —
+    or, when ``optional`` (ttls), ``>= 0`` or ``None``. ``ConfigError`` names the setting."""
+    for name in names:
+        value = getattr(config, name)
+        if value is None and not optional:
+            raise ConfigError(f"{name} must be a number of seconds, got None")
+        try:
+            setattr(config, name, check_seconds(value, name, allow_zero=optional))
+        except ValidationError as exc:
+            raise ConfigError(str(exc)) from None
+
+
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The settings every backend shares (file and SQLite): format, signing, leases, TTLs."""
 
@@ -77,13 +90,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 f"serialization_format must be one of {', '.join(FORMATS)}, "
                 f"got {self.serialization_format!r}"
             )
-        try:
-            for name in ("visibility_timeout", "poll_interval", "reap_interval"):
-                setattr(self, name, check_seconds(getattr(self, name), name, allow_zero=False))
-            for name in ("task_ttl", "result_ttl", "event_ttl"):
-                setattr(self, name, check_seconds(getattr(self, name), name))
-        except ValidationError as exc:
-            raise ConfigError(str(exc)) from None
+        check_durations(self, ("visibility_timeout", "poll_interval", "reap_interval"))
+        check_durations(self, ("task_ttl", "result_ttl", "event_ttl"), optional=True)
         if (
             isinstance(self.max_deliveries, bool)
             or not isinstance(self.max_deliveries, int)
@@ -160,12 +168,7 @@ class FileConfig(Settings, kw_only=True, forbid_unknown_fields=True):
                 raise ConfigError(str(exc)) from None
         if not isinstance(self.base_dir, str) or not self.base_dir:
             raise ConfigError(f"base_dir must be a non-empty string, got {self.base_dir!r}")
-        try:
-            self.listing_ttl = (
-                check_seconds(self.listing_ttl, "listing_ttl", allow_zero=False) or 1.0
-            )
-        except ValidationError as exc:
-            raise ConfigError(str(exc)) from None
+        check_durations(self, ("listing_ttl",))
         if self.fsspec_uri == "":
             self.fsspec_uri = None
 
@@ -185,9 +188,4 @@ class SQLiteConfig(Settings, kw_only=True, forbid_unknown_fields=True):
         super().__post_init__()
         if not isinstance(self.path, str) or not self.path:
             raise ConfigError(f"path must be a non-empty string, got {self.path!r}")
-        try:
-            self.busy_timeout = (
-                check_seconds(self.busy_timeout, "busy_timeout", allow_zero=False) or 60.0
-            )
-        except ValidationError as exc:
-            raise ConfigError(str(exc)) from None
+        check_durations(self, ("busy_timeout",))
