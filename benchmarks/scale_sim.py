@@ -12,7 +12,8 @@ thousand workers' minute takes as long as its Python work does. OmniQ's clocks (
 
 Scenarios (``SCENARIOS``): ``idle`` (no work: requests and cost of waiting, then the time one new
 task takes to be picked up), ``steady`` (2-s tasks, a backlog of ``backlog_seconds`` of
-capacity), ``burst`` (the backlog arrives at once while every worker is idle), ``killed`` (10%
+capacity, then tasks arriving at capacity for ``produce_seconds``), ``burst`` (a backlog of
+6 s of capacity arrives at once while every worker is idle), ``killed`` (10%
 of the workers freeze mid-task, as if SIGKILLed: their tasks come back when their leases
 expire), ``gcs-short`` (0.2-s tasks on the GCS profile, one write per second per object).
 
@@ -30,6 +31,7 @@ import contextlib
 import contextvars
 import importlib
 import json
+import logging
 import math
 import sys
 import time
@@ -50,7 +52,7 @@ from omniq.backend.file import FileBackend  # noqa: E402
 from omniq.exceptions import LeaseLostError  # noqa: E402
 from omniq.models import _time  # noqa: E402
 from omniq.models.config import FileConfig  # noqa: E402
-from omniq.models.task import Task  # noqa: E402
+from omniq.models.task import Task, TaskStatus  # noqa: E402
 from omniq.storage.file.simulated import (  # noqa: E402
     PRICES,
     SimulatedBucket,
@@ -68,6 +70,7 @@ TIMED_MODULES = (
     "omniq.storage.checks",
     "omniq.storage.file.task_queue",
     "omniq.storage.file.lease_queue",
+    "omniq.storage.file.doorbell",
 )
 
 
@@ -77,7 +80,8 @@ class Scenario:
     workers: int
     slots: int = 4
     task_seconds: float = 2.0
-    backlog_seconds: float = 6.0  # the backlog: this many seconds of the fleet's capacity
+    backlog_seconds: float = 4.0  # the backlog at the start: seconds of the fleet's capacity
+    produce_seconds: float = 10.0  # then tasks arrive at the fleet's capacity for this long
     profile: str = "s3"
     idle_seconds: float = 0.0  # before the backlog arrives (burst) or instead of it (idle)
     kill_fraction: float = 0.0
@@ -100,10 +104,12 @@ def scenario(name: str, workers: int, **overrides: Any) -> Scenario:
     base = {
         "idle": Scenario("idle", workers, idle_seconds=60.0),
         "steady": Scenario("steady", workers),
-        "burst": Scenario("burst", workers, idle_seconds=5.0),
+        "burst": Scenario(
+            "burst", workers, idle_seconds=5.0, backlog_seconds=6.0, produce_seconds=0.0
+        ),
         "killed": Scenario("killed", workers, kill_fraction=0.1),
         "gcs-short": Scenario(
-            "gcs-short", workers, task_seconds=0.2, profile="gcs", backlog_seconds=3.0
+            "gcs-short", workers, task_seconds=0.2, profile="gcs", produce_seconds=5.0
         ),
     }[name]
     return replace(base, **overrides)
@@ -247,7 +253,7 @@ class Fleet:
         self.runs[worker_id] = ctx.run(asyncio.create_task, worker.run())
 
     async def enqueue(self, count: int, start: int = 0) -> list[str]:
-        """Put ``count`` tasks in the queue at once (set-up: no latency, not counted)."""
+        """Put ``count`` tasks in the queue at once (no latency, but counted and billed)."""
         app = self.app(SimulatedObjectStore(self.bucket, instant=True))
         ids = []
         for key in range(start, start + count):
@@ -255,6 +261,21 @@ class Fleet:
             await app.backend.task_queue.enqueue(task)
             ids.append(task.id)
         return ids
+
+    async def produce(self, ids: list[str]) -> None:
+        """Enqueue at the fleet's capacity, every 0.1 s, for ``produce_seconds``."""
+        per_tick, owed, key = self.sc.capacity / 10, 0.0, len(ids)
+        for _ in range(round(self.sc.produce_seconds * 10)):
+            await asyncio.sleep(0.1)
+            owed += per_tick
+            count, owed = int(owed), owed - int(owed)
+            ids.extend(await self.enqueue(count, key))
+            key += count
+
+    def unsettled(self) -> bool:
+        """Whether a task is still pending or running."""
+        root = "tasks/default/"
+        return self.bucket.count(root + "pending/") + self.bucket.count(root + "running/") > 0
 
     def kill(self) -> None:
         victims = sorted(self.workers)[: round(len(self.workers) * self.sc.kill_fraction)]
@@ -316,7 +337,7 @@ async def run_scenario(sc: Scenario, seed: int = 1) -> dict[str, Any]:
     idle_requests: Counter[str] = Counter()
     pickup = float("nan")
     if sc.idle_seconds:
-        await asyncio.sleep(5.0)  # start-up (each worker's first reap and listing)
+        await asyncio.sleep(30.0)  # start-up, and the idle listing back-off reaching its end
         before = Counter(fleet.bucket.requests)
         await asyncio.sleep(sc.idle_seconds)
         idle_requests = Counter(fleet.bucket.requests)
@@ -329,13 +350,21 @@ async def run_scenario(sc: Scenario, seed: int = 1) -> dict[str, Any]:
     counted_from = Counter(fleet.bucket.requests)
     answers_from = Counter(fleet.bucket.answers)
     start = loop.time()
+    producing = None
+    if sc.produce_seconds and sc.name != "idle":
+        producing = asyncio.create_task(fleet.produce(expected))
     killed_yet = sc.kill_fraction == 0
-    while len(fleet.ledger.finished) < len(expected) and loop.time() - start < sc.limit_seconds:
+    while (
+        fleet.unsettled() or (producing is not None and not producing.done())
+    ) and loop.time() - start < sc.limit_seconds:
         await asyncio.sleep(0.05)
         if not killed_yet and loop.time() - start >= sc.kill_at:
             fleet.kill()
             killed_yet = True
     end = loop.time()
+    if producing is not None:
+        producing.cancel()
+        await asyncio.gather(producing, return_exceptions=True)
     requests = Counter(fleet.bucket.requests)
     requests.subtract(counted_from)
     answers = Counter(fleet.bucket.answers)
@@ -356,6 +385,11 @@ async def run_scenario(sc: Scenario, seed: int = 1) -> dict[str, Any]:
     problems = []
     cut_short = end - start >= sc.limit_seconds
     missing = [t for t in expected if t not in fleet.ledger.finished]
+    if missing:  # settled by a reaper (its worker was killed half-way through the finish)?
+        queue = fleet.app(SimulatedObjectStore(fleet.bucket, instant=True)).backend.task_queue
+        found = [await queue.get_task(t) for t in missing]
+        missing = [t for t, f in zip(missing, found, strict=True)
+                   if f is None or f.status is not TaskStatus.COMPLETED]  # fmt: skip
     if missing and not cut_short:
         problems.append(f"{len(missing)} task(s) never finished")
     twice = [t for t, n in fleet.ledger.finishes.items() if n > 1]
@@ -363,7 +397,9 @@ async def run_scenario(sc: Scenario, seed: int = 1) -> dict[str, Any]:
         problems.append(f"{len(twice)} task(s) finished twice")
     for key, executions in runs.items():
         live = [r for r in executions if r[0] not in fleet.killed]
-        if key >= 0 and len(live) != 1:
+        # A killed worker's run counts once its outcome was settled (by the reaper, when it
+        # froze half-way through the settle); live workers run a task at most once.
+        if key >= 0 and (len(live) > 1 or not executions):
             problems.append(f"task {key} ran {len(live)} times on live workers")
         if len(executions) > len(live) and any(r[1] < fleet.killed_at for r in live):
             problems.append(f"task {key} ran again before its holder was killed")
@@ -378,8 +414,11 @@ async def run_scenario(sc: Scenario, seed: int = 1) -> dict[str, Any]:
     # ------------------------------------------------------------- figures
     n = max(1, len(fleet.ledger.finished) if cut_short else len(expected))
     finish_times = sorted(fleet.ledger.finished.values())
+    # Delivered: finishes while there was work for every slot (after the first round, until
+    # the last claim of a backlog, or the end of the arrivals).
     last_claim = max(fleet.ledger.claimed_at, default=end)
-    window = (start + sc.task_seconds, max(start + sc.task_seconds, last_claim))
+    busy_until = start + sc.produce_seconds if sc.produce_seconds else last_claim
+    window = (start + sc.task_seconds, max(start + sc.task_seconds, busy_until))
     done_in = sum(1 for t in finish_times if window[0] <= t <= window[1])
     span = window[1] - window[0]
     delivered = done_in / span if span > 0 else len(finish_times) / max(end - start, 1e-9)
@@ -520,6 +559,7 @@ def main() -> None:
     parser.add_argument("--label", default="current", help="a name for this run in the JSON")
     parser.add_argument("--out", default=str(RESULTS / "scale_sim.json"))
     args = parser.parse_args()
+    logging.getLogger("omniq").setLevel(logging.ERROR)  # expected expiries and lost leases
     results = []
     for name in args.scenarios.split(","):
         for n in (int(x) for x in args.workers.split(",")):

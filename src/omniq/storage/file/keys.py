@@ -143,6 +143,17 @@ class PendingIndex:
                 return name
         return None
 
+    def pick_due(self, now_ms: int) -> str | None:
+        """One of the due names of the highest priority that has any, at random (consumers
+        that listed the same names then rarely try the same one)."""
+        for rank in self._ranks:
+            bucket, cursor = self._buckets[rank], self._cursors[rank]
+            if cursor < len(bucket) and int(bucket[cursor][DUE_OFFSET:DUE_END]) <= now_ms:
+                # Names of one priority sort by due time: the due ones come first.
+                probe = bucket[cursor][:DUE_OFFSET] + str(now_ms + 1).zfill(DUE_END - DUE_OFFSET)
+                return bucket[random.randrange(cursor, bisect.bisect_left(bucket, probe, cursor))]
+        return None
+
     def first_due_ms(self) -> int | None:
         """The earliest due time (ms) of the names left, ``None`` if there is none."""
         dues = [

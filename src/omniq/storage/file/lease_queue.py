@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from datetime import datetime
 
 import msgspec
@@ -31,10 +32,11 @@ from omniq.exceptions import (
     StorageError,
     TaskNotFoundError,
 )
-from omniq.models._time import utcnow
+from omniq.models._time import utcnow, utcnow_ms
 from omniq.models.task import Lease, Task, TaskStatus
 from omniq.storage.file.cloud import ConflictError
-from omniq.storage.file.common import from_ms, logger, to_ms
+from omniq.storage.file.common import FileStoreContext, from_ms, logger, to_ms
+from omniq.storage.file.doorbell import Doorbell
 from omniq.storage.file.keys import (
     PendingIndex,
     is_pending_name,
@@ -76,26 +78,115 @@ _decode = msgspec.json.Decoder(LeaseRecord).decode
 
 
 class LeaseTaskQueue(FileTaskQueue):
-    """``FileTaskQueue`` on a store with conditional create and compare-and-swap."""
+    """``FileTaskQueue`` on a store with conditional create and compare-and-swap.
 
-    HEAD_NAMES = 100  # due names a refresh lists before it stops, in pages of HEAD_PAGE
-    HEAD_PAGE = 200
-    CONTENDED_WINDOW = 16
+    ``claim_stats`` counts claim attempts by outcome: ``won``, ``lost`` (another consumer
+    holds the name: a failed conditional create), ``phantom`` (the lease was created but the
+    payload was gone: the task finished after the listing; three requests for nothing),
+    ``deferred`` (409 twice) and ``relists`` (listings forced by lost races)."""
+
+    HEAD_NAMES = 1000  # due names a refresh lists before it stops, in pages of HEAD_PAGE
+    HEAD_PAGE = 1000  # one request on S3 and GCS whatever the page size, up to 1,000
     CONTENDED_SECONDS = 5.0
+    LOST_IN_A_ROW = 2  # lost races (or phantoms) in a row that make the listing stale
+    IDLE_LIST_MAX = 10.0  # an idle consumer lists a queue at least this often (6 a minute)
     _contended_until = 0.0
 
-    def _idle_relist_delay(self) -> float:
-        """A listing is two requests here: an idle consumer polling every ``poll_interval``
-        lists an empty queue at most once per ``listing_ttl`` (tasks enqueued elsewhere are seen
-        within it; own enqueues at once)."""
-        return self._config.listing_ttl
+    def __init__(self, ctx: FileStoreContext, tasks_dir: str) -> None:
+        super().__init__(ctx, tasks_dir)
+        self.claim_stats: Counter[str] = Counter()
+        self.doorbell = Doorbell(self._objects, tasks_dir)
+        self._idle_pause: dict[str, float] = {}  # queue -> the current idle listing interval
+        self._mine: set[str] = set()  # names this queue object claimed (while still leased)
 
-    def _claim_window(self) -> int:
-        """A lost claim race costs a round trip here, and every worker lists the same names in
-        the same order. Once a worker has lost a race it picks among the first due names of the
-        top priority at random for a while, so that competing workers rarely collide; alone, it
-        takes names strictly in order (with several consumers the order is interleaved anyway)."""
-        return self.CONTENDED_WINDOW if time.monotonic() < self._contended_until else 1
+    def _contended(self) -> bool:
+        """A lost race costs a round trip here, and every worker lists the same names in the
+        same order. Once a worker has lost a race, or listed leases it does not hold, it picks
+        at random among all the due names of the top priority for a while, so that competing
+        workers rarely collide; alone, it takes names strictly in order."""
+        return time.monotonic() < self._contended_until
+
+    async def enqueue(self, task: Task) -> str:
+        task_id = await super().enqueue(task)
+        if _DIR_OF_STATUS[task.status] == PENDING or task.status is TaskStatus.RUNNING:
+            await self.doorbell.ring(task.queue_name)
+        return task_id
+
+    # ------------------------------------------------------------ choosing a name
+
+    async def _claim_next(
+        self, queue: str, lease_seconds: float, worker_id: str | None
+    ) -> Task | None:
+        """Claim a due task of ``queue``, or ``None``.
+
+        The listing used is never older than ``listing_ttl``, and after ``LOST_IN_A_ROW`` lost
+        races (or phantom claims) the queue is listed again rather than the stale listing walked
+        on. A queue found empty is listed again after ``listing_ttl``, then at doubling
+        intervals up to ``IDLE_LIST_MAX``, and at once when its doorbell rings (read once a
+        second) or a task of its own comes due."""
+        lease_ms = int(lease_seconds * 1000)
+        index = self._indexes.get(queue)
+        fresh = False
+        lost = 0
+        while True:
+            now_ms = utcnow_ms()
+            stale = index is None or time.monotonic() - index.listed_at > self._config.listing_ttl
+            if stale or lost >= self.LOST_IN_A_ROW:
+                if stale and not self._has_due(index, now_ms) and await self._resting(queue):
+                    return None
+                if lost >= self.LOST_IN_A_ROW:
+                    self.claim_stats["relists"] += 1
+                index, fresh, lost = await self._fresh_index(queue), True, 0
+                now_ms = utcnow_ms()
+            assert index is not None
+            name = index.pick_due(now_ms) if self._contended() else index.next_due(now_ms)
+            if name is None:
+                if fresh:
+                    self._rest(queue, index, now_ms)
+                    return None
+                if await self._resting(queue):
+                    return None
+                index = None
+                continue
+            index.discard(name)
+            task = await self._try_claim(queue, name, now_ms, lease_ms, worker_id)
+            if task is not None:
+                self._idle_pause.pop(queue, None)
+                return task
+            lost += 1
+
+    @staticmethod
+    def _has_due(index: PendingIndex | None, now_ms: int) -> bool:
+        first = None if index is None else index.first_due_ms()
+        return first is not None and first <= now_ms
+
+    def _rest(self, queue: str, index: PendingIndex, now_ms: int) -> None:
+        """A listing found nothing due: do not list ``queue`` again for a while (doubling up to
+        ``IDLE_LIST_MAX``, but not past the first due time listed), unless its doorbell rings."""
+        pause = min(
+            self.IDLE_LIST_MAX, self._idle_pause.get(queue, self._config.listing_ttl / 2) * 2
+        )
+        self._idle_pause[queue] = pause
+        first = index.first_due_ms()
+        if first is not None:
+            pause = min(pause, max(0.0, (first - now_ms) / 1000))
+        self._idle_until[queue] = time.monotonic() + pause
+        self.doorbell.listen(queue)
+
+    async def _resting(self, queue: str) -> bool:
+        """Whether ``queue`` should not be listed now: it was found empty a moment ago and its
+        doorbell has not rung since."""
+        if time.monotonic() >= self._idle_until.get(queue, 0.0):
+            return False
+        try:
+            rung = await self.doorbell.heard(queue)
+        except StorageError as exc:  # a hint only: the idle listing still comes
+            logger.warning("could not read the doorbell of %s: %s", queue, exc)
+            return True
+        if rung:
+            self._idle_pause.pop(queue, None)
+            return False
+        return True
 
     # ------------------------------------------------------------------ names and leases
 
@@ -144,7 +235,14 @@ class LeaseTaskQueue(FileTaskQueue):
         a name, the listing jumps to the next priority instead of paging through a backlog of
         delayed tasks (retries waiting out their back-off, say).
         """
+        if queue in self._idle_pause and not await self._any_pending(queue):
+            # Idle: an empty queue costs one listing, not two (running/ is not listed).
+            index = self._indexes[queue] = PendingIndex([], time.monotonic())
+            return index
         leased = set(await self._objects.list(self._dir(queue, RUNNING)))
+        self._mine &= leased
+        if leased - self._mine:  # others hold tasks here: pick at random from the start
+            self._contended_until = time.monotonic() + self.CONTENDED_SECONDS
         now_ms = to_ms(utcnow())
         names: list[str] = []
         strays: list[str] = []
@@ -183,6 +281,15 @@ class LeaseTaskQueue(FileTaskQueue):
         index = PendingIndex(names, time.monotonic(), horizon)
         self._indexes[queue] = index
         return index
+
+    async def _any_pending(self, queue: str) -> bool:
+        """Whether ``pending/`` holds anything (one listing request of one name)."""
+        listing = self._objects.list_pages(self._dir(queue, PENDING), 1)
+        async with contextlib.aclosing(listing) as pages:
+            async for page in pages:
+                if page:
+                    return True
+        return False
 
     async def _locate(self, task_id: str) -> tuple[str, str, str] | None:
         """Find a task without a window in which it hides: its payload stays in ``pending/``
@@ -238,21 +345,28 @@ class LeaseTaskQueue(FileTaskQueue):
             version = await self._objects.create(self._lease_key(queue, name), _encode(record))
         except FileExistsError:
             self._contended_until = time.monotonic() + self.CONTENDED_SECONDS
+            self.claim_stats["lost"] += 1
             return None  # held by another worker (or expired: the reaper's business)
         except ConflictError as exc:  # busy, not taken: it stays pending for a later listing
             logger.info("claim of %s deferred: %s", name, exc)
+            self.claim_stats["deferred"] += 1
             return None
         # Read only once the lease is ours: a payload read before could predate a rewrite by
         # the previous holder (a reaper's attempts + 1, an admin update) that settled between.
         try:
             task = await self._read_task(self._payload_key(queue, name))
         except (FileNotFoundError, CorruptFileError):
-            # Finished (or set aside) after our listing: give the name back.
+            # Finished (or set aside) after our listing: give the name back. Another consumer
+            # is at work here, and our listing is stale.
+            self._contended_until = time.monotonic() + self.CONTENDED_SECONDS
+            self.claim_stats["phantom"] += 1
             await self._drop_lease(queue, name, version)
             return None
         if await self._refuse_misplaced(task, queue, name, self._payload_key(queue, name)):
             await self._drop_lease(queue, name, version)
             return None
+        self.claim_stats["won"] += 1
+        self._mine.add(name)
         return _delivered(task, now_ms, Lease(
             token=record.token, expires_at=from_ms(record.expires_ms), worker_id=worker_id,
             key=name, version=version,
@@ -347,6 +461,8 @@ class LeaseTaskQueue(FileTaskQueue):
             try:
                 if await self._reaper_turn():
                     await self.requeue_expired()
+                    if self.doorbell.sweep_due():
+                        await self.doorbell.sweep(await self.list_queues())
             except StorageError as exc:  # claiming goes on; the next interval tries again
                 logger.error("reaping expired leases failed: %s", exc)
 

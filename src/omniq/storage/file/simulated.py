@@ -148,6 +148,10 @@ class SimulatedBucket:
     def throttled(self) -> int:
         return sum(n for (_, status), n in self.answers.items() if status in (429, 503))
 
+    def count(self, prefix: str) -> int:
+        """How many objects are stored under ``prefix`` (ending in '/')."""
+        return self._below[prefix]
+
     def paths(self) -> builtins.list[str]:
         return sorted(self._objects)
 
@@ -287,7 +291,8 @@ class SimulatedObjectStore(CloudObjectStore):
     through the request) and may be throttled or answered 409.
 
     ``frozen`` simulates a killed process: from then on its requests never return.
-    ``instant`` skips latency and limits (for setting up a scenario)."""
+    ``instant`` skips latency and limits (requests are counted still): for producers whose
+    timing is not under study."""
 
     protocol = "sim"
     driver = "omniq"
@@ -320,9 +325,10 @@ class SimulatedObjectStore(CloudObjectStore):
         or count it (billed); return the other half, to wait once the change is made."""
         if self.frozen:
             await asyncio.Event().wait()  # a killed process sends nothing more
-        if self.instant:
-            return 0.0
         self.requests[kind] += 1
+        if self.instant:
+            self.sim.requests[kind] += 1
+            return 0.0
         profile = self.sim.profile
         latency = profile.latency[kind] * (
             1 + self.sim.random.uniform(-profile.jitter, profile.jitter)
