@@ -291,9 +291,16 @@ class Fleet:
                 worker.stop(force=True)
         live = [t for w, t in self.runs.items() if w not in self.killed]
         await asyncio.wait(live, timeout=60)
-        for task in self.runs.values():
-            task.cancel()
-        await asyncio.gather(*self.runs.values(), return_exceptions=True)
+        # Frozen workers' runs, and anything they left (task runners waiting on a request).
+        # A cancelled runner of a frozen worker tries to release its task: another request that
+        # never returns, cancelled in turn.
+        for _ in range(20):
+            left = asyncio.all_tasks() - {asyncio.current_task()}
+            if not left:
+                break
+            for task in left:
+                task.cancel()
+            await asyncio.wait(left, timeout=1.0)
 
 
 # ---------------------------------------------------------------------- one run
@@ -451,6 +458,7 @@ async def run_scenario(sc: Scenario, seed: int = 1) -> dict[str, Any]:
         "cost_per_million_tasks": round(fleet.bucket.cost(requests) / n * 1e6, 2),
         "idle_cost_per_queue_day": round(idle_day, 2),
         "idle_cost_per_worker_day": round(idle_day / sc.workers, 4) if sc.idle_seconds else None,
+        "idle_requests": dict(idle_requests),
         "idle_requests_per_worker_s": (
             round(sum(idle_requests.values()) / sc.idle_seconds / sc.workers, 3)
             if sc.idle_seconds

@@ -14,6 +14,8 @@ S3 implementations (or a busy AWS) do.
 
 Faults are drawn from a seeded generator; ``counts`` says how many of each were injected. The
 proxy is a thread of the test process; worker subprocesses reach it over 127.0.0.1 like any server.
+``requests`` counts every request by kind (``list``, ``get``, ``head``, ``put``, ``delete``,
+``post``) and the status answered, e.g. ``("put", 412)``, injected answers included.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class S3Proxy:
         self.conflict_rate = conflict_rate
         self.throttle_rate = throttle_rate
         self.counts: Counter[str] = Counter()
+        self.requests: Counter[tuple[str, int]] = Counter()
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -76,6 +79,16 @@ class S3Proxy:
     def options(self, server_options: dict[str, Any]) -> dict[str, Any]:
         """The fsspec options of the server behind, pointed at the proxy."""
         return {**server_options, "endpoint_url": self.endpoint}
+
+    def count(self, method: str, path: str, status: int) -> None:
+        query = urlsplit(path).query
+        kind = (
+            "list"
+            if method == "GET" and ("list-type" in query or "prefix=" in query)
+            else (method.lower())
+        )
+        with self._lock:
+            self.requests[kind, status] += 1
 
     def _chance(self, rate: float) -> bool:
         with self._lock:
@@ -151,6 +164,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers["Content-Length"] = str(len(body))
         status = proxy.decide(self.command, headers)
         if status is not None:
+            proxy.count(self.command, self.path, status)
             code, message = _ERRORS[status]
             data = (
                 '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -164,6 +178,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(data)
             return
         status, out_headers, data = proxy.forward(self.command, self.path, headers, body)
+        proxy.count(self.command, self.path, status)
         self.send_response(status)
         length = None
         for name, value in out_headers:
