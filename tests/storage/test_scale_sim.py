@@ -13,9 +13,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.scale_sim import run, scenario, virtual_loop, virtual_time  # noqa: E402
-from omniq.storage.file.lease_queue import LeaseTaskQueue  # noqa: E402
-from omniq.storage.file.simulated import SimulatedBucket, SimulatedObjectStore  # noqa: E402
+from benchmarks.scale_sim import run, scenario, virtual_loop, virtual_time
+
+from omniq.storage.file.lease_queue import LeaseTaskQueue
+from omniq.storage.file.simulated import SimulatedBucket, SimulatedObjectStore
 
 pytestmark = pytest.mark.file_layout("a simulated bucket under the lease-object queue")
 
