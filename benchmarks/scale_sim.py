@@ -568,7 +568,9 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS / "scale_sim.json"))
     args = parser.parse_args()
     logging.getLogger("omniq").setLevel(logging.ERROR)  # expected expiries and lost leases
-    results = []
+    results: list[dict[str, Any]] = []
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     for name in args.scenarios.split(","):
         for n in (int(x) for x in args.workers.split(",")):
             overrides = {} if args.limit is None else {"limit_seconds": args.limit}
@@ -581,12 +583,10 @@ def main() -> None:
                 f"problems: {result['problems'] or 'none'}",
                 flush=True,
             )
+            stored = json.loads(out.read_text()) if out.exists() else {}
+            stored[args.label] = results  # after each run: long runs may be cut short
+            out.write_text(json.dumps(stored, indent=1, default=str) + "\n")
     print(table(results))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stored = json.loads(out.read_text()) if out.exists() else {}
-    stored[args.label] = results
-    out.write_text(json.dumps(stored, indent=1, default=str) + "\n")
     print(f"\nwritten to {out} under {args.label!r}")
 
 
