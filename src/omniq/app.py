@@ -376,6 +376,16 @@ class AsyncOmniQ:
         )
         return True
 
+    async def delete_task(self, task_id: str) -> bool:
+        """Delete a finished (completed, failed or cancelled) task and its result; its events
+        stay until their ttl. ``False`` if no finished task has this id (cancel a pending task
+        first; a running one cannot be deleted)."""
+        await self.open()
+        if not await self.backend.task_queue.delete_task(task_id):
+            return False
+        await self.backend.result_storage.delete(task_id)
+        return True
+
     async def retry(self, task_id: str) -> bool:
         """Send a dead-lettered (failed) task back to pending, to run now.
 

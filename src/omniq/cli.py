@@ -514,25 +514,36 @@ def retry(ctx: click.Context, task_id: str | None, every: bool, queue: str | Non
 @cli.command()
 @global_options
 @click.option("--queue", required=True, help="The queue to empty.")
-@click.option("--yes", is_flag=True, help="Do it (without --yes: say how many it would cancel).")
+@click.option(
+    "--state",
+    type=click.Choice(["pending", "completed", "failed", "cancelled"]),
+    default="pending",
+    show_default=True,
+    help="Which tasks: pending ones are cancelled, finished ones deleted with their results.",
+)
+@click.option("--yes", is_flag=True, help="Do it (without --yes: say how many it would touch).")
 @click.pass_context
-def purge(ctx: click.Context, queue: str, yes: bool) -> None:
-    """Cancel every pending task of a queue (running ones finish); they stay as cancelled
-    tasks, with a CANCELLED result and event, until their ttl or `cleanup`."""
+def purge(ctx: click.Context, queue: str, state: str, yes: bool) -> None:
+    """Empty one state of a queue. Pending tasks are cancelled (running ones finish) and stay as
+    cancelled tasks, with a CANCELLED result and event, until their ttl or `cleanup`; completed,
+    failed (the dead letter) or cancelled tasks are deleted with their results."""
     application = resolve_app(ctx, read_only=True)
+    pending = state == "pending"
 
     async def go() -> tuple[int, int]:
         async with application:
-            pending = await application.backend.task_queue.list_tasks(queue, TaskStatus.PENDING)
+            found = await application.backend.task_queue.list_tasks(queue, TaskStatus(state))
             if not yes:
-                return len(pending), 0
-            return len(pending), sum([await application.cancel(t.id) for t in pending])
+                return len(found), 0
+            act = application.cancel if pending else application.delete_task
+            return len(found), sum([await act(t.id) for t in found])
 
-    found, cancelled = run(go())
+    found, done = run(go())
+    verb, done_verb = ("cancel", "cancelled") if pending else ("delete", "deleted")
     if not yes:
-        console.print(f"{found} pending task(s) in queue {queue}; add --yes to cancel them")
+        console.print(f"{found} {state} task(s) in queue {queue}; add --yes to {verb} them")
     else:
-        console.print(f"{cancelled} pending task(s) of queue {queue} cancelled")
+        console.print(f"{done} {state} task(s) of queue {queue} {done_verb}")
 
 
 @cli.command()
