@@ -264,6 +264,18 @@ def parse_kwargs(text: str) -> dict[str, Any]:
     return kwargs
 
 
+def check_registered(ctx: click.Context, application: AsyncOmniQ, func: str) -> None:
+    """With --app, FUNC must be registered there; without, warn that its options are unknown."""
+    app_spec = ctx.obj.get("app")
+    if app_spec and func not in application.registry:
+        raise click.BadParameter(f"{func!r} is not registered with {app_spec}", param_hint="FUNC")
+    if not app_spec:
+        click.echo(
+            f"warning: no --app, so {func}'s @app.task options (queue, max_retries, timeout, "
+            "ttl) are not applied; pass --app module:attribute to apply them", err=True,
+        )  # fmt: skip
+
+
 @cli.command()
 @global_options
 @click.argument("func")
@@ -284,14 +296,7 @@ def enqueue(
     without it only the options given here do."""
     kwargs = parse_kwargs(kwargs_json)
     application = resolve_app(ctx)
-    app_spec = ctx.obj.get("app")
-    if app_spec and func not in application.registry:
-        raise click.BadParameter(f"{func!r} is not registered with {app_spec}", param_hint="FUNC")
-    if not app_spec:
-        click.echo(
-            f"warning: no --app, so {func}'s @app.task options (queue, max_retries, timeout, "
-            "ttl) are not applied; pass --app module:attribute to apply them", err=True,
-        )  # fmt: skip
+    check_registered(ctx, application, func)
 
     async def go() -> str:
         async with application:
@@ -636,9 +641,7 @@ def schedule_add(
         except ValueError:
             raise click.BadParameter(f"not an ISO time: {at_text!r}", param_hint="--at") from None
     application = resolve_app(ctx)
-    app_spec = ctx.obj.get("app")
-    if app_spec and func not in application.registry:
-        raise click.BadParameter(f"{func!r} is not registered with {app_spec}", param_hint="FUNC")
+    check_registered(ctx, application, func)
 
     async def go() -> Schedule:
         async with application:
