@@ -87,7 +87,7 @@ def _count_finished(directory: Path) -> int:
 def start_worker(base: Path | str, *args: str, **env: str) -> subprocess.Popen[bytes]:
     """Start ``omniq worker``. Its output goes to a temporary file (``output_of``), never to a
     pipe nobody reads: a worker logs a line per task, and a full pipe would stop it."""
-    log = tempfile.TemporaryFile()
+    log = tempfile.TemporaryFile()  # noqa: SIM115 (open for the life of the process)
     proc = subprocess.Popen(
         [sys.executable, "-m", "omniq", "worker", "--app", "task_defs:app", *args],
         cwd=HERE, env=worker_env(base, **env), stdout=log, stderr=subprocess.STDOUT,
