@@ -101,6 +101,14 @@ def omniq_child(kind: str, n: int, samples: int, tmp: str) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- Huey (child)
 
 
+def huey_consumer(huey: Any) -> Any:
+    """Huey's consumer as the benchmarks run it: SLOTS threads polling every 10 ms."""
+    return huey.create_consumer(
+        workers=SLOTS, worker_type="thread", initial_delay=0.01, backoff=1.0, max_delay=0.01,
+        periodic=False, check_worker_health=False,
+    )  # fmt: skip
+
+
 def huey_child(store: str, n: int, samples: int, tmp: str) -> dict[str, Any]:
     from huey import RedisHuey, SqliteHuey
     from huey.signals import SIGNAL_COMPLETE
@@ -121,10 +129,7 @@ def huey_child(store: str, n: int, samples: int, tmp: str) -> dict[str, Any]:
     noop = huey.task(name="noop")(bench_tasks.started_at)
 
     def consumer() -> Any:
-        return huey.create_consumer(
-            workers=SLOTS, worker_type="thread", initial_delay=0.01, backoff=1.0,
-            max_delay=0.01, periodic=False, check_worker_health=False,
-        )  # fmt: skip
+        return huey_consumer(huey)
 
     left[0] = n
     for _ in range(n):

@@ -273,7 +273,8 @@ class AsyncOmniQ:
         return await self.enqueue_task(task)
 
     async def enqueue_task(self, task: Task) -> AsyncTaskHandle:
-        """Enqueue a prepared ``Task`` and record its ENQUEUED event.
+        """Enqueue a prepared ``Task`` and record its ENQUEUED event (file stores imply it
+        from the task: no event object is written).
 
         Once the task is stored the call succeeds: an ``enqueued`` event that cannot be
         written is logged, not raised (a caller retrying after an error would enqueue the task
@@ -281,6 +282,8 @@ class AsyncOmniQ:
         """
         await self.open()
         await self.backend.task_queue.enqueue(task)
+        if self.backend.event_storage.implies_enqueued:
+            return AsyncTaskHandle(self, task.id)  # read from the task itself: nothing to write
         try:
             await self.backend.event_storage.log_event(
                 TaskEvent(
