@@ -394,7 +394,15 @@ class AsyncOmniQ:
         task.status = TaskStatus.PENDING
         task.attempts = 0
         task.eta = task.started_at = task.completed_at = task.lease = None
+        events = self.backend.event_storage
+        kept: list[TaskEvent] = []
+        if events.implies_enqueued:
+            # The failed run's events live in its finished record, which the update replaces:
+            # keep them as event objects (reads deduplicate by id; ENQUEUED stays implied).
+            kept = [e for e in await events.get_events(task_id=task_id) if e.id != task_id]
         await queue.update_task(task)
+        if kept:
+            await events.log_events(kept)
         await self.backend.result_storage.delete(task_id)
         await self.backend.event_storage.log_event(
             TaskEvent(task_id=task_id, event_type=EventType.ENQUEUED, queue_name=task.queue_name,

@@ -2,10 +2,12 @@
 
 Layout under ``<base>/<tasks_dir>/<queue>/``: ``pending/``, ``running/``, ``completed/``,
 ``failed/`` (the dead letter) and ``cancelled/``. A task file's directory is its status; the
-``status`` field inside is rewritten after the move and is only a copy (``get_task`` and
-``list_tasks`` report the directory's). The file of a running task is the pending payload as it
-was claimed: ``attempts`` inside it counts deliveries *before* this one, so a reaper that finds
-an expired lease knows the lost delivery counted and raises the count.
+``status`` field inside is only a copy (``get_task`` and ``list_tasks`` report the directory's).
+A finished task's file is its record (``FinishedRecord``: the final task, its result and
+events), written under the lease and then moved into place by ``finish_task``. The file of a
+running task is the pending payload as it was claimed: ``attempts`` inside it counts
+deliveries *before* this one, so a reaper that finds an expired lease knows the lost delivery
+counted and raises the count.
 """
 
 from __future__ import annotations
