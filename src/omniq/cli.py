@@ -1,5 +1,5 @@
 """The ``omniq`` command: worker, enqueue, status, tasks, inspect, cancel, retry, purge, cleanup,
-schedule, scheduler, migrate.
+schedule, scheduler, migrate, dashboard.
 
 Expected errors are one line without a traceback: exit code 2 for a usage mistake, 1 for a
 runtime error (``OmniQError``). ``--url``/``--app`` and the log options go before or after the
@@ -754,6 +754,50 @@ def migration_table(report: MigrationReport) -> Table:
         verified = "-" if s.verified is None else f"{s.verified}/{s.source}"
         t.add_row(s.store, str(s.source), str(s.present), copied, verified)
     return t
+
+
+@cli.command()
+@global_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--token", envvar="OMNIQ_DASHBOARD_TOKEN", default=None,
+    help="Required from every request: bearer token, or basic-auth password (env "
+    "OMNIQ_DASHBOARD_TOKEN). Needed to listen on a non-loopback address.",
+)  # fmt: skip
+@click.option("--read-only", is_flag=True, help="Show no actions and refuse them.")
+@click.option(
+    "--refresh", default=5.0, show_default=True, type=click.FloatRange(min=0),
+    help="Seconds between the pages' live refreshes (0: none).",
+)  # fmt: skip
+@click.pass_context
+def dashboard(
+    ctx: click.Context, host: str, port: int, token: str | None, read_only: bool, refresh: float
+) -> None:
+    """Serve the web dashboard over the store: queues, tasks, schedules, dead letter, and a
+    JSON API under /api/ (needs the dashboard extra: pip install 'omniq[dashboard]')."""
+    try:
+        import uvicorn
+
+        from omniq.dashboard import create_app
+        from omniq.dashboard.security import is_loopback
+    except ImportError as exc:
+        raise click.ClickException(
+            f"the dashboard needs its extra: pip install 'omniq[dashboard]' ({exc})"
+        ) from None
+    if not token and not is_loopback(host):
+        raise click.UsageError(
+            f"refusing to listen on {host} without --token: anyone who reaches it could act on "
+            "the queue"
+        )
+    application = resolve_app(ctx, read_only=True)
+    web = create_app(application, token=token, read_only=read_only, refresh=refresh)
+    shown = f"[{host}]" if ":" in host else host
+    console.print(
+        f"OmniQ dashboard for {getattr(application.backend, 'url', '')} on http://{shown}:{port}/"
+        + (" (read-only)" if read_only else ""), highlight=False,
+    )  # fmt: skip
+    uvicorn.run(web, host=host, port=port, log_level="warning")
 
 
 def main() -> None:

@@ -1,0 +1,163 @@
+"""The dashboard app in process (no server): read-only mode, loopback Host names without a
+token, and the cache that all viewers share."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from omniq.app import AsyncOmniQ
+from omniq.dashboard import create_app
+from omniq.dashboard.cache import SharedCache
+from omniq.dashboard.security import is_loopback
+
+from .conftest import TOKEN
+
+
+class Ticks:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def client_for(web: Any, host: str = "127.0.0.1:8080", **headers: str) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=web)
+    return httpx.AsyncClient(transport=transport, base_url=f"http://{host}", headers=headers)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[AsyncOmniQ]:
+    app = AsyncOmniQ(tmp_path / "data")
+    async with app:
+        await app.enqueue_task(app.build_task("add", (1, 2), {}, queue="q"))
+        await app.schedule("add", interval=60, id="minutely")
+        yield app
+
+
+async def run(web: Any, coro_fn: Any) -> Any:
+    async with web.router.lifespan_context(web):
+        return await coro_fn()
+
+
+async def test_read_only_shows_and_accepts_no_action(store: AsyncOmniQ) -> None:
+    web = create_app(AsyncOmniQ(store.backend), read_only=True)
+    task = (await store.backend.task_queue.list_tasks("q"))[0]
+
+    async def go() -> None:
+        c = await client_for(web)
+        csrf = (await c.get("/api/csrf")).json()["csrf"]
+        for page in ("/", "/tasks", "/schedules", "/dead-letter", f"/tasks/{task.id}"):
+            r = await c.get(page)
+            assert r.status_code == 200 and 'method="post"' not in r.text
+        r = await c.post(f"/api/tasks/{task.id}/cancel", headers={"X-CSRF-Token": csrf})
+        assert r.status_code == 403 and r.json()["error"] == "the dashboard is read-only"
+        r = await c.post("/api/schedules/minutely/pause", headers={"X-CSRF-Token": csrf})
+        assert r.status_code == 403
+
+    await run(web, go)
+    assert (await store.backend.task_queue.get_task(task.id)).status.value == "pending"
+    assert (await store.get_schedule("minutely")).status.value == "active"
+
+
+async def test_without_a_token_only_loopback_host_names(store: AsyncOmniQ) -> None:
+    web = create_app(AsyncOmniQ(store.backend))
+
+    async def go() -> None:
+        for host in ("127.0.0.1:8080", "localhost:8080", "[::1]:8080"):
+            assert (await (await client_for(web, host)).get("/api/queues")).status_code == 200
+        rebound = await (await client_for(web, "evil.example:8080")).get("/")
+        assert rebound.status_code == 400  # DNS rebinding: another site's name for this address
+
+    await run(web, go)
+    guarded = create_app(AsyncOmniQ(store.backend), token=TOKEN)
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    assert (
+        await run(guarded, lambda: _get(guarded, "dash.example.com", "/api/queues", bearer))
+    ) == 200
+
+
+async def _get(web: Any, host: str, path: str, headers: dict[str, str]) -> int:
+    return (await (await client_for(web, host, **headers)).get(path)).status_code
+
+
+def test_loopback_addresses() -> None:
+    assert all(map(is_loopback, ["127.0.0.1", "localhost", "::1", "127.0.0.2", "[::1]"]))
+    assert not any(map(is_loopback, ["0.0.0.0", "::", "192.168.1.4", "example.com"]))
+
+
+async def test_one_store_read_per_ttl_for_all_viewers(store: AsyncOmniQ) -> None:
+    ticks = Ticks()
+    cache = SharedCache(ttl=2.0, clock=ticks)
+    dashboard_app = AsyncOmniQ(store.backend)
+    web = create_app(dashboard_app, cache=cache)
+    reads = {"stats": 0}
+    real = dashboard_app.backend.task_queue.queue_stats
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        reads["stats"] += 1
+        await asyncio.sleep(0.01)  # still loading while the other viewers ask
+        return await real(*args, **kwargs)
+
+    dashboard_app.backend.task_queue.queue_stats = counted  # type: ignore[method-assign]
+
+    async def go() -> None:
+        c = await client_for(web)
+        views = await asyncio.gather(*(c.get("/api/queues") for _ in range(8)))
+        assert {r.status_code for r in views} == {200} and reads["stats"] == 1
+        await c.get("/")  # the queues page reads the same cached listing
+        ticks.now += 1.9
+        await c.get("/api/queues")
+        assert reads["stats"] == 1
+        ticks.now += 0.2  # past the ttl
+        await c.get("/api/queues")
+        assert reads["stats"] == 2
+        csrf = (await c.get("/api/csrf")).json()["csrf"]
+        await c.post("/api/purge-expired", headers={"X-CSRF-Token": csrf})
+        await c.get("/api/queues")  # an action empties the cache: its effect shows at once
+        assert reads["stats"] == 3
+
+    try:
+        await run(web, go)
+    finally:
+        del dashboard_app.backend.task_queue.queue_stats
+
+
+async def test_a_failed_load_is_not_cached() -> None:
+    cache = SharedCache(ttl=10.0, clock=Ticks())
+    calls = []
+
+    async def flaky() -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("store unreachable")
+        return 7
+
+    with pytest.raises(OSError):
+        await cache.get("k", flaky)
+    assert await cache.get("k", flaky) == 7 and await cache.get("k", flaky) == 7
+    assert len(calls) == 2
+
+
+async def test_unknown_ids_in_actions(store: AsyncOmniQ) -> None:
+    web = create_app(AsyncOmniQ(store.backend))
+
+    async def go() -> None:
+        c = await client_for(web)
+        csrf = {"X-CSRF-Token": (await c.get("/api/csrf")).json()["csrf"]}
+        r = await c.post("/api/tasks/01NOSUCHTASK/retry", headers=csrf)
+        assert (r.status_code, r.json()["message"]) == (409, "no task 01NOSUCHTASK")
+        r = await c.post("/api/schedules/nope/pause", headers=csrf)
+        assert r.status_code == 409 and "not paused" in r.json()["message"]
+        r = await c.post("/api/dead-letter/retry-all", headers=csrf)
+        assert (r.status_code, r.json()["message"]) == (409, "no queue ''")
+
+    await run(web, go)
