@@ -98,6 +98,7 @@ def main() -> None:
     time.sleep(0.3)  # its last task runs
     worker.stop()
     thread.join(30)
+    stats = app.backend.get_task_queue(async_mode=False).queue_stats()  # the schedule's runs too
     s = worker.stats
     console.print(
         f"drained in {elapsed:.2f} s: {s.completed} completed, {s.failed} failed for good, "

@@ -26,6 +26,27 @@ def test_app_and_handle_show_their_methods(tmp_path):
         assert h.result(timeout=5) == 3
 
 
+def test_blocking_app_and_handle_document_their_methods():
+    """help(), inspect.signature and get_type_hints see the blocking methods (generated from the
+    async ones, not hand-written), and they are plain functions, not coroutines."""
+    import inspect
+    import pydoc
+    import typing
+
+    from omniq.app import AsyncOmniQ, TaskHandle
+
+    sig = inspect.signature(OmniQ.get_result)
+    assert list(sig.parameters) == ["self", "task_id", "timeout"]
+    assert not inspect.iscoroutinefunction(OmniQ.get_result)
+    assert OmniQ.delete_task.__doc__ == AsyncOmniQ.delete_task.__doc__
+    assert typing.get_type_hints(OmniQ.retry)["return"] is bool
+    assert typing.get_type_hints(TaskHandle.status)["return"] == (str | None)
+    page = pydoc.render_doc(OmniQ, renderer=pydoc.plaintext)
+    for method in ("get_result(self, task_id", "delete_task(self, task_id", "pause_schedule("):
+        assert method in page
+    assert "result(self, timeout" in pydoc.render_doc(TaskHandle, renderer=pydoc.plaintext)
+
+
 def test_retry_sends_a_failed_task_back_with_attempts_reset(tmp_path):
     with OmniQ(str(tmp_path / "data")) as app:
         runs = []

@@ -105,7 +105,9 @@ def test_schedule_add_list_pause_resume_rm(run):
     sid = run("schedule", "add", "--app", "task_defs:app", "add", "2", "3", "--cron", "0 9 * * *",
               "--tz", "Europe/Berlin", "--id", "daily-add").output.split()[0]  # fmt: skip
     assert sid == "daily-add"
-    every = run("schedule", "add", "add", "1", "1", "--interval", "90").output.split()[0]
+    no_app = run("schedule", "add", "add", "1", "1", "--interval", "90")
+    assert "warning: no --app, so add's @app.task options" in no_app.stderr
+    every = no_app.stdout.split()[0]
     listing = run("schedule", "list").output
     assert "daily-add" in listing and "cron 0 9 * * * Europe/Berlin" in listing
     assert "09:00:00 CE" in listing  # the next run in the cron's zone (CET or CEST), and UTC:

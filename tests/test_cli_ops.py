@@ -161,6 +161,22 @@ def test_purge_needs_yes(omniq):
     assert "add" in omniq("tasks", "--queue", "default", "--state", "pending").stdout
 
 
+def test_purge_deletes_finished_tasks_with_their_results(omniq, data):
+    failing = omniq("enqueue", "--app", "task_defs:app", "fail", '"kaput"').stdout.strip()
+    done = omniq("enqueue", "add", "1", "2").stdout.strip()
+    omniq("worker", "--app", "task_defs:app", "--burst", "--no-scheduler")
+    dry = omniq("purge", "--queue", "default", "--state", "failed").stdout.strip()
+    assert dry == "1 failed task(s) in queue default; add --yes to delete them"
+    out = omniq("purge", "--queue", "default", "--state", "failed", "--yes").stdout.strip()
+    assert out == "1 failed task(s) of queue default deleted"
+    assert "no tasks in state failed" in omniq("tasks", "--state", "failed").stdout
+    assert "result:" not in omniq("inspect", failing).stdout  # its events stay until their ttl
+    assert not list((data / "results" / "failed").iterdir())
+    assert "result: success" in omniq("inspect", done).stdout  # other states untouched
+    usage = omniq("purge", "--queue", "default", "--state", "running", code=2)
+    assert "Invalid value for '--state'" in usage.stderr
+
+
 def test_status_watch_refreshes(omniq):
     omniq("enqueue", "add", "1", "1")
     out = omniq("status", "--watch", "--interval", "0.05", "--iterations", "3").stdout

@@ -96,3 +96,18 @@ def test_uri_forms(tmp_path, monkeypatch):
         FileBackend.from_url("")
     with pytest.raises(ConfigError, match="bucket"):
         FileBackend.from_url("memory://")
+
+
+def test_none_given_in_code_keeps_forever(tmp_path, monkeypatch):
+    """The ttls default to 7 days; ``None`` passed explicitly (code or env) means no ttl."""
+    from omniq.backend.sqlite import SQLiteBackend
+    from omniq.models.config import DEFAULT_TTL
+
+    assert FileBackend(base_dir=str(tmp_path)).config.result_ttl == DEFAULT_TTL
+    kept = FileBackend(base_dir=str(tmp_path), result_ttl=None, task_ttl=None)
+    assert kept.config.result_ttl is None and kept.config.task_ttl is None
+    assert kept.config.event_ttl == DEFAULT_TTL
+    assert SQLiteBackend(tmp_path / "q.db", event_ttl=None).config.event_ttl is None
+    monkeypatch.setenv("OMNIQ_EVENT_TTL", "3600")
+    assert FileBackend(base_dir=str(tmp_path), event_ttl=None).config.event_ttl is None
+    assert FileBackend(base_dir=str(tmp_path), fs_protocol="file").config.fs_protocol == "file"

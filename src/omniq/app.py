@@ -36,7 +36,7 @@ from omniq.models.ids import validate_id
 from omniq.models.result import ResultStatus, TaskResult
 from omniq.models.schedule import Misfire, Schedule, ScheduleStatus, ScheduleType
 from omniq.models.task import Task, TaskStatus
-from omniq.sync import SyncWrapper, run_sync
+from omniq.sync import SyncWrapper, blocking_twins, run_sync
 
 if TYPE_CHECKING:
     from omniq.scheduler import Scheduler
@@ -95,16 +95,22 @@ class AsyncTaskHandle:
         self.id = task_id
 
     async def result(self, timeout: float | None = None) -> Any:
+        """The task's return value, waiting up to ``timeout`` seconds (``None``: forever);
+        raises ``TaskFailedError`` if it failed, ``ResultTimeoutError`` saying its state."""
         return await self.app.get_result(self.id, timeout=timeout)
 
     async def task(self) -> Task | None:
+        """The stored task in whatever state it is, or ``None`` (deleted, past its ttl)."""
         return await self.app.backend.task_queue.get_task(self.id)
 
     async def status(self) -> str | None:
+        """``"pending"``, ``"running"``, ``"completed"``, ``"failed"``, ``"cancelled"`` or
+        ``None``."""
         task = await self.task()
         return task.status.value if task else None
 
     async def cancel(self) -> bool:
+        """Cancel the task if it is still pending; ``False`` otherwise."""
         return await self.app.cancel(self.id)
 
     def __repr__(self) -> str:
@@ -376,6 +382,16 @@ class AsyncOmniQ:
         )
         return True
 
+    async def delete_task(self, task_id: str) -> bool:
+        """Delete a finished (completed, failed or cancelled) task and its result; its events
+        stay until their ttl. ``False`` if no finished task has this id (cancel a pending task
+        first; a running one cannot be deleted)."""
+        await self.open()
+        if not await self.backend.task_queue.delete_task(task_id):
+            return False
+        await self.backend.result_storage.delete(task_id)
+        return True
+
     async def retry(self, task_id: str) -> bool:
         """Send a dead-lettered (failed) task back to pending, to run now.
 
@@ -590,6 +606,13 @@ def periodic_id(task_name: str) -> str:
     return f"periodic-{safe}"
 
 
+@blocking_twins(AsyncTaskHandle)
+class TaskHandle(SyncWrapper[AsyncTaskHandle]):
+    """What ``OmniQ.enqueue`` and ``TaskFunction.delay`` return on the blocking app:
+    ``handle.result(timeout=10)`` blocks and returns the value."""
+
+
+@blocking_twins(AsyncOmniQ)
 class OmniQ(SyncWrapper[AsyncOmniQ]):
     """The blocking app: ``OmniQ("./omniq_data")``; its methods return values directly.
 
@@ -604,11 +627,14 @@ class OmniQ(SyncWrapper[AsyncOmniQ]):
         super().__init__(inner)
         inner._sync_facade = self  # type: ignore[attr-defined]
 
-    def enqueue(self, fn: Any, *args: Any, **kwargs: Any) -> SyncWrapper[AsyncTaskHandle]:
-        return SyncWrapper(run_sync(self.wrapped.enqueue(fn, *args, **kwargs)))
+    def enqueue(self, fn: Any, *args: Any, **kwargs: Any) -> TaskHandle:
+        """Enqueue a call of a registered task (or a function) with its options; see
+        ``AsyncOmniQ.enqueue``. Returns a blocking handle."""
+        return TaskHandle(run_sync(self.wrapped.enqueue(fn, *args, **kwargs)))
 
-    def enqueue_task(self, task: Task) -> SyncWrapper[AsyncTaskHandle]:
-        return SyncWrapper(run_sync(self.wrapped.enqueue_task(task)))
+    def enqueue_task(self, task: Task) -> TaskHandle:
+        """Enqueue a ready-made ``Task``; returns a blocking handle."""
+        return TaskHandle(run_sync(self.wrapped.enqueue_task(task)))
 
     def run_worker(self, *args: Any, **kwargs: Any) -> WorkerStats:
         """Run a worker (blocking) until SIGTERM/SIGINT or, with ``burst=True``, until idle."""
@@ -625,6 +651,3 @@ class OmniQ(SyncWrapper[AsyncOmniQ]):
 
     def __exit__(self, *exc: Any) -> None:
         run_sync(self.wrapped.close())
-
-
-TaskHandle = SyncWrapper[AsyncTaskHandle]  # what OmniQ's enqueue and TaskFunction.delay return

@@ -264,6 +264,18 @@ def parse_kwargs(text: str) -> dict[str, Any]:
     return kwargs
 
 
+def check_registered(ctx: click.Context, application: AsyncOmniQ, func: str) -> None:
+    """With --app, FUNC must be registered there; without, warn that its options are unknown."""
+    app_spec = ctx.obj.get("app")
+    if app_spec and func not in application.registry:
+        raise click.BadParameter(f"{func!r} is not registered with {app_spec}", param_hint="FUNC")
+    if not app_spec:
+        click.echo(
+            f"warning: no --app, so {func}'s @app.task options (queue, max_retries, timeout, "
+            "ttl) are not applied; pass --app module:attribute to apply them", err=True,
+        )  # fmt: skip
+
+
 @cli.command()
 @global_options
 @click.argument("func")
@@ -284,14 +296,7 @@ def enqueue(
     without it only the options given here do."""
     kwargs = parse_kwargs(kwargs_json)
     application = resolve_app(ctx)
-    app_spec = ctx.obj.get("app")
-    if app_spec and func not in application.registry:
-        raise click.BadParameter(f"{func!r} is not registered with {app_spec}", param_hint="FUNC")
-    if not app_spec:
-        click.echo(
-            f"warning: no --app, so {func}'s @app.task options (queue, max_retries, timeout, "
-            "ttl) are not applied; pass --app module:attribute to apply them", err=True,
-        )  # fmt: skip
+    check_registered(ctx, application, func)
 
     async def go() -> str:
         async with application:
@@ -514,25 +519,36 @@ def retry(ctx: click.Context, task_id: str | None, every: bool, queue: str | Non
 @cli.command()
 @global_options
 @click.option("--queue", required=True, help="The queue to empty.")
-@click.option("--yes", is_flag=True, help="Do it (without --yes: say how many it would cancel).")
+@click.option(
+    "--state",
+    type=click.Choice(["pending", "completed", "failed", "cancelled"]),
+    default="pending",
+    show_default=True,
+    help="Which tasks: pending ones are cancelled, finished ones deleted with their results.",
+)
+@click.option("--yes", is_flag=True, help="Do it (without --yes: say how many it would touch).")
 @click.pass_context
-def purge(ctx: click.Context, queue: str, yes: bool) -> None:
-    """Cancel every pending task of a queue (running ones finish); they stay as cancelled
-    tasks, with a CANCELLED result and event, until their ttl or `cleanup`."""
+def purge(ctx: click.Context, queue: str, state: str, yes: bool) -> None:
+    """Empty one state of a queue. Pending tasks are cancelled (running ones finish) and stay as
+    cancelled tasks, with a CANCELLED result and event, until their ttl or `cleanup`; completed,
+    failed (the dead letter) or cancelled tasks are deleted with their results."""
     application = resolve_app(ctx, read_only=True)
+    pending = state == "pending"
 
     async def go() -> tuple[int, int]:
         async with application:
-            pending = await application.backend.task_queue.list_tasks(queue, TaskStatus.PENDING)
+            found = await application.backend.task_queue.list_tasks(queue, TaskStatus(state))
             if not yes:
-                return len(pending), 0
-            return len(pending), sum([await application.cancel(t.id) for t in pending])
+                return len(found), 0
+            act = application.cancel if pending else application.delete_task
+            return len(found), sum([await act(t.id) for t in found])
 
-    found, cancelled = run(go())
+    found, done = run(go())
+    verb, done_verb = ("cancel", "cancelled") if pending else ("delete", "deleted")
     if not yes:
-        console.print(f"{found} pending task(s) in queue {queue}; add --yes to cancel them")
+        console.print(f"{found} {state} task(s) in queue {queue}; add --yes to {verb} them")
     else:
-        console.print(f"{cancelled} pending task(s) of queue {queue} cancelled")
+        console.print(f"{done} {state} task(s) of queue {queue} {done_verb}")
 
 
 @cli.command()
@@ -625,9 +641,7 @@ def schedule_add(
         except ValueError:
             raise click.BadParameter(f"not an ISO time: {at_text!r}", param_hint="--at") from None
     application = resolve_app(ctx)
-    app_spec = ctx.obj.get("app")
-    if app_spec and func not in application.registry:
-        raise click.BadParameter(f"{func!r} is not registered with {app_spec}", param_hint="FUNC")
+    check_registered(ctx, application, func)
 
     async def go() -> Schedule:
         async with application:

@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+W = TypeVar("W", bound="SyncWrapper[Any]")
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
@@ -96,3 +97,32 @@ def _blocking(func: Callable[..., Coroutine[Any, Any, R]]) -> Callable[..., R]:
         return run_sync(func(*args, **kwargs))
 
     return call
+
+
+def blocking_twins(source: type[Any]) -> Callable[[type[W]], type[W]]:
+    """Class decorator for a ``SyncWrapper`` subclass over instances of ``source``.
+
+    Defines a blocking method for each public coroutine method of ``source`` that the class
+    does not define itself, with the same name, signature, docstring and type hints, so that
+    ``help()``, ``inspect.signature`` and ``typing.get_type_hints`` show what the blocking
+    object offers (``__getattr__`` alone would hide it). Generated, never hand-written twins.
+    """
+
+    def decorate(cls: type[W]) -> type[W]:
+        for name, func in inspect.getmembers(source, inspect.iscoroutinefunction):
+            if name.startswith("_") or name in cls.__dict__:
+                continue
+            twin = _twin(name, func)
+            twin.__qualname__ = f"{cls.__qualname__}.{name}"
+            setattr(cls, name, twin)
+        return cls
+
+    return decorate
+
+
+def _twin(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(func)  # __wrapped__: signature and type hints are the coroutine's
+    def method(self: SyncWrapper[Any], *args: Any, **kwargs: Any) -> Any:
+        return run_sync(getattr(self.wrapped, name)(*args, **kwargs))
+
+    return method

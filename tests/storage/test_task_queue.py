@@ -183,6 +183,23 @@ async def test_cancel_pending_only(backend):
     assert await q.cancel_task(a.id) is False  # already cancelled
 
 
+async def test_delete_finished_only(backend):
+    q = backend.get_task_queue()
+    pending, done = Task(func="a"), Task(func="b", queue_name="other")
+    await q.enqueue(done)
+    await q.enqueue(pending)
+    claimed = await q.dequeue("other")
+    assert await q.delete_task(claimed.id) is False  # running: a worker holds it
+    await q.finish_task(claimed, TaskStatus.COMPLETED)
+    assert await q.delete_task(pending.id) is False  # pending: cancel it first
+    assert await q.delete_task(done.id) is True
+    assert await q.get_task(done.id) is None
+    assert await q.delete_task(done.id) is False
+    assert [t.id for t in await q.list_tasks()] == [pending.id]
+    with pytest.raises(ValidationError):
+        await q.delete_task("../escape")
+
+
 async def test_queue_size_counts_pending(backend):
     q = backend.get_task_queue()
     for _ in range(5):

@@ -113,7 +113,9 @@ class FileBackend(Backend):
         if base_dir is not None:
             settings["base_dir"] = os.fspath(base_dir)
             settings["fsspec_uri"] = ""  # a base_dir given in code wins over any fsspec_uri
-        config = (config or FileConfig()).with_overrides(fs_protocol=fs_protocol, **settings)
+        if fs_protocol is not None:
+            settings["fs_protocol"] = fs_protocol
+        config = (config or FileConfig()).with_overrides(**settings)
         options = {**config.storage_options, **(fs_kwargs or {})}
         if options.pop("debug", False):
             logger.setLevel(logging.DEBUG)

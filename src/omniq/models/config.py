@@ -137,11 +137,11 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         return cls()
 
     def with_overrides(self: C, **overrides: Any) -> C:
-        """A copy with ``overrides`` applied and validated (``None`` values are ignored)."""
-        given = {k: v for k, v in overrides.items() if v is not None}
-        if not given:
+        """A copy with ``overrides`` applied and validated. A ``None`` given is applied too:
+        ``result_ttl=None`` keeps results forever rather than meaning "not given"."""
+        if not overrides:
             return self
-        return type(self).from_dict(msgspec.structs.asdict(self), **given)
+        return type(self).from_dict(msgspec.structs.asdict(self), **overrides)
 
 
 class FileConfig(Settings, kw_only=True, forbid_unknown_fields=True):

@@ -89,6 +89,14 @@ class TaskQueue(ABC):
         """Cancel a pending task; ``False`` if it is not pending (running or finished)."""
 
     @abstractmethod
+    async def delete_task(self, task_id: str) -> bool:
+        """Delete a finished (completed, failed or cancelled) task; ``False`` if there is none.
+
+        Pending and running tasks are never deleted (cancel a pending one first): a worker may
+        be claiming or running them.
+        """
+
+    @abstractmethod
     async def get_task(self, task_id: str) -> Task | None:
         """The task with this id in whatever state it is, or ``None``."""
 

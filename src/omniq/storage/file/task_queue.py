@@ -641,6 +641,15 @@ class FileTaskQueue(TaskQueue):
         await self._objects.put(target, self._ctx.serializer.encode(task))
         return True
 
+    async def delete_task(self, task_id: str) -> bool:
+        validate_id(task_id, "task id")
+        name = task_id + self._ctx.ext
+        removed = False
+        for queue in await self.list_queues():
+            for state in FINISHED_DIRS:
+                removed = await self._objects.delete(f"{self._dir(queue, state)}/{name}") or removed
+        return removed
+
     async def get_queue_size(self, queue_name: str = "default") -> int:
         names = await self._state_names(validate_name(queue_name), PENDING)
         return sum(1 for n in names if is_pending_name(n))

@@ -392,6 +392,11 @@ class SQLiteTaskQueue(TaskQueue):
         await self._ctx.report(aside)
         return cancelled
 
+    async def delete_task(self, task_id: str) -> bool:
+        validate_id(task_id, "task id")
+        sql = "DELETE FROM tasks WHERE id = ? AND status IN ('completed', 'failed', 'cancelled')"
+        return bool(await self._db.write(lambda conn: conn.execute(sql, (task_id,)).rowcount))
+
     async def get_queue_size(self, queue_name: str = "default") -> int:
         queue = validate_name(queue_name)
         row = await self._db.read(
