@@ -807,10 +807,10 @@ def dashboard(
     application = resolve_app(ctx, read_only=True)
     web = create_app(application, token=token, read_only=read_only, refresh=refresh)
     shown = f"[{host}]" if ":" in host else host
-    console.print(
+    click.echo(
         f"OmniQ dashboard for {getattr(application.backend, 'url', '')} on http://{shown}:{port}/"
-        + (" (read-only)" if read_only else ""), highlight=False,
-    )  # fmt: skip
+        + (" (read-only)" if read_only else "")
+    )
     uvicorn.run(web, host=host, port=port, log_level="warning")
 
 

@@ -121,7 +121,8 @@ async def test_one_store_read_per_ttl_for_all_viewers(store: AsyncOmniQ) -> None
         await c.get("/api/queues")
         assert reads["stats"] == 2
         csrf = (await c.get("/api/csrf")).json()["csrf"]
-        await c.post("/api/purge-expired", headers={"X-CSRF-Token": csrf})
+        purged = await c.post("/api/purge-expired", headers={"X-CSRF-Token": csrf})
+        assert purged.json() == {"ok": True, "message": "nothing is past its ttl"}
         await c.get("/api/queues")  # an action empties the cache: its effect shows at once
         assert reads["stats"] == 3
 
@@ -155,9 +156,16 @@ async def test_unknown_ids_in_actions(store: AsyncOmniQ) -> None:
         csrf = {"X-CSRF-Token": (await c.get("/api/csrf")).json()["csrf"]}
         r = await c.post("/api/tasks/01NOSUCHTASK/retry", headers=csrf)
         assert (r.status_code, r.json()["message"]) == (409, "no task 01NOSUCHTASK")
+        task = (await store.backend.task_queue.list_tasks("q"))[0]
+        r = await c.post(f"/api/tasks/{task.id}/retry", headers=csrf)
+        assert (r.status_code, r.json()["message"]) == (
+            409, f"task {task.id} is pending, not failed: not changed"
+        )  # fmt: skip
         r = await c.post("/api/schedules/nope/pause", headers=csrf)
         assert r.status_code == 409 and "not paused" in r.json()["message"]
         r = await c.post("/api/dead-letter/retry-all", headers=csrf)
         assert (r.status_code, r.json()["message"]) == (409, "no queue ''")
+        page = await c.get("/tasks/01NOSUCHTASK")
+        assert page.status_code == 404 and "No task 01NOSUCHTASK" in page.text
 
     await run(web, go)

@@ -17,11 +17,13 @@ class Outcome:
     message: str
 
 
-async def _task_change(app: AsyncOmniQ, task_id: str, verb: str, wanted: str) -> Outcome:
+async def _task_change(
+    app: AsyncOmniQ, task_id: str, method: str, past: str, wanted: str
+) -> Outcome:
     if not is_valid_id(task_id):
         return Outcome(False, f"no task {task_id!r}")
-    if await getattr(app, verb)(task_id):
-        return Outcome(True, f"task {task_id}: {verb} done")
+    if await getattr(app, method)(task_id):
+        return Outcome(True, f"task {task_id} {past}")
     task = await app.backend.task_queue.get_task(task_id)
     if task is None:
         return Outcome(False, f"no task {task_id}")
@@ -30,12 +32,17 @@ async def _task_change(app: AsyncOmniQ, task_id: str, verb: str, wanted: str) ->
 
 async def retry(app: AsyncOmniQ, task_id: str) -> Outcome:
     """A dead-lettered task back to pending (attempts reset)."""
-    return await _task_change(app, task_id, "retry", "failed")
+    return await _task_change(app, task_id, "retry", "retried", "failed")
 
 
 async def cancel(app: AsyncOmniQ, task_id: str) -> Outcome:
     """A pending task cancelled (a CANCELLED result and event are recorded)."""
-    return await _task_change(app, task_id, "cancel", "pending")
+    return await _task_change(app, task_id, "cancel", "cancelled", "pending")
+
+
+async def delete(app: AsyncOmniQ, task_id: str) -> Outcome:
+    """A finished task deleted, with its result (its events stay until their ttl)."""
+    return await _task_change(app, task_id, "delete_task", "deleted", "finished")
 
 
 async def retry_all(app: AsyncOmniQ, queue: str) -> Outcome:

@@ -29,6 +29,8 @@ ENDPOINTS: list[tuple[str, str, str, list[tuple[str, str]]]] = [
     ("get", "/api/csrf", "The CSRF token every POST must carry (header X-CSRF-Token).", []),
     ("post", "/api/tasks/{task_id}/retry", "A failed task back to pending (attempts reset).", []),
     ("post", "/api/tasks/{task_id}/cancel", "Cancel a pending task.", []),
+    ("post", "/api/tasks/{task_id}/delete", "Delete a finished task and its result (its "
+     "events stay until their ttl).", []),
     ("post", "/api/dead-letter/retry-all", "Every failed task of a queue back to pending.",
      [("queue", "The queue (required).")]),
     ("post", "/api/schedules/{schedule_id}/pause", "Pause a schedule.", []),

@@ -92,7 +92,9 @@ class Dashboard:
     # ------------------------------------------------------------------ pages
 
     async def queues_page(self, request: Request) -> Response:
-        return self.page(request, "queues.html", **await self.data.queues())
+        return self.page(
+            request, "queues.html", chart_ttl=self.data.chart_ttl, **await self.data.queues()
+        )
 
     async def tasks_page(self, request: Request) -> Response:
         where = TaskFilter.parse(dict(request.query_params))
@@ -170,6 +172,7 @@ class Dashboard:
 ACTIONS: list[tuple[str, ActionFn, tuple[str, ...], tuple[str, ...]]] = [
     ("/api/tasks/{task_id}/retry", actions.retry, ("task_id",), ()),
     ("/api/tasks/{task_id}/cancel", actions.cancel, ("task_id",), ()),
+    ("/api/tasks/{task_id}/delete", actions.delete, ("task_id",), ()),
     ("/api/dead-letter/retry-all", actions.retry_all, (), ("queue",)),
     ("/api/schedules/{schedule_id}/pause", actions.pause_schedule, ("schedule_id",), ()),
     ("/api/schedules/{schedule_id}/resume", actions.resume_schedule, ("schedule_id",), ()),
