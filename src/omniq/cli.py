@@ -784,10 +784,16 @@ def migration_table(report: MigrationReport) -> Table:
     "--refresh", default=5.0, show_default=True, type=click.FloatRange(min=0),
     help="Seconds between the pages' live refreshes (0: none).",
 )  # fmt: skip
+@click.option(
+    "--chart-every", default=60.0, show_default=True, type=click.FloatRange(min=0),
+    help="Seconds between reads of the hour's events for the throughput chart (0: no chart; "
+    "on a bucket each read lists every task folder of the day).",
+)  # fmt: skip
 @click.pass_context
 def dashboard(
-    ctx: click.Context, host: str, port: int, token: str | None, read_only: bool, refresh: float
-) -> None:
+    ctx: click.Context, host: str, port: int, token: str | None, read_only: bool, refresh: float,
+    chart_every: float,
+) -> None:  # fmt: skip
     """Serve the web dashboard over the store: queues, tasks, schedules, dead letter, and a
     JSON API under /api/ (needs the dashboard extra: pip install 'omniq[dashboard]')."""
     try:
@@ -805,7 +811,9 @@ def dashboard(
             "the queue"
         )
     application = resolve_app(ctx, read_only=True)
-    web = create_app(application, token=token, read_only=read_only, refresh=refresh)
+    web = create_app(
+        application, token=token, read_only=read_only, refresh=refresh, chart_every=chart_every
+    )
     shown = f"[{host}]" if ":" in host else host
     click.echo(
         f"OmniQ dashboard for {getattr(application.backend, 'url', '')} on http://{shown}:{port}/"

@@ -169,3 +169,68 @@ async def test_unknown_ids_in_actions(store: AsyncOmniQ) -> None:
         assert page.status_code == 404 and "No task 01NOSUCHTASK" in page.text
 
     await run(web, go)
+
+
+async def test_the_chart_is_served_stale_while_it_is_read_again(
+    store: AsyncOmniQ, clock: Any
+) -> None:
+    ticks = Ticks()
+    dashboard_app = AsyncOmniQ(store.backend)
+    web = create_app(dashboard_app, cache=SharedCache(ttl=2.0, clock=ticks), chart_every=60)
+    events = dashboard_app.backend.event_storage
+    real = events.get_events
+    reads: list[object] = []
+    gate = asyncio.Event()
+    gate.set()
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        reads.append(kwargs.get("event_type"))
+        await gate.wait()
+        return await real(*args, **kwargs)
+
+    events.get_events = held  # type: ignore[method-assign]
+
+    async def go() -> None:
+        c = await client_for(web)
+        first = (await c.get("/api/queues")).json()["throughput"]
+        assert len(reads) == 2  # completed, then failed: other events are listed, not read
+        ticks.now += 61
+        gate.clear()  # the next read of the events hangs until the test lets it go
+        again = await c.get("/api/queues")  # answered with the chart it has meanwhile
+        assert again.json()["throughput"]["buckets"] == first["buckets"]
+        await settle()
+        assert len(reads) == 3  # ... while one read runs behind
+        await asyncio.gather(c.get("/api/queues"), c.get("/"))
+        assert len(reads) == 3  # still that one, however many viewers
+        gate.set()
+        await until(lambda: len(reads) == 4)  # the read behind finishes, both types
+
+    try:
+        await run(web, go)
+    finally:
+        del events.get_events
+
+
+async def settle() -> None:
+    """Let the tasks the app started run until they wait (no time passes)."""
+    for _ in range(50):
+        await asyncio.sleep(0)
+
+
+async def until(done: Any, seconds: float = 30.0) -> None:
+    """Wait until ``done()`` (a margin no slow run crosses; it ends as soon as it holds)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not done():
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+
+
+async def test_the_chart_can_be_off(store: AsyncOmniQ) -> None:
+    web = create_app(AsyncOmniQ(store.backend), chart_every=0)
+
+    async def go() -> None:
+        c = await client_for(web)
+        assert (await c.get("/api/queues")).json()["throughput"] is None
+        assert "The chart is off" in (await c.get("/")).text
+
+    await run(web, go)

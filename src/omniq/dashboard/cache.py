@@ -4,7 +4,8 @@ On a bucket each listing is a billable LIST (and a GET per task read): ten open 
 refreshing every few seconds must not cost ten times one. Every read the pages and the API make
 goes through ``SharedCache.get``: within ``ttl`` seconds of a load the stored value is served, and
 callers that arrive while a load runs wait for that same load (one request to the store, however
-many viewers ask at once).
+many viewers ask at once). A slow, less urgent read (the throughput chart) may ask for
+``stale_ok``: past its ttl the old value is served at once while one load refreshes it behind.
 """
 
 from __future__ import annotations
@@ -33,7 +34,12 @@ class SharedCache:
         self._loading: dict[Hashable, asyncio.Future[Any]] = {}
 
     async def get(
-        self, key: Hashable, load: Callable[[], Awaitable[T]], ttl: float | None = None
+        self,
+        key: Hashable,
+        load: Callable[[], Awaitable[T]],
+        ttl: float | None = None,
+        *,
+        stale_ok: bool = False,
     ) -> T:
         entry = self._entries.get(key)
         if entry is not None and entry[0] > self.clock():
@@ -42,7 +48,11 @@ class SharedCache:
         running = self._loading.get(key)
         if running is None:
             running = asyncio.ensure_future(self._load(key, load, self.ttl if ttl is None else ttl))
+            running.add_done_callback(_retrieve)
             self._loading[key] = running
+        if stale_ok and entry is not None:
+            stale: T = entry[1]
+            return stale
         # shield: a viewer who disconnects does not cancel the load others wait for
         result: T = await asyncio.shield(running)
         return result
@@ -54,11 +64,20 @@ class SharedCache:
             if len(self._entries) >= MAX_ENTRIES:
                 now = self.clock()
                 self._entries = {k: e for k, e in self._entries.items() if e[0] > now}
+                if len(self._entries) >= MAX_ENTRIES:
+                    self._entries.clear()
             self._entries[key] = (self.clock() + ttl, value)
             return value
         finally:
             self._loading.pop(key, None)
 
     def clear(self) -> None:
-        """Forget every value (after an action changed the store: the next page shows it)."""
-        self._entries.clear()
+        """Expire every value (after an action changed the store: the next page shows it);
+        ``stale_ok`` readers still get theirs while it reloads."""
+        self._entries = {k: (float("-inf"), value) for k, (_, value) in self._entries.items()}
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a background load's error as seen (its waiters, if any, got it)."""
+    if not future.cancelled():
+        future.exception()

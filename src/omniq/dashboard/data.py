@@ -25,6 +25,7 @@ from omniq.models.schedule import Schedule, ScheduleType
 from omniq.models.task import Task, TaskStatus
 
 CHART_MINUTES = 60
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 CHART_BUCKET_MINUTES = 5
 
 
@@ -176,12 +177,14 @@ class DashboardData:
         cache: SharedCache,
         *,
         scan_limit: int = 1000,
-        chart_ttl: float = 30.0,
+        chart_ttl: float | None = 60.0,
     ) -> None:
         self.app = app
         self.cache = cache
         self.scan_limit = scan_limit  # tasks read per (queue, state) listing at most
-        self.chart_ttl = chart_ttl  # the throughput chart reads a day's event listing: rarer
+        # The chart lists every task folder of the day in the event store: the dearest read,
+        # refreshed behind the pages at most this often (None: no chart).
+        self.chart_ttl = chart_ttl
 
     @property
     def _tasks(self) -> Any:
@@ -214,25 +217,31 @@ class DashboardData:
             )
         return {"queues": rows, "throughput": await self.throughput(), "generated_at": iso(now)}
 
-    async def throughput(self) -> dict[str, Any]:
+    async def throughput(self) -> dict[str, Any] | None:
         """Tasks completed and failed per ``CHART_BUCKET_MINUTES`` over the last hour, from the
-        event store."""
+        event store (``None`` with the chart off). Read at most once per ``chart_ttl`` and then
+        served as it was while it is read again."""
+        if not self.chart_ttl:
+            return None
 
         async def load() -> list[TaskEvent]:
             since = utcnow() - timedelta(minutes=CHART_MINUTES)
-            return await self.app.backend.event_storage.get_events(since=since)
+            events = self.app.backend.event_storage
+            # By type: event names carry their types, so other events are listed, never read.
+            return [
+                *await events.get_events(event_type=EventType.COMPLETED, since=since),
+                *await events.get_events(event_type=EventType.FAILED, since=since),
+            ]
 
-        events = await self.cache.get("events-hour", load, ttl=self.chart_ttl)
-        now = utcnow()
+        events = await self.cache.get("events-hour", load, ttl=self.chart_ttl, stale_ok=True)
         size = timedelta(minutes=CHART_BUCKET_MINUTES)
         count = CHART_MINUTES // CHART_BUCKET_MINUTES
-        start = now - size * count
+        # Whole buckets on the clock (10:05, 10:10, ...); the last one holds now.
+        start = _EPOCH + size * ((utcnow() - _EPOCH) // size + 1 - count)
         buckets = [
             {"start": iso(start + size * i), "completed": 0, "failed": 0} for i in range(count)
         ]
         for event in events:
-            if event.event_type not in (EventType.COMPLETED, EventType.FAILED):
-                continue
             index = int((event.timestamp - start) / size)
             if 0 <= index < count:
                 buckets[index][event.event_type.value] += 1  # type: ignore[operator]

@@ -235,6 +235,7 @@ def create_app(
     token: str | None = None,
     read_only: bool = False,
     cache_ttl: float = 2.0,
+    chart_every: float | None = 60.0,
     refresh: float = 5.0,
     cache: SharedCache | None = None,
 ) -> Starlette:
@@ -242,10 +243,12 @@ def create_app(
 
     ``token``: required from every request (bearer, or basic auth password). ``read_only``:
     no action is shown or accepted. ``cache_ttl``: seconds a listing is reused for all viewers.
+    ``chart_every``: seconds between reads of the hour's events for the throughput chart, done
+    behind the pages (``None`` or 0: no chart; on a bucket it costs a LIST per task of the day).
     ``refresh``: seconds between the pages' live refreshes (0: none).
     """
     guard = Guard(token)
-    data = DashboardData(app, cache or SharedCache(cache_ttl))
+    data = DashboardData(app, cache or SharedCache(cache_ttl), chart_ttl=chart_every)
     d = Dashboard(app, guard, data, read_only=read_only, refresh=refresh)
 
     @contextlib.asynccontextmanager
