@@ -327,8 +327,15 @@ def enqueue(
     help="Seconds between refreshes with --watch.",
 )  # fmt: skip
 @click.option("--iterations", type=click.IntRange(min=1), default=None, hidden=True)
+@click.option(
+    "--json", "as_json", is_flag=True,
+    help="Print the counts as JSON, as the dashboard's GET /api/queues has them (one line per "
+    "refresh with --watch).",
+)  # fmt: skip
 @click.pass_context
-def status(ctx: click.Context, watch: bool, interval: float, iterations: int | None) -> None:
+def status(
+    ctx: click.Context, watch: bool, interval: float, iterations: int | None, as_json: bool
+) -> None:
     """Per-queue counts by state, oldest runnable task, and workers holding leases."""
     application = resolve_app(ctx, read_only=True)
     where = str(getattr(application.backend, "url", ""))
@@ -336,6 +343,9 @@ def status(ctx: click.Context, watch: bool, interval: float, iterations: int | N
     async def go() -> None:
         async with application:
             stats = application.backend.task_queue.queue_stats
+            if as_json:
+                await print_json_status(stats, interval if watch else None, iterations)
+                return
             if not watch:
                 console.print(status_table(await stats(), where))
                 return
@@ -348,6 +358,21 @@ def status(ctx: click.Context, watch: bool, interval: float, iterations: int | N
 
     with contextlib.suppress(KeyboardInterrupt):
         run(go())
+
+
+async def print_json_status(stats: Any, interval: float | None, iterations: int | None) -> None:
+    """``status --json``: one JSON object, or one a line every ``interval`` seconds."""
+    from omniq.dashboard.data import queue_row
+
+    done = 0
+    while True:
+        now = utcnow()
+        rows = [queue_row(s, now) for s in await stats(now)]
+        click.echo(json.dumps({"queues": rows, "generated_at": now.isoformat()}))
+        done += 1
+        if interval is None or (iterations is not None and done >= iterations):
+            return
+        await asyncio.sleep(interval)
 
 
 def status_table(rows: list[QueueStats], where: str) -> Table | str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -67,3 +68,20 @@ def test_serves_the_store_with_its_token(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(30)
+
+
+def test_status_json_for_scripts(tmp_path: Path) -> None:
+    app = OmniQ(tmp_path)
+    app.enqueue("remote.job", 1, queue="q1")
+    app.close()
+    result = CliRunner().invoke(cli, ["status", "--json", "--url", str(tmp_path)], obj={})
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.output)["queues"]
+    assert (row["queue"], row["pending"], row["failed"]) == ("q1", 1, 0)
+    assert row["oldest_runnable_age_s"] >= 0 and row["workers"] == {}
+    watched = CliRunner().invoke(
+        cli, ["status", "--json", "--watch", "--interval", "0.05", "--iterations", "3",
+              "--url", str(tmp_path)], obj={},
+    )  # fmt: skip
+    lines = watched.output.strip().splitlines()
+    assert len(lines) == 3 and all(json.loads(line)["queues"] for line in lines)

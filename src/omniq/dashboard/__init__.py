@@ -7,6 +7,18 @@ cancel, pause/resume/delete a schedule, purge expired) as CSRF-protected POSTs.
 
 from __future__ import annotations
 
-from omniq.dashboard.server import create_app
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from omniq.dashboard.server import create_app
 
 __all__ = ["create_app"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on use: omniq.dashboard.data (which `omniq status --json` uses) needs no extra.
+    if name == "create_app":
+        from omniq.dashboard.server import create_app
+
+        return create_app
+    raise AttributeError(name)

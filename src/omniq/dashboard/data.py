@@ -23,6 +23,7 @@ from omniq.models.event import EventType, TaskEvent
 from omniq.models.ids import is_valid_id, validate_name
 from omniq.models.schedule import Schedule, ScheduleType
 from omniq.models.task import Task, TaskStatus
+from omniq.storage.base import QueueStats
 
 CHART_MINUTES = 60
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -43,6 +44,26 @@ def local_text(moment: datetime | None, zone: str | None = None) -> str | None:
     if moment is None:
         return None
     return moment.astimezone(ZoneInfo(zone) if zone else None).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def queue_row(stats: QueueStats, now: datetime) -> dict[str, Any]:
+    """One queue's counts (``omniq status --json`` prints the same)."""
+    oldest = stats.oldest_due_at
+    return {
+        "queue": stats.queue,
+        "pending": stats.pending,
+        "delayed": stats.delayed,
+        "running": stats.running,
+        "completed": stats.completed,
+        "failed": stats.failed,
+        "cancelled": stats.cancelled,
+        "oldest_runnable_at": iso(oldest),
+        "oldest_runnable_age_s": None
+        if oldest is None
+        else max(0.0, round((now - oldest).total_seconds(), 1)),
+        "workers": dict(sorted(stats.workers.items())),
+        "expired_leases": stats.expired_leases,
+    }
 
 
 def task_summary(task: Task) -> dict[str, Any]:
@@ -195,26 +216,7 @@ class DashboardData:
         throughput."""
         stats = await self.cache.get("stats", self._tasks.queue_stats)
         now = utcnow()
-        rows = []
-        for s in stats:
-            oldest = s.oldest_due_at
-            rows.append(
-                {
-                    "queue": s.queue,
-                    "pending": s.pending,
-                    "delayed": s.delayed,
-                    "running": s.running,
-                    "completed": s.completed,
-                    "failed": s.failed,
-                    "cancelled": s.cancelled,
-                    "oldest_runnable_at": iso(oldest),
-                    "oldest_runnable_age_s": None
-                    if oldest is None
-                    else max(0.0, round((now - oldest).total_seconds(), 1)),
-                    "workers": dict(sorted(s.workers.items())),
-                    "expired_leases": s.expired_leases,
-                }
-            )
+        rows = [queue_row(s, now) for s in stats]
         return {"queues": rows, "throughput": await self.throughput(), "generated_at": iso(now)}
 
     async def throughput(self) -> dict[str, Any] | None:
