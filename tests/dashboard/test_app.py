@@ -15,6 +15,7 @@ from omniq.app import AsyncOmniQ
 from omniq.dashboard import create_app
 from omniq.dashboard.cache import SharedCache
 from omniq.dashboard.security import is_loopback
+from omniq.exceptions import StorageError
 
 from .conftest import TOKEN
 
@@ -234,3 +235,36 @@ async def test_the_chart_can_be_off(store: AsyncOmniQ) -> None:
         assert "The chart is off" in (await c.get("/")).text
 
     await run(web, go)
+
+
+async def test_a_corrupt_task_or_a_failing_store_is_a_clear_answer(
+    store: AsyncOmniQ, tmp_path: Path
+) -> None:
+    task = (await store.backend.task_queue.list_tasks("q"))[0]
+    (stored,) = (tmp_path / "data" / "tasks" / "q" / "pending").glob(f"*{task.id}*")
+    stored.write_bytes(b"{not json")
+    dashboard_app = AsyncOmniQ(store.backend)
+    web = create_app(dashboard_app)
+
+    async def unreachable(*args: Any, **kwargs: Any) -> Any:
+        raise StorageError("cannot list s3://bucket/tasks: connection refused\n(details)")
+
+    async def go() -> None:
+        c = await client_for(web)
+        shown = (await c.get(f"/api/tasks/{task.id}")).json()  # set aside, not shown
+        assert shown["task"] is None and shown["events"][0]["type"] == "enqueued"
+        for path in (f"/tasks/{task.id}", "/tasks", "/"):
+            assert (await c.get(path)).status_code == 200
+        dashboard_app.backend.task_queue.queue_stats = unreachable  # type: ignore[method-assign]
+        web.state.dashboard.data.cache.clear()
+        failed = await c.get("/api/queues")
+        assert failed.status_code == 503
+        assert failed.json() == {
+            "error": "the store failed: cannot list s3://bucket/tasks: connection refused"
+        }
+        assert (await c.get("/")).text == failed.json()["error"]
+
+    try:
+        await run(web, go)
+    finally:
+        del dashboard_app.backend.task_queue.queue_stats

@@ -30,7 +30,7 @@ from omniq.dashboard.cache import SharedCache
 from omniq.dashboard.data import DashboardData, TaskFilter
 from omniq.dashboard.openapi import openapi_document
 from omniq.dashboard.security import Guard
-from omniq.exceptions import ValidationError
+from omniq.exceptions import OmniQError, ValidationError
 from omniq.models.task import TaskStatus
 
 HERE = Path(__file__).parent
@@ -224,9 +224,20 @@ def _refuse(request: Request, form: dict[str, str], status: int, message: str) -
 
 
 async def _bad_request(request: Request, exc: Exception) -> Response:
+    return _error(request, 400, str(exc))
+
+
+async def _store_error(request: Request, exc: Exception) -> Response:
+    """The store failed (unreachable, a corrupt object): say so, as the CLI would."""
+    return _error(
+        request, 503, f"the store failed: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+    )
+
+
+def _error(request: Request, status: int, message: str) -> Response:
     if request.url.path.startswith("/api/"):
-        return JSONResponse({"error": str(exc)}, 400)
-    return Response(str(exc), 400, media_type="text/plain")
+        return JSONResponse({"error": message}, status)
+    return Response(message, status, media_type="text/plain")
 
 
 def create_app(
@@ -280,7 +291,7 @@ def create_app(
     ]
     starlette = Starlette(
         routes=routes, lifespan=lifespan,
-        exception_handlers={ValidationError: _bad_request},
+        exception_handlers={ValidationError: _bad_request, OmniQError: _store_error},
     )  # fmt: skip
     starlette.add_middleware(GuardMiddleware, guard=guard)
     starlette.state.dashboard = d
