@@ -229,9 +229,8 @@ async def _bad_request(request: Request, exc: Exception) -> Response:
 
 async def _store_error(request: Request, exc: Exception) -> Response:
     """The store failed (unreachable, a corrupt object): say so, as the CLI would."""
-    return _error(
-        request, 503, f"the store failed: {str(exc).splitlines()[0] if str(exc) else exc!r}"
-    )
+    first_line = str(exc).splitlines()[0] if str(exc) else repr(exc)
+    return _error(request, 503, f"the store failed: {first_line}")
 
 
 def _error(request: Request, status: int, message: str) -> Response:
