@@ -1,9 +1,7 @@
-"""Dashboard fixtures: a real uvicorn server per module over a real store, with real tasks, and
-one headless Chromium per session (Debian's ``chromium``, driven by Playwright)."""
+"""Dashboard fixtures: a real uvicorn server per module over a real store, with real tasks."""
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -131,16 +129,3 @@ def served(
     yield s
     s.stop()
     s.app.close()
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    """One headless Chromium for the session; the tests skip (saying why) without one."""
-    executable = next(filter(None, map(shutil.which, ("chromium", "chromium-browser"))), None)
-    if executable is None:
-        pytest.skip("no chromium binary on PATH (Debian: apt-get install chromium; .ci/run does)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=executable)
-        yield chromium
-        chromium.close()

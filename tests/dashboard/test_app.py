@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -268,3 +269,23 @@ async def test_a_corrupt_task_or_a_failing_store_is_a_clear_answer(
         await run(web, go)
     finally:
         del dashboard_app.backend.task_queue.queue_stats
+
+
+async def test_args_json_cannot_hold_are_still_shown(tmp_path: Path) -> None:
+    app = AsyncOmniQ(tmp_path / "mp", serialization_format="msgpack")
+    async with app:
+        handle = await app.enqueue(
+            "add", float("nan"), b"\x00raw", {"when": datetime(2026, 1, 2, tzinfo=timezone.utc)}
+        )
+        web = create_app(AsyncOmniQ(app.backend))
+
+        async def go() -> None:
+            c = await client_for(web)
+            api = await c.get(f"/api/tasks/{handle.id}")
+            assert api.status_code == 200
+            assert api.json()["task"]["args"][0] is None  # NaN: JSON has no such number
+            assert api.json()["task"]["args"][1] == "AHJhdw=="  # bytes: base64
+            page = await c.get(f"/tasks/{handle.id}")
+            assert page.status_code == 200 and "NaN" in page.text
+
+        await run(web, go)

@@ -6,6 +6,7 @@ token. Screenshots of the pages go to tests/dashboard/screenshots/ (git-ignored)
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,21 @@ import pytest
 from .conftest import FLAKY, SCREENSHOTS, SCRIPT_ARG, TOKEN, Served, backends, start
 
 WAIT_MS = 30_000  # a margin no slow run crosses; the checks end as soon as the page shows it
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One headless Chromium (for the session: only this module uses it); the tests skip,
+    saying why, without one. Module-scoped because Playwright's sync API marks an event loop
+    running in this thread until it stops: asyncio.run and async tests after it would fail."""
+    executable = next(filter(None, map(shutil.which, ("chromium", "chromium-browser"))), None)
+    if executable is None:
+        pytest.skip("no chromium binary on PATH (Debian: apt-get install chromium; .ci/run does)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=executable)
+        yield chromium
+        chromium.close()
 
 
 @pytest.fixture(scope="module")

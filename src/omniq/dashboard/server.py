@@ -16,9 +16,10 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import jinja2
+import msgspec
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -121,29 +122,29 @@ class Dashboard:
     # ------------------------------------------------------------------ API (reads)
 
     async def api_queues(self, request: Request) -> Response:
-        return JSONResponse(await self.data.queues())
+        return json_response(await self.data.queues())
 
     async def api_tasks(self, request: Request) -> Response:
-        return JSONResponse(await self.data.tasks(TaskFilter.parse(dict(request.query_params))))
+        return json_response(await self.data.tasks(TaskFilter.parse(dict(request.query_params))))
 
     async def api_task(self, request: Request) -> Response:
         found = await self.data.task(request.path_params["task_id"])
         if found is None:
-            return JSONResponse({"error": "no such task"}, 404)
-        return JSONResponse(found)
+            return json_response({"error": "no such task"}, 404)
+        return json_response(found)
 
     async def api_schedules(self, request: Request) -> Response:
-        return JSONResponse(await self.data.schedules())
+        return json_response(await self.data.schedules())
 
     async def api_dead_letter(self, request: Request) -> Response:
         where = TaskFilter.parse({**request.query_params, "state": "failed"})
-        return JSONResponse(await self.data.tasks(where))
+        return json_response(await self.data.tasks(where))
 
     async def api_csrf(self, request: Request) -> Response:
-        return JSONResponse({"csrf": self.guard.csrf_token, "read_only": self.read_only})
+        return json_response({"csrf": self.guard.csrf_token, "read_only": self.read_only})
 
     async def api_openapi(self, request: Request) -> Response:
-        return JSONResponse(openapi_document(__version__))
+        return json_response(openapi_document(__version__))
 
     # ------------------------------------------------------------------ actions
 
@@ -214,13 +215,13 @@ def _answer(request: Request, form: dict[str, str], status: int, message: str) -
         path, _, query = back.partition("?")
         params = [(k, v) for k, v in parse_qsl(query) if k != "flash"] + [("flash", message)]
         return RedirectResponse(f"{path}?{urlencode(params)}", 303)
-    return JSONResponse({"ok": status == 200, "message": message}, status)
+    return json_response({"ok": status == 200, "message": message}, status)
 
 
 def _refuse(request: Request, form: dict[str, str], status: int, message: str) -> Response:
     if _safe_next(form) is not None:  # a page's form: say it as text, never act
         return Response(message, status, media_type="text/plain")
-    return JSONResponse({"ok": False, "error": message}, status)
+    return json_response({"ok": False, "error": message}, status)
 
 
 async def _bad_request(request: Request, exc: Exception) -> Response:
@@ -235,7 +236,7 @@ async def _store_error(request: Request, exc: Exception) -> Response:
 
 def _error(request: Request, status: int, message: str) -> Response:
     if request.url.path.startswith("/api/"):
-        return JSONResponse({"error": message}, status)
+        return json_response({"error": message}, status)
     return Response(message, status, media_type="text/plain")
 
 
@@ -295,6 +296,11 @@ def create_app(
     starlette.add_middleware(GuardMiddleware, guard=guard)
     starlette.state.dashboard = d
     return starlette
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    """JSON through msgspec: what the stdlib refuses (a NaN in a task's args) becomes null."""
+    return Response(msgspec.json.encode(data), status, media_type="application/json")
 
 
 def to_json(value: Any) -> str:
