@@ -289,3 +289,39 @@ async def test_args_json_cannot_hold_are_still_shown(tmp_path: Path) -> None:
             assert page.status_code == 200 and "NaN" in page.text
 
         await run(web, go)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+async def test_other_backends(kind: str, tmp_path: Path) -> None:
+    """The same pages and actions over the SQLite backend and memory:// (the HTTP tests run on a
+    folder and on S3)."""
+    from conftest import make_backend
+
+    backend = make_backend(kind, tmp_path)
+    app = AsyncOmniQ(backend)
+
+    @app.task(name="boom")
+    def boom() -> None:
+        raise ValueError("boom")
+
+    async with app:
+        dead = (await app.enqueue("boom")).id
+        await app.worker(burst=True, scheduler=False).run()
+        await app.schedule("boom", interval=60, id="often")
+        # The dashboard's own backend on the same data (memory:// lives in this process only).
+        web = create_app(AsyncOmniQ(make_backend(kind, tmp_path) if kind == "sqlite" else backend))
+
+        async def go() -> None:
+            c = await client_for(web)
+            for path in ("/", "/tasks", f"/tasks/{dead}", "/schedules", "/dead-letter"):
+                assert (await c.get(path)).status_code == 200, path
+            assert [t["id"] for t in (await c.get("/api/dead-letter")).json()["tasks"]] == [dead]
+            csrf = {"X-CSRF-Token": (await c.get("/api/csrf")).json()["csrf"]}
+            assert (await c.post(f"/api/tasks/{dead}/retry", headers=csrf)).status_code == 200
+            assert (await c.post("/api/schedules/often/pause", headers=csrf)).status_code == 200
+            listed = (await c.get("/api/tasks", params={"state": "pending"})).json()["tasks"]
+            assert [t["id"] for t in listed] == [dead]
+            (often,) = (await c.get("/api/schedules")).json()["schedules"]
+            assert often["status"] == "paused"
+
+        await run(web, go)
