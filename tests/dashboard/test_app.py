@@ -325,3 +325,10 @@ async def test_other_backends(kind: str, tmp_path: Path) -> None:
             assert often["status"] == "paused"
 
         await run(web, go)
+
+
+def test_the_csrf_token_is_shared_by_processes_with_one_token() -> None:
+    from omniq.dashboard.security import Guard
+
+    assert Guard("t").csrf_token == Guard("t").csrf_token != Guard("u").csrf_token
+    assert Guard(None).csrf_token != Guard(None).csrf_token  # random per process

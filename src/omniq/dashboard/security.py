@@ -4,9 +4,9 @@
   auth with T as the password (browsers ask for it once); without one only loopback Host names are
   accepted, so a page on another site cannot reach the dashboard through DNS rebinding.
 - Every action is a POST that carries the CSRF token (form field ``csrf`` or header
-  ``X-CSRF-Token``): an HMAC of this process's random secret, embedded in the pages and given by
-  ``GET /api/csrf``, which another site's page can neither read nor guess. A POST whose
-  ``Origin`` is another site is refused as well.
+  ``X-CSRF-Token``): an HMAC of the token (or of this process's random secret), embedded in the
+  pages and given by ``GET /api/csrf``, which another site's page can neither read nor guess.
+  A POST whose ``Origin`` is another site is refused as well.
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ class Guard:
 
     def __init__(self, token: str | None) -> None:
         self.token = token
-        self._secret = secrets.token_bytes(32)
+        # With a token the CSRF token derives from it, so that several dashboard processes
+        # behind one address accept each other's pages; without one it is random per process.
+        self._secret = b"token:" + token.encode() if token else secrets.token_bytes(32)
         self.csrf_token = hmac.new(
             self._secret, b"omniq-dashboard-csrf", hashlib.sha256
         ).hexdigest()
