@@ -332,3 +332,18 @@ def test_the_csrf_token_is_shared_by_processes_with_one_token() -> None:
 
     assert Guard("t").csrf_token == Guard("t").csrf_token != Guard("u").csrf_token
     assert Guard(None).csrf_token != Guard(None).csrf_token  # random per process
+
+
+async def test_no_action_is_reachable_by_get(store: AsyncOmniQ) -> None:
+    from omniq.dashboard.server import ACTIONS
+
+    web = create_app(AsyncOmniQ(store.backend))
+
+    async def go() -> None:
+        c = await client_for(web)
+        for path, *_ in ACTIONS:
+            concrete = path.replace("{task_id}", "01NOSUCHTASK").replace("{schedule_id}", "s")
+            assert (await c.get(concrete)).status_code == 405, path
+
+    await run(web, go)
+    assert len(ACTIONS) == 8
