@@ -7,7 +7,8 @@
 Workloads (all on the same disk, in one run, systems interleaved within each repeat so that the
 ratios are taken pair by pair): enqueue N and drain N (take + acknowledge) with 100-byte
 messages; payload sizes 100 B / 10 KB / 1 MB; 4 consumer processes on one queue (throughput,
-duplicates, losses); OmniQ's worker end to end (throughput and enqueue->start latency).
+duplicates, losses); OmniQ's worker end to end (throughput and enqueue->start latency); the
+footprint finished tasks leave on disk (files, inodes, bytes; benchmarks/footprint.py).
 A system whose next size would exceed the time budget (extrapolated from its own growth) is
 skipped and marked so. Prints markdown tables, writes benchmarks/results/suite.json and
 benchmarks/results/per_task_cost.png.
@@ -182,6 +183,13 @@ def worker_end_to_end(tasks: int, samples: int, repeats: int) -> dict[str, Any]:
     return measure(tasks, samples, repeats, ["thread", "async"], log=sys.stderr)
 
 
+def footprint(n: int) -> dict[str, Any]:
+    """Files, inodes and bytes that n finished tasks leave, beside SqliteHuey's database."""
+    from benchmarks.footprint import measure
+
+    return measure(n)
+
+
 def plot(scale: dict[str, Any], sizes: list[int], path: Path) -> None:
     import matplotlib
 
@@ -260,6 +268,12 @@ def report(data: dict[str, Any], sizes: list[int]) -> str:
         lines.append(
             f"| {name} | {r['tasks_per_s']:,.0f} | {r['duplicates']} | {r['lost']} | {failed} |"
         )
+    if data.get("footprint"):
+        from benchmarks.footprint import table as footprint_table
+
+        n = next(iter(data["footprint"].values()))["n"]
+        lines += ["", f"Footprint of {n:,} finished no-op tasks (worker with default settings)",
+                  "", footprint_table(data["footprint"])]  # fmt: skip
     if data["worker"]:
         from benchmarks.worker_latency import table
 
@@ -293,11 +307,11 @@ def main() -> None:
     if args.quick:
         sizes, repeats, budget = [1000, 3000], 1, 15.0
         payload_sizes = {100: 300, 10_000: 300, 1_000_000: 20}
-        conc_n, worker_tasks, samples = 2000, 500, 30
+        conc_n, worker_tasks, samples, footprint_n = 2000, 500, 30, 2000
     else:
         sizes, repeats, budget = [1000, 10_000, 100_000], 3, 120.0
         payload_sizes = {100: 2000, 10_000: 2000, 1_000_000: 100}
-        conc_n, worker_tasks, samples = 10_000, 2000, 200
+        conc_n, worker_tasks, samples, footprint_n = 10_000, 2000, 200, 10_000
     if MISSING:
         print(f"not installed, left out: {', '.join(MISSING)} (pip install -e '.[bench]')")
     root = tempfile.mkdtemp(prefix="omniq-suite-", dir=args.dir)
@@ -313,6 +327,8 @@ def main() -> None:
         data["payloads"] = payloads(root, payload_sizes)
         print("concurrent consumers...", file=sys.stderr)
         data["concurrent"] = concurrent(root, conc_n)
+        print("footprint...", file=sys.stderr)
+        data["footprint"] = footprint(footprint_n)
         print("worker end to end...", file=sys.stderr)
         data["worker"] = {} if args.only else worker_end_to_end(worker_tasks, samples, repeats)
     finally:

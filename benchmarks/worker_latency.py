@@ -48,18 +48,21 @@ IDLE_SECONDS = 2.0
 # ---------------------------------------------------------------------------- OmniQ (child)
 
 
-def make_app(base: str) -> Any:
+def make_app(base: str, kind: str) -> Any:
+    """An app with the no-op task of the worker kind (an async worker refuses plain functions)."""
     from omniq import AsyncOmniQ
 
     app = AsyncOmniQ(base)
-    app.task(name="noop")(bench_tasks.started_at)
-    app.task(name="noop_async")(bench_tasks.started_at_async)
+    if kind == "async":
+        app.task(name="noop_async")(bench_tasks.started_at_async)
+    else:
+        app.task(name="noop")(bench_tasks.started_at)
     return app
 
 
 async def throughput(base: str, kind: str, n: int) -> tuple[float, float]:
     """Tasks per second and CPU seconds per task of a burst worker draining ``n`` tasks."""
-    app = make_app(base)
+    app = make_app(base, kind)
     name = "noop_async" if kind == "async" else "noop"
     for _ in range(n):
         await app.enqueue(name)
@@ -72,7 +75,7 @@ async def throughput(base: str, kind: str, n: int) -> tuple[float, float]:
 
 async def latency(base: str, kind: str, samples: int) -> tuple[list[float], float]:
     """Enqueue->start latencies (ms) with an idle worker, and its idle CPU (% of a core)."""
-    app = make_app(base)
+    app = make_app(base, kind)
     name = "noop_async" if kind == "async" else "noop"
     worker = app.worker(kind=kind, concurrency=SLOTS)
     runner = asyncio.create_task(worker.run())
@@ -101,6 +104,14 @@ def omniq_child(kind: str, n: int, samples: int, tmp: str) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- Huey (child)
 
 
+def huey_consumer(huey: Any) -> Any:
+    """Huey's consumer as the benchmarks run it: SLOTS threads polling every 10 ms."""
+    return huey.create_consumer(
+        workers=SLOTS, worker_type="thread", initial_delay=0.01, backoff=1.0, max_delay=0.01,
+        periodic=False, check_worker_health=False,
+    )  # fmt: skip
+
+
 def huey_child(store: str, n: int, samples: int, tmp: str) -> dict[str, Any]:
     from huey import RedisHuey, SqliteHuey
     from huey.signals import SIGNAL_COMPLETE
@@ -121,10 +132,7 @@ def huey_child(store: str, n: int, samples: int, tmp: str) -> dict[str, Any]:
     noop = huey.task(name="noop")(bench_tasks.started_at)
 
     def consumer() -> Any:
-        return huey.create_consumer(
-            workers=SLOTS, worker_type="thread", initial_delay=0.01, backoff=1.0,
-            max_delay=0.01, periodic=False, check_worker_health=False,
-        )  # fmt: skip
+        return huey_consumer(huey)
 
     left[0] = n
     for _ in range(n):

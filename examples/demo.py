@@ -120,6 +120,9 @@ def main() -> None:
         f"the last run's task returned {app.get_result(run_task, timeout=5)}"
     )
     console.print(f"\nlook around: ls -R {BASE}   or   omniq --url {BASE} schedule list")
+    console.print(
+        f"see it in a browser: omniq dashboard --url {BASE}   then open http://127.0.0.1:8080/"
+    )
 
 
 if __name__ == "__main__":

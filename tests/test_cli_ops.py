@@ -171,7 +171,9 @@ def test_purge_deletes_finished_tasks_with_their_results(omniq, data):
     assert out == "1 failed task(s) of queue default deleted"
     assert "no tasks in state failed" in omniq("tasks", "--state", "failed").stdout
     assert "result:" not in omniq("inspect", failing).stdout  # its events stay until their ttl
-    assert not list((data / "results" / "failed").iterdir())
+    failed_results = data / "results" / "failed"  # workers keep results in task records now
+    assert not failed_results.exists() or not list(failed_results.iterdir())
+    assert not list((data / "tasks" / "default" / "failed").iterdir())
     assert "result: success" in omniq("inspect", done).stdout  # other states untouched
     usage = omniq("purge", "--queue", "default", "--state", "running", code=2)
     assert "Invalid value for '--state'" in usage.stderr

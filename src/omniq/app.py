@@ -279,7 +279,8 @@ class AsyncOmniQ:
         return await self.enqueue_task(task)
 
     async def enqueue_task(self, task: Task) -> AsyncTaskHandle:
-        """Enqueue a prepared ``Task`` and record its ENQUEUED event.
+        """Enqueue a prepared ``Task`` and record its ENQUEUED event (file stores imply it
+        from the task: no event object is written).
 
         Once the task is stored the call succeeds: an ``enqueued`` event that cannot be
         written is logged, not raised (a caller retrying after an error would enqueue the task
@@ -287,6 +288,8 @@ class AsyncOmniQ:
         """
         await self.open()
         await self.backend.task_queue.enqueue(task)
+        if self.backend.event_storage.implies_enqueued:
+            return AsyncTaskHandle(self, task.id)  # read from the task itself: nothing to write
         try:
             await self.backend.event_storage.log_event(
                 TaskEvent(
@@ -387,10 +390,22 @@ class AsyncOmniQ:
         stay until their ttl. ``False`` if no finished task has this id (cancel a pending task
         first; a running one cannot be deleted)."""
         await self.open()
+        kept = await self._record_events(task_id, implied=True)
         if not await self.backend.task_queue.delete_task(task_id):
             return False
+        if kept:
+            await self.backend.event_storage.log_events(kept)
         await self.backend.result_storage.delete(task_id)
         return True
+
+    async def _record_events(self, task_id: str, *, implied: bool) -> list[TaskEvent]:
+        """On file stores a finished task's record holds its last run's events (and implies its
+        ENQUEUED event): before the record is deleted or replaced, the events to keep as event
+        objects (with ``implied``, the ENQUEUED one too). Reads deduplicate by event id."""
+        events = self.backend.event_storage
+        if not events.implies_enqueued:
+            return []
+        return [e for e in await events.get_events(task_id=task_id) if implied or e.id != task_id]
 
     async def retry(self, task_id: str) -> bool:
         """Send a dead-lettered (failed) task back to pending, to run now.
@@ -407,7 +422,10 @@ class AsyncOmniQ:
         task.status = TaskStatus.PENDING
         task.attempts = 0
         task.eta = task.started_at = task.completed_at = task.lease = None
+        kept = await self._record_events(task_id, implied=False)  # ENQUEUED stays implied
         await queue.update_task(task)
+        if kept:
+            await self.backend.event_storage.log_events(kept)
         await self.backend.result_storage.delete(task_id)
         await self.backend.event_storage.log_event(
             TaskEvent(task_id=task_id, event_type=EventType.ENQUEUED, queue_name=task.queue_name,

@@ -1,5 +1,5 @@
 """The ``omniq`` command: worker, enqueue, status, tasks, inspect, cancel, retry, purge, cleanup,
-schedule, scheduler, migrate.
+schedule, scheduler, migrate, dashboard.
 
 Expected errors are one line without a traceback: exit code 2 for a usage mistake, 1 for a
 runtime error (``OmniQError``). ``--url``/``--app`` and the log options go before or after the
@@ -327,8 +327,15 @@ def enqueue(
     help="Seconds between refreshes with --watch.",
 )  # fmt: skip
 @click.option("--iterations", type=click.IntRange(min=1), default=None, hidden=True)
+@click.option(
+    "--json", "as_json", is_flag=True,
+    help="Print the counts as JSON, as the dashboard's GET /api/queues has them (one line per "
+    "refresh with --watch).",
+)  # fmt: skip
 @click.pass_context
-def status(ctx: click.Context, watch: bool, interval: float, iterations: int | None) -> None:
+def status(
+    ctx: click.Context, watch: bool, interval: float, iterations: int | None, as_json: bool
+) -> None:
     """Per-queue counts by state, oldest runnable task, and workers holding leases."""
     application = resolve_app(ctx, read_only=True)
     where = str(getattr(application.backend, "url", ""))
@@ -336,6 +343,9 @@ def status(ctx: click.Context, watch: bool, interval: float, iterations: int | N
     async def go() -> None:
         async with application:
             stats = application.backend.task_queue.queue_stats
+            if as_json:
+                await print_json_status(stats, interval if watch else None, iterations)
+                return
             if not watch:
                 console.print(status_table(await stats(), where))
                 return
@@ -348,6 +358,21 @@ def status(ctx: click.Context, watch: bool, interval: float, iterations: int | N
 
     with contextlib.suppress(KeyboardInterrupt):
         run(go())
+
+
+async def print_json_status(stats: Any, interval: float | None, iterations: int | None) -> None:
+    """``status --json``: one JSON object, or one a line every ``interval`` seconds."""
+    from omniq.dashboard.data import queue_row
+
+    done = 0
+    while True:
+        now = utcnow()
+        rows = [queue_row(s, now) for s in await stats(now)]
+        click.echo(json.dumps({"queues": rows, "generated_at": now.isoformat()}))
+        done += 1
+        if interval is None or (iterations is not None and done >= iterations):
+            return
+        await asyncio.sleep(interval)
 
 
 def status_table(rows: list[QueueStats], where: str) -> Table | str:
@@ -768,6 +793,58 @@ def migration_table(report: MigrationReport) -> Table:
         verified = "-" if s.verified is None else f"{s.verified}/{s.source}"
         t.add_row(s.store, str(s.source), str(s.present), copied, verified)
     return t
+
+
+@cli.command()
+@global_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--token", envvar="OMNIQ_DASHBOARD_TOKEN", default=None,
+    help="Required from every request: bearer token, or basic-auth password (env "
+    "OMNIQ_DASHBOARD_TOKEN). Needed to listen on a non-loopback address.",
+)  # fmt: skip
+@click.option("--read-only", is_flag=True, help="Show no actions and refuse them.")
+@click.option(
+    "--refresh", default=5.0, show_default=True, type=click.FloatRange(min=0),
+    help="Seconds between the pages' live refreshes (0: none).",
+)  # fmt: skip
+@click.option(
+    "--chart-every", default=60.0, show_default=True, type=click.FloatRange(min=0),
+    help="Seconds between reads of the hour's events for the throughput chart (0: no chart; "
+    "on a bucket each read lists every task folder of the day).",
+)  # fmt: skip
+@click.pass_context
+def dashboard(
+    ctx: click.Context, host: str, port: int, token: str | None, read_only: bool, refresh: float,
+    chart_every: float,
+) -> None:  # fmt: skip
+    """Serve the web dashboard over the store: queues, tasks, schedules, dead letter, and a
+    JSON API under /api/ (needs the dashboard extra: pip install 'omniq[dashboard]')."""
+    try:
+        import uvicorn
+
+        from omniq.dashboard import create_app
+        from omniq.dashboard.security import is_loopback
+    except ImportError as exc:
+        raise click.ClickException(
+            f"the dashboard needs its extra: pip install 'omniq[dashboard]' ({exc})"
+        ) from None
+    if not token and not is_loopback(host):
+        raise click.UsageError(
+            f"refusing to listen on {host} without --token: anyone who reaches it could act on "
+            "the queue"
+        )
+    application = resolve_app(ctx, read_only=True)
+    web = create_app(
+        application, token=token, read_only=read_only, refresh=refresh, chart_every=chart_every
+    )
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(
+        f"OmniQ dashboard for {getattr(application.backend, 'url', '')} on http://{shown}:{port}/"
+        + (" (read-only)" if read_only else "")
+    )
+    uvicorn.run(web, host=host, port=port, log_level="warning")
 
 
 def main() -> None:

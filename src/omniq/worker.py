@@ -25,6 +25,7 @@ from omniq.daemon_pool import DaemonThreadPool
 from omniq.exceptions import (
     ConfigError,
     LeaseLostError,
+    SerializationError,
     StorageError,
     TaskNotRegisteredError,
     ValidationError,
@@ -433,14 +434,32 @@ class Worker:
 
     # ------------------------------------------------------------------ one task
 
-    def _note(self, task: Task, kind: EventType, message: str | None = None) -> None:
-        """Buffer an event of a running task; ``_flush`` writes the buffer as one object."""
-        self._events.setdefault(task.id, []).append(
-            TaskEvent(
-                task_id=task.id, event_type=kind, message=message, queue_name=task.queue_name,
-                worker_id=self.worker_id, attempt=task.attempts,
-            )
+    def _event_of(self, task: Task, kind: EventType, message: str | None = None) -> TaskEvent:
+        return TaskEvent(
+            task_id=task.id, event_type=kind, message=message, queue_name=task.queue_name,
+            worker_id=self.worker_id, attempt=task.attempts,
         )  # fmt: skip
+
+    def _note(self, task: Task, kind: EventType, message: str | None = None) -> None:
+        """Buffer an event of a running task; ``_flush`` writes the buffer as one object, or
+        the finish stores it in the task's record."""
+        self._events.setdefault(task.id, []).append(self._event_of(task, kind, message))
+
+    async def _finish(
+        self, task: Task, status: TaskStatus, result: TaskResult, event: TaskEvent,
+        error: str | None = None,
+    ) -> None:  # fmt: skip
+        """Finish the task with its result and events in one step (its record). The buffered
+        events stay buffered if it fails, so that ``_execute`` still writes them."""
+        buffered = self._events.pop(task.id, [])
+        try:
+            await self.backend.task_queue.finish_task(
+                task, status, error, result=result, events=[*buffered, event]
+            )
+        except BaseException:
+            if buffered:
+                self._events[task.id] = buffered + self._events.get(task.id, [])
+            raise
 
     async def _flush(self, task: Task) -> None:
         events = self._events.pop(task.id, None)
@@ -568,28 +587,22 @@ class Worker:
         raise _Timeout()
 
     async def _succeed(self, task: Task, value: Any, duration: float) -> None:
-        queue = self.backend.task_queue
         result = TaskResult(
             task_id=task.id, status=ResultStatus.SUCCESS, result=value, attempts=task.attempts,
             worker_id=self.worker_id, started_at=task.started_at, ttl=task.ttl,
             metadata={"duration": duration},
         )  # fmt: skip
-        # Fence, then write the result, then finish: a stale worker's renew fails before it can
-        # overwrite anything, and a crash after the result write only repeats the task.
-        await self._fence(task)
+        # One step: the finish is fenced by the lease and stores the result and the events
+        # with it, so a stale worker overwrites nothing and a crash before it only repeats
+        # the task. A value that cannot be stored fails the task, before anything is written.
+        completed = self._event_of(task, EventType.COMPLETED, f"in {duration:.3f} s")
         try:
-            await self.backend.result_storage.set(result)
-        except Exception as exc:
-            from omniq.exceptions import SerializationError
-
-            if not isinstance(exc, SerializationError):
-                raise
+            await self._finish(task, TaskStatus.COMPLETED, result, completed)
+        except SerializationError as exc:
             await self._fail(task, exc, permanent=True)
             return
-        await queue.finish_task(task, TaskStatus.COMPLETED)
         self.stats.completed += 1
         self._outcome(task, "completed", duration)
-        await self._event(task, EventType.COMPLETED, f"in {duration:.3f} s")
 
     def _outcome(
         self, task: Task, outcome: str, duration: float | None, detail: str = "",
@@ -606,21 +619,6 @@ class Worker:
                    "attempt": attempt},
         )  # fmt: skip
 
-    async def _fence(self, task: Task) -> None:
-        """Make sure the lease is ours for a while before writing a result.
-
-        A lease with at least half the visibility timeout left cannot be taken over within the
-        few milliseconds the result write takes (a take-over needs it expired), so the renewal
-        request is skipped; heartbeats keep leases in that state. Otherwise renew, which fails
-        for a worker whose lease was lost. ``finish_task`` fences again, atomically.
-        """
-        lease = task.lease
-        if lease is not None:
-            left = (lease.expires_at - utcnow()).total_seconds()
-            if left >= self.visibility_timeout / 2:
-                return
-        await self.backend.task_queue.renew_lease(task, self.visibility_timeout)
-
     async def _fail(self, task: Task, error: BaseException, permanent: bool) -> None:
         queue = self.backend.task_queue
         message = f"{type(error).__name__}: {error}"
@@ -632,23 +630,15 @@ class Worker:
             self._outcome(task, "retrying", None, f"in {wait:.1f} s: {message}", logging.WARNING)
             await self._event(task, EventType.RETRIED, f"{message}; retry in {wait:.2f} s")
             return
-        await self._fence(task)
-        try:
-            await self.backend.result_storage.set(
-                TaskResult(
-                    task_id=task.id, status=ResultStatus.FAILED, error=message, traceback=tb,
-                    attempts=task.attempts, worker_id=self.worker_id, started_at=task.started_at,
-                    ttl=task.ttl,
-                )
-            )  # fmt: skip
-        except StorageError as exc:
-            # Dead-letter it all the same: waiters see the failed task (and its error) in the
-            # task store; running it again would not make the result writable.
-            logger.error("task %s: its failed result could not be written: %s", task.id, exc)
-        await queue.finish_task(task, TaskStatus.FAILED, error=message)
+        result = TaskResult(
+            task_id=task.id, status=ResultStatus.FAILED, error=message, traceback=tb,
+            attempts=task.attempts, worker_id=self.worker_id, started_at=task.started_at,
+            ttl=task.ttl,
+        )  # fmt: skip
+        failed = self._event_of(task, EventType.FAILED, message)
+        await self._finish(task, TaskStatus.FAILED, result, failed, error=message)
         self.stats.failed += 1
         self._outcome(task, "failed", None, message, logging.ERROR)
-        await self._event(task, EventType.FAILED, message)
 
     async def _release(self, task: Task, lock: asyncio.Lock) -> None:
         """Give an unfinished task back (shutdown): not lost, and this attempt does not count."""

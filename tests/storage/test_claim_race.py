@@ -97,7 +97,7 @@ def test_four_processes_claim_each_task_exactly_once(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("s3_kind", "n_tasks", "blind_delete"),
-    [("moto", 250, False), ("seaweedfs", 120, False), ("rgw", 60, False), ("rgw", 60, True)],
+    [("moto", 150, False), ("seaweedfs", 120, False), ("rgw", 60, False), ("rgw", 60, True)],
     ids=["moto", "seaweedfs", "rgw", "rgw-blind-delete"],
 )
 def test_four_processes_on_one_s3_bucket_claim_each_task_exactly_once(

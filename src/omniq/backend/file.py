@@ -30,6 +30,7 @@ from omniq.storage.file import (
 from omniq.storage.file.cloud import CloudObjectStore
 from omniq.storage.file.keys import task_id_of
 from omniq.storage.file.lease_queue import LeaseTaskQueue
+from omniq.storage.file.records import FinishedRecords
 
 logger = logging.getLogger("omniq.storage.file")
 
@@ -135,8 +136,15 @@ class FileBackend(Backend):
             LeaseTaskQueue if isinstance(self.objects, CloudObjectStore) else FileTaskQueue
         )
         self.task_queue = self._file_queue = queue_class(ctx, config.tasks_dir)
-        self.result_storage = FileResultStorage(ctx, config.results_dir)
-        self.event_storage = FileEventStorage(ctx, config.events_dir)
+        # Workers keep a finished task's result and events in its record (one object): the
+        # result and event stores read them back from there. On buckets a listing of the
+        # queues is a request, so record look-ups reuse it for ``listing_ttl``.
+        records = FinishedRecords(
+            self._file_queue, ctx,
+            queue_cache=config.listing_ttl if queue_class is LeaseTaskQueue else 0.0,
+        )  # fmt: skip
+        self.result_storage = FileResultStorage(ctx, config.results_dir, records)
+        self.event_storage = FileEventStorage(ctx, config.events_dir, records)
         self.schedule_storage = FileScheduleStorage(ctx, config.schedules_dir)
         self._wire_stores()
 
@@ -206,10 +214,15 @@ class FileBackend(Backend):
         return removed
 
     async def cleanup_expired(self) -> dict[str, int]:
-        """The three ttl cleanups, and (``temp_files``) temporary files of killed writers."""
-        counts = await super().cleanup_expired()
-        counts["temp_files"] = await self.sweep_temp_files()
-        return counts
+        """The three ttl cleanups, and (``temp_files``) temporary files of killed writers.
+        ``results`` counts those removed with the finished-task record that held them too."""
+        tasks, in_records = await self._file_queue.cleanup_finished()
+        return {
+            "tasks": tasks,
+            "results": in_records + await self.result_storage.cleanup_expired_results(),
+            "events": await self.event_storage.cleanup_expired_events(),
+            "temp_files": await self.sweep_temp_files(),
+        }
 
     async def _report_corrupt(self, key: str, moved_to: str | None, error: Exception) -> None:
         if key.startswith(self.config.events_dir + "/"):

@@ -70,9 +70,21 @@ class TaskQueue(ABC):
 
     @abstractmethod
     async def finish_task(
-        self, task: Task, status: TaskStatus = TaskStatus.COMPLETED, error: str | None = None
+        self,
+        task: Task,
+        status: TaskStatus = TaskStatus.COMPLETED,
+        error: str | None = None,
+        *,
+        result: TaskResult | None = None,
+        events: Sequence[TaskEvent] = (),
     ) -> Task:
-        """Move a claimed task to COMPLETED, FAILED or CANCELLED (fenced by its lease)."""
+        """Move a claimed task to COMPLETED, FAILED or CANCELLED (fenced by its lease).
+
+        ``result`` and ``events`` are stored in the same step as the finish, and only if it
+        succeeds (a worker whose lease was lost writes neither): once this returns, the
+        backend's result and event stores return them. File stores keep them in the finished
+        task's object (one write); SQLite writes their rows in the finishing transaction.
+        """
 
     @abstractmethod
     async def requeue_task(
@@ -153,6 +165,12 @@ class ResultStorage(ABC):
 
 class EventStorage(ABC):
     """Append-only task events, partitioned by UTC day."""
+
+    @property
+    def implies_enqueued(self) -> bool:
+        """Whether ``get_events`` returns each task's ENQUEUED event without one being logged
+        (read from the task itself): then the app writes none at enqueue."""
+        return False
 
     @abstractmethod
     async def log_event(self, event: TaskEvent) -> None: ...

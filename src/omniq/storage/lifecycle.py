@@ -82,6 +82,18 @@ def final_copy(task: Task, status: TaskStatus, error: str | None, config: Settin
     return final
 
 
+def record_expiry(final: Task, result: TaskResult | None, config: Settings) -> datetime | None:
+    """When a finished task's record, which holds its result, may go: the later of the task's
+    and the result's expiry (``None``, never, if either has none), so that a result kept in the
+    record is never removed before its ``result_ttl``."""
+    if result is None:
+        return final.expires_at
+    with_default_expiry(result, config)
+    if final.expires_at is None or result.expires_at is None:
+        return None
+    return max(final.expires_at, result.expires_at)
+
+
 def queued_copy(task: Task, eta: datetime | None, error: str | None) -> Task:
     queued = at_rest(task)
     queued.status, queued.updated_at, queued.eta = TaskStatus.PENDING, utcnow(), eta

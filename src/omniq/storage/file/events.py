@@ -3,6 +3,11 @@
 Each object holds one or more events of one task and day, named
 ``<first event id>.<type>[+<type>...]<ext>``. Reading one task's events lists one folder per
 day (never reads other tasks' events); filtering by type is done on names before any read.
+
+Wired by ``FileBackend`` (``records``), the store also returns the events a worker keeps in the
+record of a task it finished, and the ENQUEUED event each task implies (its creation time and
+queue): enqueues write no event object. ``get_events(task_id=...)`` implies it for pending,
+running and finished tasks; a query by time or type, for finished tasks (their records).
 """
 
 from __future__ import annotations
@@ -15,10 +20,13 @@ from omniq.exceptions import ValidationError
 from omniq.models._time import utcnow
 from omniq.models.event import EventType, TaskEvent
 from omniq.models.ids import is_valid_id
+from omniq.models.record import enqueued_event
+from omniq.models.task import Task
 from omniq.storage.base import EventStorage
 from omniq.storage.checks import event_filter
 from omniq.storage.file.common import FileStoreContext
 from omniq.storage.file.keys import split_ext
+from omniq.storage.file.records import FinishedRecords
 
 _EventList = list[TaskEvent]
 
@@ -28,9 +36,17 @@ def _day_path(day: date) -> str:
 
 
 class FileEventStorage(EventStorage):
-    def __init__(self, ctx: FileStoreContext, events_dir: str) -> None:
+    def __init__(
+        self, ctx: FileStoreContext, events_dir: str, records: FinishedRecords | None = None
+    ) -> None:
         self._ctx = ctx
         self._root = events_dir
+        self.records = records
+
+    @property
+    def implies_enqueued(self) -> bool:
+        """Whether ENQUEUED events are read from the tasks themselves (no object to write)."""
+        return self.records is not None
 
     async def log_event(self, event: TaskEvent) -> None:
         await self.log_events([event])
@@ -82,6 +98,60 @@ class FileEventStorage(EventStorage):
         limit: int | None = None,
     ) -> list[TaskEvent]:
         task_id, wanted, since, until = event_filter(task_id, event_type, since, until, limit)
+        stored = await self._stored_events(task_id, wanted, since, until, limit)
+        if self.records is None:
+            return stored
+        implied = await self._implied_events(task_id, stored)
+
+        def wanted_event(e: TaskEvent) -> bool:
+            return (
+                (wanted is None or e.event_type is wanted)
+                and (since is None or e.timestamp >= since)
+                and (until is None or e.timestamp <= until)
+            )
+
+        merged = {e.id: e for e in stored}
+        for event in implied:
+            if wanted_event(event):
+                merged.setdefault(event.id, event)
+        out = sorted(merged.values(), key=lambda e: (e.timestamp, e.id))
+        return out if limit is None else out[:limit]
+
+    async def _implied_events(
+        self, task_id: str | None, stored: list[TaskEvent]
+    ) -> list[TaskEvent]:
+        """Events kept in records, and the ENQUEUED event of each task they concern — unless a
+        plain ENQUEUED event of it is stored (older data, a scheduler's batch)."""
+        assert self.records is not None
+        tasks: list[Task] = []
+        out: list[TaskEvent] = []
+        if task_id is not None:
+            record = await self.records.read(task_id)
+            task = record if record is not None else await self.records.task(task_id)
+            if record is not None:
+                out += record.events
+            if task is not None:
+                tasks.append(task)
+        else:
+            for record in await self.records.scan():
+                out += record.events
+                tasks.append(record)
+        enqueued = {
+            e.task_id for e in [*stored, *out]
+            if e.event_type is EventType.ENQUEUED and e.message is None
+        }  # fmt: skip
+        out += [enqueued_event(t) for t in tasks if t.id not in enqueued]
+        return out
+
+    async def _stored_events(
+        self,
+        task_id: str | None,
+        wanted: EventType | None,
+        since: datetime | None,
+        until: datetime | None,
+        limit: int | None,
+    ) -> list[TaskEvent]:
+        """The events in this store's day folders."""
         out: list[TaskEvent] = []
         objects = self._ctx.objects
         for day in await self._days(since, until):

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime
 
 import msgspec
@@ -33,6 +34,8 @@ from omniq.exceptions import (
     TaskNotFoundError,
 )
 from omniq.models._time import utcnow, utcnow_ms
+from omniq.models.event import TaskEvent
+from omniq.models.result import TaskResult
 from omniq.models.task import Lease, Task, TaskStatus
 from omniq.storage.file.cloud import ConflictError
 from omniq.storage.file.common import FileStoreContext, from_ms, logger, to_ms
@@ -46,10 +49,10 @@ from omniq.storage.file.keys import (
     task_id_of,
 )
 from omniq.storage.file.objects import VersionMismatch
+from omniq.storage.file.records import FINISHED_DIRS
 from omniq.storage.file.task_queue import (
     _DIR_OF_STATUS,
     FINISH_VERB,
-    FINISHED_DIRS,
     PENDING,
     RUNNING,
     FileTaskQueue,
@@ -431,12 +434,19 @@ class LeaseTaskQueue(FileTaskQueue):
         await self._drop_lease(queue, name, version)
 
     async def finish_task(
-        self, task: Task, status: TaskStatus = TaskStatus.COMPLETED, error: str | None = None
+        self,
+        task: Task,
+        status: TaskStatus = TaskStatus.COMPLETED,
+        error: str | None = None,
+        *,
+        result: TaskResult | None = None,
+        events: Sequence[TaskEvent] = (),
     ) -> Task:
+        # The settle record (the fence) carries the whole record: the result and events are
+        # readable once it is written to completed/, or once a reaper completes the settle.
         status = self._check_final(status)
-        final = self._final_copy(task, status, error)
-        target = f"{self._dir(task.queue_name, _DIR_OF_STATUS[status])}/{self._finished_name(task)}"
-        await self._release(task, target, self._ctx.serializer.encode(final), FINISH_VERB[status])
+        final, data = self._finished_record(task, status, error, result, events)
+        await self._release(task, self._finished_key(task, status), data, FINISH_VERB[status])
         return final
 
     async def requeue_task(

@@ -2,10 +2,12 @@
 
 Layout under ``<base>/<tasks_dir>/<queue>/``: ``pending/``, ``running/``, ``completed/``,
 ``failed/`` (the dead letter) and ``cancelled/``. A task file's directory is its status; the
-``status`` field inside is rewritten after the move and is only a copy (``get_task`` and
-``list_tasks`` report the directory's). The file of a running task is the pending payload as it
-was claimed: ``attempts`` inside it counts deliveries *before* this one, so a reaper that finds
-an expired lease knows the lost delivery counted and raises the count.
+``status`` field inside is only a copy (``get_task`` and ``list_tasks`` report the directory's).
+A finished task's file is its record (``FinishedRecord``: the final task, its result and
+events), written under the lease and then moved into place by ``finish_task``. The file of a
+running task is the pending payload as it was claimed: ``attempts`` inside it counts
+deliveries *before* this one, so a reaper that finds an expired lease knows the lost delivery
+counted and raises the count.
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ from omniq.exceptions import (
     ValidationError,
 )
 from omniq.models._time import utcnow, utcnow_ms
+from omniq.models.event import TaskEvent
 from omniq.models.ids import is_valid_name, validate_id, validate_name
+from omniq.models.record import as_record, as_task
+from omniq.models.result import TaskResult
 from omniq.models.task import Lease, Task, TaskStatus
 from omniq.serialization import check_arguments
 from omniq.storage.base import QueueStats, TaskQueue
@@ -44,6 +49,7 @@ from omniq.storage.file.keys import (
     split_ext,
     task_id_of,
 )
+from omniq.storage.file.records import FINISHED_DIRS, read_record
 from omniq.storage.file.wakeup import Wakeup, notifications_work
 from omniq.storage.lifecycle import (
     at_rest,
@@ -54,12 +60,12 @@ from omniq.storage.lifecycle import (
     lease_holder,
     log_recovered,
     queued_copy,
+    record_expiry,
 )
 from omniq.storage.lifecycle import delivered as _delivered
 from omniq.storage.lifecycle import lease_token as _token
 
 PENDING, RUNNING = "pending", "running"
-FINISHED_DIRS = ("completed", "failed", "cancelled")
 STATE_DIRS = (PENDING, RUNNING, *FINISHED_DIRS)
 _DIR_OF_STATUS = {
     TaskStatus.PENDING: PENDING,
@@ -97,8 +103,12 @@ class FileTaskQueue(TaskQueue):
     def _dir(self, queue: str, state: str) -> str:
         return f"{self._root}/{queue}/{state}"
 
+    def state_dir(self, queue: str, state: str) -> str:
+        """The folder of one queue's tasks in one state (``pending``, ``completed``...)."""
+        return self._dir(queue, state)
+
     async def _read_task(self, key: str) -> Task:
-        return await self._ctx.read(key, Task)
+        return as_task(await self._ctx.read(key, Task))
 
     def _finished_name(self, task: Task) -> str:
         return task.id + self._ctx.ext
@@ -321,16 +331,14 @@ class FileTaskQueue(TaskQueue):
         parsed = parse_running(key)
         assert parsed is not None
         _, ext = split_ext(key)
-        expires = utcnow() + timedelta(seconds=lease_seconds)
-        new_key = running_name(parsed.stem, to_ms(expires), parsed.token, ext)
-        if new_key != key and not await self._objects.move(
-            f"{running_dir}/{key}", f"{running_dir}/{new_key}"
-        ):
+        expiry_ms = to_ms(utcnow() + timedelta(seconds=lease_seconds))
+        if expiry_ms == parsed.expiry_ms:  # always a new name: the rename is the proof
+            expiry_ms += 1
+        new_key = running_name(parsed.stem, expiry_ms, parsed.token, ext)
+        if not await self._objects.move(f"{running_dir}/{key}", f"{running_dir}/{new_key}"):
             raise self._lost(task, action)
         assert task.lease is not None
-        task.lease = msgspec.structs.replace(
-            task.lease, expires_at=from_ms(to_ms(expires)), key=new_key
-        )
+        task.lease = msgspec.structs.replace(task.lease, expires_at=from_ms(expiry_ms), key=new_key)
         return running_dir, new_key
 
     async def renew_lease(self, task: Task, visibility_timeout: float | None = None) -> Task:
@@ -356,18 +364,40 @@ class FileTaskQueue(TaskQueue):
     def _check_final(status: TaskStatus | str) -> TaskStatus:
         return check_final(status)
 
+    def _finished_record(
+        self, task: Task, status: TaskStatus, error: str | None,
+        result: TaskResult | None, events: Sequence[TaskEvent],
+    ) -> tuple[Task, bytes]:  # fmt: skip
+        """The final task and the encoded record that holds it with its result and events
+        (encoded before anything is written: a result that cannot be stored changes nothing)."""
+        final = self._final_copy(task, status, error)
+        final.expires_at = record_expiry(final, result, self._config)
+        return final, self._ctx.serializer.encode(as_record(final, result, events))
+
+    def _finished_key(self, task: Task, status: TaskStatus) -> str:
+        return f"{self._dir(task.queue_name, _DIR_OF_STATUS[status])}/{self._finished_name(task)}"
+
     async def finish_task(
-        self, task: Task, status: TaskStatus = TaskStatus.COMPLETED, error: str | None = None
+        self,
+        task: Task,
+        status: TaskStatus = TaskStatus.COMPLETED,
+        error: str | None = None,
+        *,
+        result: TaskResult | None = None,
+        events: Sequence[TaskEvent] = (),
     ) -> Task:
         status = self._check_final(status)
-        running_dir, key = self._held_key(task)
-        final = self._final_copy(task, status, error)
-        data = self._ctx.serializer.encode(final)
-        target = f"{self._dir(task.queue_name, _DIR_OF_STATUS[status])}/{self._finished_name(task)}"
-        # The move is the fence: it fails if a reaper took the lease over.
-        if not await self._objects.move(f"{running_dir}/{key}", target):
-            raise self._lost(task, FINISH_VERB[status])
-        await self._objects.put(target, data)
+        self._held_key(task)
+        final, data = self._finished_record(task, status, error, result, events)
+        verb = FINISH_VERB[status]
+        # The fence is a renewal (it fails once a reaper took the lease over); the record then
+        # replaces the payload under the fresh lease, and a rename publishes it. A holder killed
+        # before the rename leaves a running object that a reaper re-delivers (still the
+        # payload) or moves on to its finished folder (already the record).
+        running_dir, key = await self._move_held(task, self._config.visibility_timeout, verb)
+        await self._objects.put(f"{running_dir}/{key}", data)
+        if not await self._objects.move(f"{running_dir}/{key}", self._finished_key(task, status)):
+            raise self._lost(task, verb)
         return final
 
     async def requeue_task(
@@ -437,6 +467,11 @@ class FileTaskQueue(TaskQueue):
         try:
             task = await self._read_task(f"{running_dir}/{mine}")
         except (CorruptFileError, FileNotFoundError):
+            return None
+        if task.status.is_final:  # its holder died after writing its record: publish it
+            target = self._finished_key(task, task.status)
+            if await self._objects.move(f"{running_dir}/{mine}", target):
+                logger.info("task %s: published the record its worker left in running/", task.id)
             return None
         if self._expired_copy(task, now) != PENDING:
             target = f"{self._dir(queue, 'failed')}/{self._finished_name(task)}"
@@ -655,8 +690,13 @@ class FileTaskQueue(TaskQueue):
         return sum(1 for n in names if is_pending_name(n))
 
     async def cleanup_expired_tasks(self, now: datetime | None = None) -> int:
+        return (await self.cleanup_finished(now))[0]
+
+    async def cleanup_finished(self, now: datetime | None = None) -> tuple[int, int]:
+        """Delete finished tasks past their expiry: (records removed, how many of them held
+        a result — removed with them)."""
         now = now or utcnow()
-        removed = 0
+        removed = with_result = 0
         for queue in await self.list_queues():
             for state in FINISHED_DIRS:
                 directory = self._dir(queue, state)
@@ -664,15 +704,17 @@ class FileTaskQueue(TaskQueue):
                     if not is_finished_name(name):
                         continue
                     try:
-                        task = await self._read_task(f"{directory}/{name}")
+                        task = await read_record(self._ctx, f"{directory}/{name}")
                     except (FileNotFoundError, CorruptFileError):
                         continue
                     expires = task.expires_at or self._expiry_for(
                         task, task.completed_at or task.updated_at or task.created_at
                     )
-                    if expires is not None and expires <= now:
-                        removed += await self._objects.delete(f"{directory}/{name}")
-        return removed
+                    expired = expires is not None and expires <= now
+                    if expired and await self._objects.delete(f"{directory}/{name}"):
+                        removed += 1
+                        with_result += task.result is not None
+        return removed, with_result
 
     async def queue_stats(self, now: datetime | None = None) -> list[QueueStats]:
         now_ms = to_ms(now or utcnow())

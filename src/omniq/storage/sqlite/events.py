@@ -18,6 +18,25 @@ def _us(when: datetime) -> int:
     return (when - EPOCH) // timedelta(microseconds=1)
 
 
+INSERT_EVENT = (
+    "INSERT OR REPLACE INTO events (id, task_id, event_type, ts_us, ext, payload)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+def event_rows(events: Sequence[TaskEvent], ctx: SQLiteStoreContext) -> list[tuple[object, ...]]:
+    """The ``INSERT_EVENT`` parameters of events, all encoded before anything is written."""
+    rows: list[tuple[object, ...]] = []
+    for event in events:
+        if not isinstance(event, TaskEvent):
+            raise ValidationError(f"log_event takes a TaskEvent, got {type(event).__name__}")
+        rows.append((
+            event.id, event.task_id, event.event_type.value, _us(event.timestamp), ctx.ext,
+            ctx.serializer.encode(event),
+        ))  # fmt: skip
+    return rows
+
+
 class SQLiteEventStorage(EventStorage):
     def __init__(self, ctx: SQLiteStoreContext) -> None:
         self._ctx = ctx
@@ -26,22 +45,9 @@ class SQLiteEventStorage(EventStorage):
         await self.log_events([event])
 
     async def log_events(self, events: Sequence[TaskEvent]) -> None:
-        rows = []
-        for event in events:
-            if not isinstance(event, TaskEvent):
-                raise ValidationError(f"log_event takes a TaskEvent, got {type(event).__name__}")
-            rows.append((
-                event.id, event.task_id, event.event_type.value, _us(event.timestamp),
-                self._ctx.ext, self._ctx.serializer.encode(event),
-            ))  # fmt: skip
+        rows = event_rows(events, self._ctx)
         if rows:  # all encoded before the write
-            await self._ctx.db.write(
-                lambda conn: conn.executemany(
-                    "INSERT OR REPLACE INTO events (id, task_id, event_type, ts_us, ext, payload)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-            )
+            await self._ctx.db.write(lambda conn: conn.executemany(INSERT_EVENT, rows))
 
     async def get_events(
         self,

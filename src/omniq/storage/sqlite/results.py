@@ -12,6 +12,24 @@ from omniq.storage.base import ResultStorage
 from omniq.storage.lifecycle import to_ms, with_default_expiry
 from omniq.storage.sqlite.common import SQLiteStoreContext
 
+INSERT_RESULT = (
+    "INSERT OR REPLACE INTO results (task_id, status, success, completed_ms, expires_ms, ext, "
+    "payload) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def result_row(result: TaskResult, ctx: SQLiteStoreContext) -> tuple[object, ...]:
+    """The ``INSERT_RESULT`` parameters of a result (encoding fails before anything is written);
+    the task queue's finish writes them in its own transaction."""
+    if not isinstance(result, TaskResult):
+        raise ValidationError(f"set takes a TaskResult, got {type(result).__name__}")
+    result = with_default_expiry(result, ctx.config)
+    data = ctx.serializer.encode(result)
+    return (
+        result.task_id, result.status.value, int(result.is_success), to_ms(result.completed_at),
+        to_ms(result.expires_at) if result.expires_at else None, ctx.ext, data,
+    )  # fmt: skip
+
 
 class SQLiteResultStorage(ResultStorage):
     """``list_results`` gives successes first, then failures, each by task id (as on files)."""
@@ -20,22 +38,8 @@ class SQLiteResultStorage(ResultStorage):
         self._ctx = ctx
 
     async def set(self, result: TaskResult) -> None:
-        if not isinstance(result, TaskResult):
-            raise ValidationError(f"set takes a TaskResult, got {type(result).__name__}")
-        result = with_default_expiry(result, self._ctx.config)
-        data = self._ctx.serializer.encode(result)  # fails before anything is written
-        row = (
-            result.task_id, result.status.value, int(result.is_success),
-            to_ms(result.completed_at),
-            to_ms(result.expires_at) if result.expires_at else None, self._ctx.ext, data,
-        )  # fmt: skip
-        await self._ctx.db.write(
-            lambda conn: conn.execute(
-                "INSERT OR REPLACE INTO results (task_id, status, success, completed_ms, "
-                "expires_ms, ext, payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
-        )
+        row = result_row(result, self._ctx)
+        await self._ctx.db.write(lambda conn: conn.execute(INSERT_RESULT, row))
 
     async def _select(self, where: str, params: tuple[object, ...]) -> list[TaskResult]:
         results, aside = await self._ctx.fetch(

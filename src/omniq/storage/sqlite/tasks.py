@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from omniq.exceptions import LeaseLostError, TaskNotFoundError, ValidationError
 from omniq.models._time import utcnow, utcnow_ms
+from omniq.models.event import TaskEvent
 from omniq.models.ids import validate_id, validate_name
+from omniq.models.result import TaskResult
 from omniq.models.task import PRIORITY_MAX, Lease, Task, TaskStatus
 from omniq.serialization import check_arguments
 from omniq.storage.base import QueueStats, TaskQueue
@@ -37,6 +39,8 @@ from omniq.storage.lifecycle import (
 )
 from omniq.storage.sqlite.common import Row, SetAside, SQLiteStoreContext, logger
 from omniq.storage.sqlite.connection import HAS_RETURNING
+from omniq.storage.sqlite.events import INSERT_EVENT, event_rows
+from omniq.storage.sqlite.results import INSERT_RESULT, result_row
 
 _STATES = [s.value for s in TaskStatus]
 _FINISHED = ("completed", "failed", "cancelled")
@@ -233,12 +237,22 @@ class SQLiteTaskQueue(TaskQueue):
         )
         return LeaseLostError(f"cannot {action} task {task.id}: its lease was lost")
 
-    async def _fenced(self, task: Task, action: str, sql: str, params: dict[str, Any]) -> None:
-        """Run an UPDATE that matches the task's row only while it holds its lease."""
+    async def _fenced(
+        self, task: Task, action: str, sql: str, params: dict[str, Any],
+        then: Callable[[sqlite3.Connection], object] | None = None,
+    ) -> None:  # fmt: skip
+        """Run an UPDATE that matches the task's row only while it holds its lease, and
+        ``then`` (more writes) in the same transaction if it did."""
         params = {**params, "id": task.id, "token": self._token_of(task)}
         where = " WHERE id = :id AND status = 'running' AND lease_token = :token"
-        changed = await self._db.write(lambda conn: conn.execute(sql + where, params).rowcount)
-        if not changed:
+
+        def update(conn: sqlite3.Connection) -> int:
+            changed: int = conn.execute(sql + where, params).rowcount
+            if changed and then is not None:
+                then(conn)
+            return changed
+
+        if not await self._db.write(update):
             raise self._lost(task, action)
 
     async def renew_lease(self, task: Task, visibility_timeout: float | None = None) -> Task:
@@ -252,13 +266,29 @@ class SQLiteTaskQueue(TaskQueue):
         return task
 
     async def finish_task(
-        self, task: Task, status: TaskStatus = TaskStatus.COMPLETED, error: str | None = None
+        self,
+        task: Task,
+        status: TaskStatus = TaskStatus.COMPLETED,
+        error: str | None = None,
+        *,
+        result: TaskResult | None = None,
+        events: Sequence[TaskEvent] = (),
     ) -> Task:
         status = check_final(status)
         self._token_of(task)
         final = final_copy(task, status, error, self._config)
         values = _row_values(final, self._ctx.ext, self._encode(final))
-        await self._fenced(task, status.value, _SETTLE, values)
+        # The result and events go in the finishing transaction (all encoded before it).
+        result_params = result_row(result, self._ctx) if result is not None else None
+        event_params = event_rows(events, self._ctx)
+
+        def record(conn: sqlite3.Connection) -> None:
+            if result_params is not None:
+                conn.execute(INSERT_RESULT, result_params)
+            if event_params:
+                conn.executemany(INSERT_EVENT, event_params)
+
+        await self._fenced(task, status.value, _SETTLE, values, record)
         return final
 
     async def requeue_task(
