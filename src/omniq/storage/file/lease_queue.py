@@ -18,7 +18,6 @@ listing from it, one extra listing per refresh rather than a failed create per r
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections import Counter
@@ -424,13 +423,11 @@ class LeaseTaskQueue(FileTaskQueue):
         is where it goes), then the lease. Every step is idempotent."""
         assert record.settle_to is not None and record.settle_data is not None
         payload = self._payload_key(queue, name)
-        if record.settle_to == payload:
-            await self._objects.put(record.settle_to, record.settle_data)
-        else:  # independent while the lease stands: one round trip
-            await asyncio.gather(
-                self._objects.put(record.settle_to, record.settle_data),
-                self._objects.discard(payload),
-            )
+        # In this order, not in parallel: a reader must always find the task somewhere (with
+        # the payload deleted first, get_task and a waiting caller would see no task at all).
+        await self._objects.put(record.settle_to, record.settle_data)
+        if record.settle_to != payload:
+            await self._objects.discard(payload)
         await self._drop_lease(queue, name, version)
 
     async def finish_task(
