@@ -26,7 +26,9 @@ pytestmark = pytest.mark.file_layout("a simulated bucket under the lease-object 
     [
         ("steady", {"workers": 6, "produce_seconds": 4.0}),
         ("killed", {"workers": 10, "produce_seconds": 2.0}),
-        ("gcs-short", {"workers": 3, "slots": 2, "produce_seconds": 2.0}),
+        # Not "gcs-short" (benchmarks/scale_sim.py runs it): its late-finish check meets GCS's
+        # one-write-per-second-per-object limit at a moment that depends on real time (the
+        # queue's timers use time.monotonic(), not looptime's clock), so it failed now and then.
     ],
 )
 def test_a_small_fleet_keeps_the_invariants(name, overrides):
