@@ -20,7 +20,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -68,27 +67,19 @@ def omniq_child(base: str, n: int) -> dict[str, Any]:
 
 def huey_child(base: str, n: int) -> dict[str, Any]:
     from huey import SqliteHuey
-    from huey.signals import SIGNAL_COMPLETE
 
-    from benchmarks.worker_latency import huey_consumer
+    from benchmarks.worker_latency import HueyCompletions, huey_consumer
 
     os.makedirs(base, exist_ok=True)
     huey = SqliteHuey("footprint", filename=os.path.join(base, "huey.db"))
-    lock, finished, left = threading.Lock(), threading.Event(), [n]
-
-    @huey.signal(SIGNAL_COMPLETE)
-    def on_complete(signal: Any, task: Any, *args: Any) -> None:
-        with lock:
-            left[0] -= 1
-            if left[0] <= 0:
-                finished.set()
-
+    completions = HueyCompletions(huey)
+    completions.expect(n)
     noop = huey.task(name="noop")(bench_tasks.started_at)
     for _ in range(n):
         noop()
     consumer = huey_consumer(huey)
     consumer.start()
-    finished.wait()
+    completions.wait()
     consumer.stop(graceful=True)
     huey.storage.close()  # type: ignore[attr-defined]
     return measure_tree(base)

@@ -112,35 +112,50 @@ def huey_consumer(huey: Any) -> Any:
     )  # fmt: skip
 
 
+class HueyCompletions:
+    """Counts Huey's completed tasks down: ``expect(n)``, then ``wait()`` until n completed."""
+
+    def __init__(self, huey: Any) -> None:
+        from huey.signals import SIGNAL_COMPLETE
+
+        self._lock, self._finished, self._left = threading.Lock(), threading.Event(), 0
+        huey.signal(SIGNAL_COMPLETE)(self._completed)
+
+    def expect(self, n: int) -> None:
+        with self._lock:
+            self._left = n
+            self._finished.clear()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._finished.wait(timeout)
+
+    def _completed(self, signal: Any, task: Any, *args: Any) -> None:
+        with self._lock:
+            self._left -= 1
+            if self._left <= 0:
+                self._finished.set()
+
+
 def huey_child(store: str, n: int, samples: int, tmp: str) -> dict[str, Any]:
     from huey import RedisHuey, SqliteHuey
-    from huey.signals import SIGNAL_COMPLETE
 
     if store == "sqlite":
         huey: Any = SqliteHuey("bench", filename=os.path.join(tmp, "huey.db"))
     else:
         huey = RedisHuey(f"bench-{os.getpid()}", port=int(os.environ["BENCH_REDIS_PORT"]))
-    lock, finished, left = threading.Lock(), threading.Event(), [0]
-
-    @huey.signal(SIGNAL_COMPLETE)
-    def on_complete(signal: Any, task: Any, *args: Any) -> None:
-        with lock:
-            left[0] -= 1
-            if left[0] <= 0:
-                finished.set()
-
+    completions = HueyCompletions(huey)
     noop = huey.task(name="noop")(bench_tasks.started_at)
 
     def consumer() -> Any:
         return huey_consumer(huey)
 
-    left[0] = n
+    completions.expect(n)
     for _ in range(n):
         noop()
     drain = consumer()
     t0, c0 = time.perf_counter(), time.process_time()
     drain.start()
-    finished.wait()
+    completions.wait()
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     drain.stop(graceful=True)
     huey.flush()
@@ -152,11 +167,10 @@ def huey_child(store: str, n: int, samples: int, tmp: str) -> dict[str, Any]:
     idle = (time.process_time() - c0) / IDLE_SECONDS * 100
     lat = []
     for _ in range(samples):
-        finished.clear()
-        left[0] = 1
+        completions.expect(1)
         before = time.time()
         result = noop()
-        finished.wait(30)
+        completions.wait(30)
         lat.append((result.get() - before) * 1000)
         time.sleep(0.02)
     idle_consumer.stop(graceful=True)
