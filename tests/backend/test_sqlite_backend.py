@@ -239,9 +239,10 @@ async def test_wal_is_checkpointed_while_only_the_fast_connection_writes(tmp_pat
         for i in range(1500):
             await b.task_queue.enqueue(Task(func="f", args=(i,)))
         wal = os.path.getsize(f"{path}-wal")
-    # Unchecked, each commit appends ~3 pages of 4 KiB: 1,500 commits leave 18-22 MB; with a
-    # restart every 100 commits the file stops growing at a few MB.
-    assert wal < 11_000_000, wal
+    # Unchecked, each commit appends ~3 pages of 4 KiB: 1,500 commits leave 18-22 MB. Writes
+    # queue behind a due checkpoint (it cannot starve however the threads are scheduled), so
+    # with a restart every 100 commits the file stops growing near 100 commits' worth.
+    assert wal < 4_000_000, wal
 
 
 async def test_signed_rows_and_an_injected_unsigned_task(tmp_path, monkeypatch):

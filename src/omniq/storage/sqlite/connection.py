@@ -57,7 +57,9 @@ class Database:
     or finds the fast connection in use by another thread, goes to the thread. With ``fsync``
     (every commit synced) writes always go to the thread. The fast connection never
     checkpoints on commit (that syncs the file): the thread does, every ``CHECKPOINT_EVERY``
-    fast commits.
+    fast commits, and until it has run writes queue behind it on the thread — a fast writer
+    that took the write lock again after every commit would starve the checkpoint, and the
+    WAL would grow without bound.
     """
 
     CHECKPOINT_EVERY = 300  # ~1,000 pages of WAL, SQLite's own autocheckpoint
@@ -71,6 +73,7 @@ class Database:
         self._fast: sqlite3.Connection | None = None
         self._fast_lock = threading.Lock()
         self._fast_commits = 0
+        self._checkpoint_due = False
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -161,6 +164,8 @@ class Database:
 
     def _try_fast(self, fn: Callable[[sqlite3.Connection], T], write: bool) -> T:
         """``fn`` on the fast connection, or ``_Busy`` at once where it would have to wait."""
+        if write and self._checkpoint_due:
+            raise _Busy
         if self._fast is None or not self._fast_lock.acquire(blocking=False):
             raise _Busy
         try:
@@ -182,6 +187,7 @@ class Database:
         if write:
             self._fast_commits += 1
             if self._fast_commits % self.CHECKPOINT_EVERY == 0 and self._executor is not None:
+                self._checkpoint_due = True
                 self._executor.submit(self._checkpoint)
         return out
 
@@ -197,6 +203,8 @@ class Database:
                 conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
         except (sqlite3.Error, StorageError):
             pass  # the next one (or another process's) catches up
+        finally:
+            self._checkpoint_due = False
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
