@@ -52,6 +52,16 @@ def make_backend(
     raise ValueError(kind)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``make test`` runs two workers with ``--dist loadgroup``) the slow
+    multi-process tests share one group, so they run one after another on one worker and
+    never two at once: each starts several Python processes, and two at a time on a 2-core
+    machine would only slow both."""
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(pytest.mark.xdist_group("slow"))
+
+
 _running: dict[str, Emulator] = {}
 
 

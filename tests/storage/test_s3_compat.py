@@ -141,6 +141,7 @@ async def test_without_compare_and_swap_one_worker_completes_retries_and_recover
         assert proxy.counts["refused If-Match 412"] == 2, proxy.counts  # as returned, unquoted
 
 
+@pytest.mark.slow
 async def test_conflicts_and_throttling_lose_nothing_and_run_nothing_twice(s3_server):
     """A fifth of conditional writes answered 409 ConditionalRequestConflict and one request in
     twelve 503 or 429: every task completes once, no lease is given up."""

@@ -45,7 +45,11 @@ def _kill_and_restart(
     deadline = time.monotonic() + timeout
     try:
         while not drained():
-            assert time.monotonic() < deadline, "workers did not drain the queue"
+            if time.monotonic() >= deadline:
+                tails = "\n".join(
+                    "\n".join(output_of(w).splitlines()[-12:]) for w in workers
+                )  # fmt: skip
+                pytest.fail(f"workers did not drain the queue ({kills} kills); they said:\n{tails}")
             time.sleep(interval)
             busy = [i for i, w in enumerate(workers) if " completed in " in output_of(w)]
             if kills >= max_kills or not busy:
