@@ -57,7 +57,14 @@ async def test_unwritable_result_counts_a_failed_attempt_not_a_blind_rerun(
         assert await h.result(timeout=10) == "done" and len(runs) == 2
 
 
-async def test_dead_letter_without_a_result_still_ends_the_wait(backend, monkeypatch):
+async def test_dead_letter_without_a_result_still_ends_the_wait(
+    backend_factory, monkeypatch, clock
+):
+    """A failure that could not be recorded (its finished record refused) leaves the task
+    claimed, no worker crashes; when the reaper dead-letters it after ``max_deliveries``, no
+    worker wrote a result for it, and a caller waiting on it is told it failed (with the
+    reason) instead of waiting out the timeout."""
+    backend = backend_factory(max_deliveries=1)
     app = AsyncOmniQ(backend)
 
     @app.task
@@ -66,11 +73,15 @@ async def test_dead_letter_without_a_result_still_ends_the_wait(backend, monkeyp
 
     async with app:
         h = await boom.delay()
-        monkeypatch.setattr(backend.result_storage, "set", failing("results not writable"))
-        await app.run_worker(burst=True)  # the dead-letter result cannot be written: no crash
+        monkeypatch.setattr(backend.task_queue, "finish_task", failing("records not writable"))
+        stats = await app.run_worker(burst=True)  # the failure cannot be written: no crash
         monkeypatch.undo()
-        assert (await backend.task_queue.get_task(h.id)).status is TaskStatus.FAILED
-        with pytest.raises(TaskFailedError, match="nope"):
+        assert stats.lost == 1
+        assert (await backend.task_queue.get_task(h.id)).status is TaskStatus.RUNNING
+        clock.advance(61)  # the default lease runs out; the first delivery was the last
+        [dead] = await backend.task_queue.requeue_expired()
+        assert dead.status is TaskStatus.FAILED
+        with pytest.raises(TaskFailedError, match="lease expired"):
             await h.result(timeout=30)
 
 
