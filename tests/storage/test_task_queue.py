@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import timedelta
 
 import pytest
@@ -480,3 +481,34 @@ async def test_update_of_a_running_task_keeps_it_running(backend):
     }
     assert stored.attempts == 1
     assert await q.dequeue("default") is None  # still leased: not claimable
+
+
+async def test_competing_consumers_rarely_try_the_same_name(backend_factory):
+    """Two consumers that listed the same names take turns. Once one has lost a race, both
+    pick at random among the due names (and list again after two lost races in a row), so
+    they do not each try every name: in name order, n consumers cost n - 1 failed claims per
+    task (measured on local disk: 2.99 failed renames per task with 4 processes)."""
+    a, b = backend_factory(), backend_factory()
+    if not hasattr(a.task_queue, "claim_stats"):
+        pytest.skip("SQLite claims inside a transaction: there is no race to lose")
+    if a.url.startswith("memory://"):
+        pytest.skip("each memory:// backend here is a store of its own")
+    random.seed(7)
+    n = 60
+    async with a, b:
+        ids = [await a.task_queue.enqueue(Task(func="f", args=(i,))) for i in range(n)]
+        queues, got = [a.task_queue, b.task_queue], []
+        for turn in range(4 * n):
+            task = await queues[turn % 2].dequeue("default")
+            if task is not None:
+                await queues[turn % 2].finish_task(task)
+                got.append(task.id)
+            if len(got) == n:
+                break
+        assert sorted(got) == sorted(ids)
+        # A lost race (a failed rename or conditional create) or a phantom (a lease created
+        # on a task the other consumer finished) each tried a name for nothing. Taken in
+        # name order, nearly every claim after the first wasted one try (n - 1 in all).
+        stats = a.task_queue.claim_stats + b.task_queue.claim_stats
+        wasted = stats["lost"] + stats["phantom"]
+        assert wasted <= n // 2, stats

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -32,7 +31,7 @@ from omniq.exceptions import (
     StorageError,
     TaskNotFoundError,
 )
-from omniq.models._time import utcnow, utcnow_ms
+from omniq.models._time import utcnow
 from omniq.models.event import TaskEvent
 from omniq.models.result import TaskResult
 from omniq.models.task import Lease, Task, TaskStatus
@@ -89,24 +88,14 @@ class LeaseTaskQueue(FileTaskQueue):
 
     HEAD_NAMES = 1000  # due names a refresh lists before it stops, in pages of HEAD_PAGE
     HEAD_PAGE = 1000  # one request on S3 and GCS whatever the page size, up to 1,000
-    CONTENDED_SECONDS = 5.0
-    LOST_IN_A_ROW = 2  # lost races (or phantoms) in a row that make the listing stale
     IDLE_LIST_MAX = 10.0  # an idle consumer lists a queue at least this often (6 a minute)
-    _contended_until = 0.0
 
     def __init__(self, ctx: FileStoreContext, tasks_dir: str) -> None:
         super().__init__(ctx, tasks_dir)
-        self.claim_stats: Counter[str] = Counter()
         self.doorbell = Doorbell(self._objects, tasks_dir)
         self._idle_pause: dict[str, float] = {}  # queue -> the current idle listing interval
+        self._idle_until: dict[str, float] = {}  # queue -> monotonic time to list it again
         self._mine: set[str] = set()  # names this queue object claimed (while still leased)
-
-    def _contended(self) -> bool:
-        """A lost race costs a round trip here, and every worker lists the same names in the
-        same order. Once a worker has lost a race, or listed leases it does not hold, it picks
-        at random among all the due names of the top priority for a while, so that competing
-        workers rarely collide; alone, it takes names strictly in order."""
-        return time.monotonic() < self._contended_until
 
     async def enqueue(self, task: Task) -> str:
         task_id = await super().enqueue(task)
@@ -116,51 +105,12 @@ class LeaseTaskQueue(FileTaskQueue):
 
     # ------------------------------------------------------------ choosing a name
 
-    async def _claim_next(
-        self, queue: str, lease_seconds: float, worker_id: str | None
-    ) -> Task | None:
-        """Claim a due task of ``queue``, or ``None``.
+    # The loop (``FileTaskQueue._claim_next``) is shared; a lost race costs a round trip
+    # here, a phantom claim three, and an idle queue is listed at doubling intervals.
 
-        The listing used is never older than ``listing_ttl``, and after ``LOST_IN_A_ROW`` lost
-        races (or phantom claims) the queue is listed again rather than the stale listing walked
-        on. A queue found empty is listed again after ``listing_ttl``, then at doubling
-        intervals up to ``IDLE_LIST_MAX``, and at once when its doorbell rings (read once a
-        second) or a task of its own comes due."""
-        lease_ms = int(lease_seconds * 1000)
-        index = self._indexes.get(queue)
-        fresh = False
-        lost = 0
-        while True:
-            now_ms = utcnow_ms()
-            stale = index is None or time.monotonic() - index.listed_at > self._config.listing_ttl
-            if stale or lost >= self.LOST_IN_A_ROW:
-                if stale and not self._has_due(index, now_ms) and await self._resting(queue):
-                    return None
-                if lost >= self.LOST_IN_A_ROW:
-                    self.claim_stats["relists"] += 1
-                index, fresh, lost = await self._fresh_index(queue), True, 0
-                now_ms = utcnow_ms()
-            assert index is not None
-            name = index.pick_due(now_ms) if self._contended() else index.next_due(now_ms)
-            if name is None:
-                if fresh:
-                    self._rest(queue, index, now_ms)
-                    return None
-                if await self._resting(queue):
-                    return None
-                index = None
-                continue
-            index.discard(name)
-            task = await self._try_claim(queue, name, now_ms, lease_ms, worker_id)
-            if task is not None:
-                self._idle_pause.pop(queue, None)
-                return task
-            lost += 1
-
-    @staticmethod
-    def _has_due(index: PendingIndex | None, now_ms: int) -> bool:
-        first = None if index is None else index.first_due_ms()
-        return first is not None and first <= now_ms
+    def _claimed(self, queue: str) -> None:
+        super()._claimed(queue)
+        self._idle_pause.pop(queue, None)
 
     def _rest(self, queue: str, index: PendingIndex, now_ms: int) -> None:
         """A listing found nothing due: do not list ``queue`` again for a while (doubling up to
@@ -349,8 +299,7 @@ class LeaseTaskQueue(FileTaskQueue):
         try:
             version = await self._objects.create(self._lease_key(queue, name), _encode(record))
         except FileExistsError:
-            self._contended_until = time.monotonic() + self.CONTENDED_SECONDS
-            self.claim_stats["lost"] += 1
+            self._lost_race()
             return None  # held by another worker (or expired: the reaper's business)
         except ConflictError as exc:  # busy, not taken: it stays pending for a later listing
             logger.info("claim of %s deferred: %s", name, exc)
@@ -370,7 +319,6 @@ class LeaseTaskQueue(FileTaskQueue):
         if await self._refuse_misplaced(task, queue, name, self._payload_key(queue, name)):
             await self._drop_lease(queue, name, version)
             return None
-        self.claim_stats["won"] += 1
         self._mine.add(name)
         return _delivered(task, now_ms, Lease(
             token=record.token, expires_at=from_ms(record.expires_ms), worker_id=worker_id,

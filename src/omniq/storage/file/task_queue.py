@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -86,7 +87,15 @@ FINISH_VERB = {
 
 
 class FileTaskQueue(TaskQueue):
-    """Task queue over an ``ObjectStore``; see the module docstring for the layout."""
+    """Task queue over an ``ObjectStore``; see the module docstring for the layout.
+
+    ``claim_stats`` counts claim attempts by outcome: ``won``, ``lost`` (another consumer
+    took the name first) and ``relists`` (listings forced by lost races); object stores count
+    more (``LeaseTaskQueue``)."""
+
+    CONTENDED_SECONDS = 5.0
+    LOST_IN_A_ROW = 2  # lost races in a row that make the listing stale
+    _contended_until = 0.0
 
     def __init__(self, ctx: FileStoreContext, tasks_dir: str) -> None:
         self._ctx = ctx
@@ -94,11 +103,11 @@ class FileTaskQueue(TaskQueue):
         self._root = tasks_dir
         self._config = ctx.config
         self._indexes: dict[str, PendingIndex] = {}
-        self._idle_until: dict[str, float] = {}  # queue -> monotonic time to list it again
         self._last_reap = 0.0
         root = self._objects.local_directory(tasks_dir)
         self._wakeup = Wakeup(notifications=root is not None and notifications_work(root))
         self.idle_waits = 0  # how often a dequeue waited for tasks (tests, benchmarks)
+        self.claim_stats: Counter[str] = Counter()
 
     # ----------------------------------------------------------------- paths and reading
 
@@ -196,16 +205,6 @@ class FileTaskQueue(TaskQueue):
         ]  # fmt: skip
         return max(0.0, (min(dues) - now_ms) / 1000) if dues else float("inf")
 
-    def _idle_relist_delay(self) -> float:
-        """After a listing found nothing due, how long a polling consumer waits before listing
-        again. A local listing is a cheap system call: at once."""
-        return 0.0
-
-    def _claim_window(self) -> int:
-        """How many of the first due names a claim picks from at random. A lost race costs a
-        failed rename here (microseconds): take names strictly in order."""
-        return 1
-
     def _is_task_name(self, state: str, name: str) -> bool:
         """Whether ``name`` has the shape of a task's object in ``state``; anything else in a
         queue directory is a stray: listings and counts skip it."""
@@ -233,29 +232,75 @@ class FileTaskQueue(TaskQueue):
         index = self._indexes[queue] = PendingIndex(tasks, time.monotonic())
         return index
 
+    def _contended(self) -> bool:
+        """Every consumer lists the same names in the same order. Once a consumer has lost a
+        race (or, on object stores, listed leases it does not hold) it picks at random among
+        all the due names of the top priority for ``CONTENDED_SECONDS``, so that competing
+        consumers rarely collide; alone, it takes names strictly in order. On local disk a
+        lost race is only a failed rename, but with names taken in order every consumer used
+        to try every name: n consumers cost n - 1 failed renames per task."""
+        return time.monotonic() < self._contended_until
+
+    def _lost_race(self) -> None:
+        self._contended_until = time.monotonic() + self.CONTENDED_SECONDS
+        self.claim_stats["lost"] += 1
+
     async def _claim_next(
         self, queue: str, lease_seconds: float, worker_id: str | None
     ) -> Task | None:
+        """Claim a due task of ``queue``, or ``None``.
+
+        The listing used is never older than ``listing_ttl``, and after ``LOST_IN_A_ROW`` lost
+        races the queue is listed again rather than the stale listing walked on. A queue found
+        with nothing due is not listed again while it rests (``_rest``, ``_resting``)."""
+        lease_ms = int(lease_seconds * 1000)
         index = self._indexes.get(queue)
         fresh = False
-        if index is None or time.monotonic() - index.listed_at > self._config.listing_ttl:
-            index, fresh = await self._fresh_index(queue), True
-        lease_ms = int(lease_seconds * 1000)
+        lost = 0
         while True:
             now_ms = utcnow_ms()
-            name = index.next_due(now_ms, self._claim_window())
+            stale = index is None or time.monotonic() - index.listed_at > self._config.listing_ttl
+            if stale or lost >= self.LOST_IN_A_ROW:
+                if stale and not self._has_due(index, now_ms) and await self._resting(queue):
+                    return None
+                if lost >= self.LOST_IN_A_ROW:
+                    self.claim_stats["relists"] += 1
+                index, fresh, lost = await self._fresh_index(queue), True, 0
+                now_ms = utcnow_ms()
+            assert index is not None
+            name = index.pick_due(now_ms) if self._contended() else index.next_due(now_ms)
             if name is None:
                 if fresh:
-                    self._idle_until[queue] = time.monotonic() + self._idle_relist_delay()
+                    self._rest(queue, index, now_ms)
                     return None
-                if time.monotonic() < self._idle_until.get(queue, 0.0):
-                    return None  # listed empty a moment ago: don't list again yet
-                index, fresh = await self._fresh_index(queue), True
+                if await self._resting(queue):
+                    return None
+                index = None
                 continue
             index.discard(name)
             task = await self._try_claim(queue, name, now_ms, lease_ms, worker_id)
             if task is not None:
+                self._claimed(queue)
                 return task
+            lost += 1
+
+    @staticmethod
+    def _has_due(index: PendingIndex | None, now_ms: int) -> bool:
+        first = None if index is None else index.first_due_ms()
+        return first is not None and first <= now_ms
+
+    def _rest(self, queue: str, index: PendingIndex, now_ms: int) -> None:
+        """A fresh listing found nothing due. A local listing is a cheap system call, so the
+        next poll (or the file-system notification that ends the wait) lists again at once;
+        object stores pause the queue's listings (``LeaseTaskQueue``)."""
+
+    async def _resting(self, queue: str) -> bool:
+        """Whether ``queue`` must not be listed now, having been found empty a moment ago."""
+        return False
+
+    def _claimed(self, queue: str) -> None:
+        """A claim of ``queue`` succeeded (object stores end its idle back-off)."""
+        self.claim_stats["won"] += 1
 
     async def _try_claim(
         self, queue: str, name: str, now_ms: int, lease_ms: int, worker_id: str | None
@@ -268,6 +313,7 @@ class FileTaskQueue(TaskQueue):
         if not await self._objects.move(
             f"{self._dir(queue, PENDING)}/{name}", f"{running_dir}/{claimed}"
         ):
+            self._lost_race()
             return None  # another consumer won this one
         try:
             task = await self._read_task(f"{running_dir}/{claimed}")
