@@ -140,6 +140,9 @@ def _consume(factory: Any, path: str, start: Any, out: Any) -> None:
         out.put(f"{type(exc).__name__}: {exc}")
 
 
+CONSUMER_SCALING = (1, 2, 4)  # consumer processes: does a queue go faster with more of them?
+
+
 def concurrent(root: str, n: int, consumers: int = 4) -> dict[str, Any]:
     out: dict[str, Any] = {}
     ctx = mp.get_context("spawn")
@@ -268,6 +271,19 @@ def report(data: dict[str, Any], sizes: list[int]) -> str:
         lines.append(
             f"| {name} | {r['tasks_per_s']:,.0f} | {r['duplicates']} | {r['lost']} | {failed} |"
         )
+    if data.get("consumer_scaling"):
+        counts = sorted(data["consumer_scaling"], key=int)
+        lines += ["", "Consumer processes on one queue: tasks/s (x one process's)", ""]
+        lines += ["| system | " + " | ".join(f"{c} processes" for c in counts) + " |",
+                  "|---|" + "---|" * len(counts)]  # fmt: skip
+        for name in data["consumer_scaling"][counts[0]]:
+            one = data["consumer_scaling"][counts[0]][name]["tasks_per_s"]
+            cells = [
+                f"{r['tasks_per_s']:,.0f} (x{r['tasks_per_s'] / one:.2f})"
+                for c in counts
+                if (r := data["consumer_scaling"][c].get(name))
+            ]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if data.get("footprint"):
         from benchmarks.footprint import table as footprint_table
 
@@ -327,6 +343,10 @@ def main() -> None:
         data["payloads"] = payloads(root, payload_sizes)
         print("concurrent consumers...", file=sys.stderr)
         data["concurrent"] = concurrent(root, conc_n)
+        data["consumer_scaling"] = {
+            str(c): concurrent(root, conc_n, consumers=c) for c in CONSUMER_SCALING if c != 4
+        }
+        data["consumer_scaling"]["4"] = data["concurrent"]
         print("footprint...", file=sys.stderr)
         data["footprint"] = footprint(footprint_n)
         print("worker end to end...", file=sys.stderr)
