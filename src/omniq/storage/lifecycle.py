@@ -55,24 +55,19 @@ def delivered(task: Task, now_ms: int, lease: Lease) -> Task:
     return task
 
 
-def fence_seconds(task: Task) -> float:
+FENCE_FLOOR_SECONDS = 10.0
+
+
+def fence_seconds(task: Task, config: Settings) -> float:
     """How long the fence of a finish or requeue holds the task: what is left of the holder's
-    lease, at least a second. A holder killed between the fence and the settle leaves the task
-    held no longer than its own lease would have (not the backend's default lease); the second
-    covers the few writes of the settle when the lease was about to run out."""
+    lease, and at least ``FENCE_FLOOR_SECONDS`` (the configured lease if shorter). A holder
+    killed between the fence and the settle holds the task no longer than its own lease
+    would have, or the floor (not the backend's default lease, 60 s). The floor covers the
+    settle's writes: they are not conditional, so a reaper that took an expired fence over
+    while they were under way could see them land after its own (a task finished twice)."""
     assert task.lease is not None
-    return max(1.0, (task.lease.expires_at - utcnow()).total_seconds())
-
-
-SETTLE_SECONDS = 10.0
-
-
-def settle_seconds(config: Settings) -> float:
-    """How long a take-over (reaper) or an admin move holds a task while it settles it: a few
-    writes, so ``SETTLE_SECONDS`` at most (the configured lease if shorter). Every settle step is
-    idempotent, so a slow settler overtaken by another is harmless, while a settler killed
-    mid-way holds the task this long, not a whole default lease (60 s)."""
-    return min(config.visibility_timeout, SETTLE_SECONDS)
+    left = (task.lease.expires_at - utcnow()).total_seconds()
+    return max(min(config.visibility_timeout, FENCE_FLOOR_SECONDS), left)
 
 
 def check_final(status: TaskStatus | str) -> TaskStatus:

@@ -56,7 +56,7 @@ from omniq.storage.file.task_queue import (
     FileTaskQueue,
 )
 from omniq.storage.lifecycle import delivered as _delivered
-from omniq.storage.lifecycle import fence_seconds, lease_holder, settle_seconds
+from omniq.storage.lifecycle import fence_seconds, lease_holder
 from omniq.storage.lifecycle import lease_token as _token
 
 __all__ = ["LeaseRecord", "LeaseTaskQueue"]
@@ -154,9 +154,6 @@ class LeaseTaskQueue(FileTaskQueue):
 
     def _lease_ms(self, seconds: float | None = None) -> int:
         return to_ms(utcnow()) + int((seconds or self._config.visibility_timeout) * 1000)
-
-    def _settle_ms(self) -> int:
-        return self._lease_ms(settle_seconds(self._config))
 
     async def _read_lease(self, queue: str, name: str) -> tuple[LeaseRecord, str] | None:
         try:
@@ -362,7 +359,7 @@ class LeaseTaskQueue(FileTaskQueue):
         # The settle record lives as long as the lease it replaces: if its writer dies mid-way,
         # a reaper completes it as soon as it would have re-delivered.
         record = LeaseRecord(
-            token=task.lease.token, expires_ms=self._lease_ms(fence_seconds(task)),
+            token=task.lease.token, expires_ms=self._lease_ms(fence_seconds(task, self._config)),
             worker_id=task.lease.worker_id, settle_to=settle_to, settle_data=data,
         )  # fmt: skip
         version = await self._swap(task, record, action)
@@ -463,7 +460,7 @@ class LeaseTaskQueue(FileTaskQueue):
     ) -> Task | None:
         lease_key = self._lease_key(queue, name)
         if record.settle_to is not None:  # its holder died while settling: finish the job
-            record.token, record.expires_ms = _token(), self._settle_ms()
+            record.token, record.expires_ms = _token(), self._lease_ms()
             try:
                 version = await self._objects.replace(lease_key, _encode(record), version)
             except VersionMismatch:
@@ -479,7 +476,7 @@ class LeaseTaskQueue(FileTaskQueue):
             settle_to = self._payload_key(queue, name)
         else:
             settle_to = f"{self._dir(queue, 'failed')}/{self._finished_name(task)}"
-        taken = LeaseRecord(token=_token(), expires_ms=self._settle_ms(), settle_to=settle_to,
+        taken = LeaseRecord(token=_token(), expires_ms=self._lease_ms(), settle_to=settle_to,
                             settle_data=self._ctx.serializer.encode(task))  # fmt: skip
         try:  # the take-over: fails if the holder renewed or finished meanwhile
             version = await self._objects.replace(lease_key, _encode(taken), version)
@@ -504,7 +501,7 @@ class LeaseTaskQueue(FileTaskQueue):
             return False
         final = self._final_copy(task, TaskStatus.CANCELLED, None)
         record = LeaseRecord(
-            token=_token(), expires_ms=self._settle_ms(),
+            token=_token(), expires_ms=self._lease_ms(),
             settle_to=f"{self._dir(queue, 'cancelled')}/{self._finished_name(task)}",
             settle_data=self._ctx.serializer.encode(final),
         )  # fmt: skip
@@ -539,7 +536,7 @@ class LeaseTaskQueue(FileTaskQueue):
             if source != target:
                 await self._objects.delete(source)
         else:
-            record = LeaseRecord(token=_token(), expires_ms=self._settle_ms(), settle_to=target,
+            record = LeaseRecord(token=_token(), expires_ms=self._lease_ms(), settle_to=target,
                                  settle_data=data)  # fmt: skip
             version = await self._take_control(queue, state, name, record)
             self._index_discard(queue, name)

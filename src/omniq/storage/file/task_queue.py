@@ -63,7 +63,6 @@ from omniq.storage.lifecycle import (
     log_recovered,
     queued_copy,
     record_expiry,
-    settle_seconds,
 )
 from omniq.storage.lifecycle import delivered as _delivered
 from omniq.storage.lifecycle import lease_token as _token
@@ -442,7 +441,7 @@ class FileTaskQueue(TaskQueue):
         # replaces the payload under the fresh lease, and a rename publishes it. A holder killed
         # before the rename leaves a running object that a reaper re-delivers (still the
         # payload) or moves on to its finished folder (already the record).
-        running_dir, key = await self._move_held(task, fence_seconds(task), verb)
+        running_dir, key = await self._move_held(task, fence_seconds(task, self._config), verb)
         await self._objects.put(f"{running_dir}/{key}", data)
         if not await self._objects.move(f"{running_dir}/{key}", self._finished_key(task, status)):
             raise self._lost(task, verb)
@@ -452,7 +451,7 @@ class FileTaskQueue(TaskQueue):
         self, task: Task, *, eta: datetime | None = None, error: str | None = None
     ) -> Task:
         queued = self._queued_copy(task, eta, error)
-        running_dir, key = await self._move_held(task, fence_seconds(task), "requeue")
+        running_dir, key = await self._move_held(task, fence_seconds(task, self._config), "requeue")
         await self._objects.put(f"{running_dir}/{key}", self._ctx.serializer.encode(queued))
         name = pending_stem(queued) + self._ctx.ext
         if not await self._objects.move(
@@ -508,7 +507,7 @@ class FileTaskQueue(TaskQueue):
         _, ext = split_ext(name)
         # Take the lease over first: the rename fails if the holder renewed or finished it.
         mine = running_name(
-            stem, to_ms(now) + int(settle_seconds(self._config) * 1000), _token(), ext
+            stem, to_ms(now) + int(self._config.visibility_timeout * 1000), _token(), ext
         )
         if not await self._objects.move(f"{running_dir}/{name}", f"{running_dir}/{mine}"):
             return None
