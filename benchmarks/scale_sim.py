@@ -33,6 +33,7 @@ import importlib
 import json
 import logging
 import math
+import random
 import sys
 import time
 from collections import Counter, defaultdict
@@ -501,13 +502,18 @@ RESOLUTION = 2e-6
 
 
 def run(sc: Scenario, seed: int = 1) -> dict[str, Any]:
-    """One scenario on a fresh virtual-time event loop."""
+    """One scenario on a fresh virtual-time event loop. ``seed`` seeds the bucket's latencies
+    and also the global ``random`` (the queue's claim picks, retry jitter) for the run: left
+    unseeded, the same scenario counted 17-20 reaper PUTs in three runs of one process."""
     loop = virtual_loop()
     wall = time.perf_counter()
+    saved = random.getstate()
+    random.seed(seed)
     try:
         with virtual_time(loop):
             result = loop.run_until_complete(run_scenario(sc, seed))
     finally:
+        random.setstate(saved)
         loop.close()
     result["wall_seconds"] = round(time.perf_counter() - wall, 1)
     return result
