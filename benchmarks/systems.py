@@ -188,7 +188,11 @@ class KombuFS(System):
         from kombu import Connection
 
         os.makedirs(path, exist_ok=True)
-        options = {"data_folder_in": path, "data_folder_out": path, "store_processed": False}
+        # Its exchange table goes to ./control unless told otherwise: keep it in the run's folder.
+        options = {
+            "data_folder_in": path, "data_folder_out": path, "store_processed": False,
+            "control_folder": os.path.join(path, "control"),
+        }  # fmt: skip
         self.conn = Connection("filesystem://", transport_options=options)
         self.queue = self.conn.SimpleQueue("bench", serializer="json")
 
