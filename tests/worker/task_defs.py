@@ -37,6 +37,16 @@ def sleep_for(seconds: float) -> float:
 
 
 @app.task
+def hold_until(path: str, limit: float) -> str:
+    """Run until the file ``path`` exists (at most ``limit`` seconds): a task that is surely
+    still running when a test kills its worker, however slowly the test looks."""
+    deadline = time.monotonic() + limit
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return "released"
+
+
+@app.task
 async def async_sleep(seconds: float) -> float:
     await asyncio.sleep(seconds)
     return seconds

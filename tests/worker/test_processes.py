@@ -189,13 +189,15 @@ def test_sigkill_fault_injection_loses_nothing(tmp_path):
 
 def _killed_task_is_redelivered(url: str, backend, env: dict[str, str]) -> None:
     """A worker killed mid-task: its lease outlives it, expires, and another worker re-runs
-    the task."""
+    the task. The task runs until the test releases it (a file appears), so the test sees it
+    running however slowly it polls; it is released before the second delivery."""
+    release = Path(tempfile.mkdtemp()) / "release"
 
     async def enqueue() -> str:
         app = AsyncOmniQ(backend())
-        app.task(name="sleep_for")(task_defs.sleep_for.fn)
+        app.task(name="hold_until")(task_defs.hold_until.fn)
         async with app:
-            return (await app.enqueue("sleep_for", 1.5)).id
+            return (await app.enqueue("hold_until", str(release), 600)).id
 
     async def state() -> Task | None:
         async with backend() as b:
@@ -216,6 +218,7 @@ def _killed_task_is_redelivered(url: str, backend, env: dict[str, str]) -> None:
         time.sleep(max(0.0, wait) + 0.2)  # a burst worker only re-delivers expired leases
     finally:
         first.kill()
+    release.touch()
     # The re-delivery's own lease is long: a 1 s one could expire under a loaded machine's
     # heartbeat lag and count a third delivery.
     second = start_worker(url, "--visibility-timeout", "60", "--burst", **env)
@@ -227,7 +230,7 @@ def _killed_task_is_redelivered(url: str, backend, env: dict[str, str]) -> None:
             task = await b.task_queue.get_task(task_id)
             assert task.status is TaskStatus.COMPLETED and task.attempts == 2, task
             result = await b.result_storage.get(task_id)
-            assert result is not None and result.is_success and result.result == 1.5
+            assert result is not None and result.is_success and result.result == "released"
             kinds = [e.event_type for e in await b.event_storage.get_events(task_id=task_id)]
             # The killed delivery may leave no "started" (buffered until its first heartbeat):
             # its lease_expired event records it.
@@ -273,11 +276,12 @@ def test_sigkill_fault_injection_on_s3_loses_nothing(s3_target, n_tasks):
 
     async def fill() -> list[str]:
         app = AsyncOmniQ(backend())
-        # 6 slots need at least 2 s for the tasks however fast the machine is: two kill
-        # intervals of 1.5 s start before the queue can be drained.
+        # 36 s of task time: 6 slots need at least 6 s for them, counted from the first claim
+        # however fast the machine is, and kills come every 1.5 s from the first finished task
+        # (one task, 1.2 s, after the first claim): at least 3 kills, whatever the start-up.
         app.task(name="sleep_for")(task_defs.sleep_for.fn)
         async with app:
-            return [(await app.enqueue("sleep_for", 12 / n_tasks)).id for _ in range(n_tasks)]
+            return [(await app.enqueue("sleep_for", 36 / n_tasks)).id for _ in range(n_tasks)]
 
     async def finished() -> list[str]:
         async with backend() as b:
