@@ -257,16 +257,18 @@ async def test_stop_with_every_slot_busy(app):
 
 
 async def test_graceful_stop_waits_for_tasks_that_finish_in_time(app):
+    started = asyncio.Event()
+
     @app.task
     async def short():
+        started.set()  # a poll of the task's state could miss a 0.2 s run on a slow store
         await asyncio.sleep(0.2)
         return "finished"
 
     h = await short.delay()
     worker = app.worker(grace_period=5)
     runner = asyncio.create_task(worker.run())
-    while (await app.backend.task_queue.get_task(h.id)).status is not TaskStatus.RUNNING:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(started.wait(), 120)
     worker.stop()
     await runner
     assert await h.result(timeout=1) == "finished"

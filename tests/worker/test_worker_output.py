@@ -45,7 +45,9 @@ async def test_info_output_has_banner_task_lines_and_shutdown(app, caplog):
     held = await hold.delay()
     w = app.worker(concurrency=3, grace_period=0, worker_id="w1", scheduler=False)
     run = asyncio.create_task(w.run())
+    deadline = asyncio.get_running_loop().time() + 120
     while not (started.is_set() and w.stats.completed + w.stats.failed == 2):
+        assert asyncio.get_running_loop().time() < deadline, w.stats
         await asyncio.sleep(0.01)
     w.stop()
     await run
