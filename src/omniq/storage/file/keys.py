@@ -127,19 +127,14 @@ class PendingIndex:
     def __len__(self) -> int:
         return sum(len(b) - self._cursors[r] for r, b in self._buckets.items())
 
-    def next_due(self, now_ms: int, window: int = 1) -> str | None:
-        """The first name, in queue order, whose due time has come; with ``window`` > 1, one
-        of the first ``window`` due names of the highest priority, at random."""
+    def next_due(self, now_ms: int) -> str | None:
+        """The first name, in queue order, whose due time has come."""
         for rank in self._ranks:
             bucket, cursor = self._buckets[rank], self._cursors[rank]
             if cursor < len(bucket):
                 name = bucket[cursor]
                 if int(name[DUE_OFFSET:DUE_END]) > now_ms:
                     continue
-                if window > 1:
-                    pick = bucket[random.randrange(cursor, min(len(bucket), cursor + window))]
-                    if int(pick[DUE_OFFSET:DUE_END]) <= now_ms:
-                        return pick
                 return name
         return None
 
