@@ -274,8 +274,8 @@ def report(data: dict[str, Any], sizes: list[int]) -> str:
     if data.get("consumer_scaling"):
         counts = sorted(data["consumer_scaling"], key=int)
         lines += ["", "Consumer processes on one queue: tasks/s (x one process's)", ""]
-        lines += ["| system | " + " | ".join(f"{c} processes" for c in counts) + " |",
-                  "|---|" + "---|" * len(counts)]  # fmt: skip
+        heads = [f"{c} process{'es' * (c != '1')}" for c in counts]
+        lines += ["| system | " + " | ".join(heads) + " |", "|---|" + "---|" * len(counts)]
         for name in data["consumer_scaling"][counts[0]]:
             one = data["consumer_scaling"][counts[0]][name]["tasks_per_s"]
             cells = [
