@@ -285,6 +285,63 @@ async def test_poison_task_goes_to_dead_letter_after_max_deliveries(backend_fact
         assert stored.status is TaskStatus.FAILED and "dead letter" in stored.error
 
 
+class _Killed(BaseException):
+    """A reaper's process dying at the moment it reports a recovery."""
+
+
+async def _reap_and_die(q) -> None:
+    report = q.on_lease_expired
+
+    async def die(task: Task) -> None:
+        raise _Killed
+
+    q.on_lease_expired = die
+    try:
+        with pytest.raises(_Killed):
+            await q.requeue_expired()
+    finally:
+        q.on_lease_expired = report
+
+
+@pytest.mark.parametrize("max_deliveries", [20, 1], ids=["requeued", "dead-lettered"])
+async def test_a_reaper_that_dies_before_its_report_leaves_the_recovery_to_the_next(
+    backend_kind, backend_factory, clock, max_deliveries
+):
+    """A lease expiry is reported (its event; a dead task's result) at least once: a reaper
+    killed before it wrote the report leaves the task held, and the next reaper recovers it
+    and reports it. Before, the task moved on first and its re-delivery had no such event."""
+    if backend_kind == "sqlite":
+        pytest.skip("SQLite writes the report in the reaping transaction (no hook to die in)")
+    b = backend_factory(max_deliveries=max_deliveries)
+    async with b:
+        q = b.get_task_queue()
+        task = Task(func="f")
+        await q.enqueue(task)
+        await q.dequeue("default", visibility_timeout=5)
+        clock.advance(6)
+        await _reap_and_die(q)
+        assert await q.dequeue("default") is None  # the dead reaper holds it
+        assert (
+            await b.get_event_storage().get_events(task_id=task.id, event_type="lease_expired")
+            == []
+        )
+        clock.advance(61)  # the reaper's own lease (visibility_timeout) runs out
+        [recovered] = await q.requeue_expired()
+        assert recovered.attempts == 1  # the lost delivery counted once
+        kinds = [
+            e.event_type.value for e in await b.get_event_storage().get_events(task_id=task.id)
+        ]
+        if max_deliveries == 1:
+            assert kinds[-1] == "failed"
+            result = await b.get_result_storage().get(task.id)
+            assert result is not None and not result.is_success
+            assert (await q.get_task(task.id)).status is TaskStatus.FAILED
+        else:
+            assert kinds.count("lease_expired") == 1
+            again = await q.dequeue("default")
+            assert again.id == task.id and again.attempts == 2
+
+
 async def test_requeue_task_with_eta(backend, clock):
     q = backend.get_task_queue()
     await q.enqueue(Task(func="f", max_retries=2))

@@ -6,10 +6,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, Literal, TypeVar, overload
 
-from omniq.models.event import EventType, TaskEvent
-from omniq.models.result import ResultStatus, TaskResult
-from omniq.models.task import Task, TaskStatus
+from omniq.models.task import Task
 from omniq.storage.base import EventStorage, ResultStorage, ScheduleStorage, TaskQueue
+from omniq.storage.lifecycle import expiry_report
 from omniq.sync import SyncWrapper, run_sync
 
 S = TypeVar("S")
@@ -93,20 +92,10 @@ class Backend(ABC):
         self.task_queue.on_lease_expired = self._record_lease_expired
 
     async def _record_lease_expired(self, task: Task) -> None:
-        dead = task.status is TaskStatus.FAILED
-        if dead:  # a waiting caller must not wait forever for a task in the dead letter
-            await self.result_storage.set(
-                TaskResult(
-                    task_id=task.id, status=ResultStatus.FAILED, error=task.error,
-                    attempts=task.attempts, ttl=task.ttl,
-                )
-            )  # fmt: skip
-        await self.event_storage.log_event(
-            TaskEvent(
-                task_id=task.id, event_type=EventType.FAILED if dead else EventType.LEASE_EXPIRED,
-                message=task.error, queue_name=task.queue_name, attempt=task.attempts,
-            )
-        )  # fmt: skip
+        result, event = expiry_report(task)
+        if result is not None:
+            await self.result_storage.set(result)
+        await self.event_storage.log_event(event)
 
     async def sweep_temp_files(self, queues: Sequence[str] | None = None) -> int:
         """Remove temporary files that interrupted writes left behind (of ``queues`` only, or

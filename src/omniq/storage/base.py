@@ -36,8 +36,11 @@ class QueueStats:
 class TaskQueue(ABC):
     """Tasks moving pending -> running -> completed / failed / cancelled.
 
-    ``on_lease_expired`` (set by the backend) is awaited with each task the reaper re-queued
-    (status PENDING) or moved to the dead letter (status FAILED), whoever ran the reaper.
+    ``on_lease_expired`` (set by the backend) is awaited with each task the reaper re-queues
+    (status PENDING) or moves to the dead letter (status FAILED), whoever runs the reaper, to
+    write ``lifecycle.expiry_report``. File stores call it before the task leaves the reaper's
+    hands and again if a reaper dies midway (at least once); SQLite writes the report in the
+    reaping transaction instead and does not call it.
     """
 
     on_lease_expired: Callable[[Task], Awaitable[None]] | None = None

@@ -17,7 +17,8 @@ import msgspec
 from omniq.exceptions import ValidationError
 from omniq.models._time import utcnow
 from omniq.models.config import Settings
-from omniq.models.result import TaskResult
+from omniq.models.event import EventType, TaskEvent
+from omniq.models.result import ResultStatus, TaskResult
 from omniq.models.schedule import Schedule, ScheduleStatus
 from omniq.models.task import Lease, Task, TaskStatus
 
@@ -140,6 +141,24 @@ def log_recovered(task: Task, log: logging.Logger) -> None:
         log.error("task %s: %s", task.id, task.error)
     else:
         log.warning("task %s: lease expired; re-queued (attempt %d)", task.id, task.attempts)
+
+
+def expiry_report(task: Task) -> tuple[TaskResult | None, TaskEvent]:
+    """What a recovery leaves for readers: its event (LEASE_EXPIRED, or FAILED for the dead
+    letter) and, for a dead-lettered task, a failed result, so that a caller waiting for the
+    result does not wait forever."""
+    dead = task.status is TaskStatus.FAILED
+    result = None
+    if dead:
+        result = TaskResult(
+            task_id=task.id, status=ResultStatus.FAILED, error=task.error,
+            attempts=task.attempts, ttl=task.ttl,
+        )  # fmt: skip
+    event = TaskEvent(
+        task_id=task.id, event_type=EventType.FAILED if dead else EventType.LEASE_EXPIRED,
+        message=task.error, queue_name=task.queue_name, attempt=task.attempts,
+    )  # fmt: skip
+    return result, event
 
 
 def with_default_expiry(result: TaskResult, config: Settings) -> TaskResult:

@@ -56,7 +56,7 @@ from omniq.storage.file.task_queue import (
     FileTaskQueue,
 )
 from omniq.storage.lifecycle import delivered as _delivered
-from omniq.storage.lifecycle import fence_seconds, lease_holder
+from omniq.storage.lifecycle import fence_seconds, lease_holder, log_recovered
 from omniq.storage.lifecycle import lease_token as _token
 
 __all__ = ["LeaseRecord", "LeaseTaskQueue"]
@@ -72,6 +72,10 @@ class LeaseRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     worker_id: str | None = None
     settle_to: str | None = None
     settle_data: bytes | None = None
+    #: A reaper's take-over of an expired lease: whoever completes the settle reports the
+    #: expiry (its event, a dead-lettered task's result) first, in case the reaper died
+    #: before it did. At least once: a report may repeat, none is lost.
+    expired: bool = False
 
 
 _encode = msgspec.json.Encoder().encode
@@ -465,8 +469,11 @@ class LeaseTaskQueue(FileTaskQueue):
                 version = await self._objects.replace(lease_key, _encode(record), version)
             except VersionMismatch:
                 return None
-            await self._settle(queue, name, record, version)
-            return None
+            if not record.expired or record.settle_data is None:
+                await self._settle(queue, name, record, version)
+                return None
+            task = self._ctx.serializer.decode(record.settle_data, Task, record.settle_to)
+            return await self._settle_expired(queue, name, task, record, version)
         try:
             task = await self._read_task(self._payload_key(queue, name))
         except (FileNotFoundError, CorruptFileError):
@@ -476,16 +483,25 @@ class LeaseTaskQueue(FileTaskQueue):
             settle_to = self._payload_key(queue, name)
         else:
             settle_to = f"{self._dir(queue, 'failed')}/{self._finished_name(task)}"
-        taken = LeaseRecord(token=_token(), expires_ms=self._lease_ms(), settle_to=settle_to,
-                            settle_data=self._ctx.serializer.encode(task))  # fmt: skip
+        taken = LeaseRecord(
+            token=_token(), expires_ms=self._lease_ms(), settle_to=settle_to,
+            settle_data=self._ctx.serializer.encode(task), expired=True,
+        )  # fmt: skip
         try:  # the take-over: fails if the holder renewed or finished meanwhile
             version = await self._objects.replace(lease_key, _encode(taken), version)
         except VersionMismatch:
             return None
-        await self._settle(queue, name, taken, version)
+        return await self._settle_expired(queue, name, task, taken, version)
+
+    async def _settle_expired(
+        self, queue: str, name: str, task: Task, record: LeaseRecord, version: str
+    ) -> Task:
+        """Report a recovery, then settle it (see ``LeaseRecord.expired``)."""
+        await self._report_expired(task)
+        await self._settle(queue, name, record, version)
         if task.status is TaskStatus.PENDING:
             self._index_add(queue, name)
-        await self._notify_expired(task)
+        log_recovered(task, logger)
         return task
 
     # ------------------------------------------------------------------ admin moves

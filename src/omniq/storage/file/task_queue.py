@@ -520,20 +520,21 @@ class FileTaskQueue(TaskQueue):
             if await self._objects.move(f"{running_dir}/{mine}", target):
                 logger.info("task %s: published the record its worker left in running/", task.id)
             return None
-        if self._expired_copy(task, now) != PENDING:
-            target = f"{self._dir(queue, 'failed')}/{self._finished_name(task)}"
-            if not await self._objects.move(f"{running_dir}/{mine}", target):
-                return None
-            await self._objects.put(target, self._ctx.serializer.encode(task))
-            await self._notify_expired(task)
-            return task
+        # Reported before the task moves on, while this take-over holds it: a reaper killed
+        # after the report leaves the task in running/ for the next reaper (which reports it
+        # again), never a task re-delivered without its lease-expiry event and result.
+        dead = self._expired_copy(task, now) != PENDING
+        await self._report_expired(task)
         await self._objects.put(f"{running_dir}/{mine}", self._ctx.serializer.encode(task))
-        if not await self._objects.move(
-            f"{running_dir}/{mine}", f"{self._dir(queue, PENDING)}/{stem}{ext}"
-        ):
+        if dead:
+            target = f"{self._dir(queue, 'failed')}/{self._finished_name(task)}"
+        else:
+            target = f"{self._dir(queue, PENDING)}/{stem}{ext}"
+        if not await self._objects.move(f"{running_dir}/{mine}", target):
             return None
-        self._index_add(queue, stem + ext)
-        await self._notify_expired(task)
+        if not dead:
+            self._index_add(queue, stem + ext)
+        log_recovered(task, logger)
         return task
 
     def _index_add(self, queue: str, name: str) -> None:
@@ -546,9 +547,10 @@ class FileTaskQueue(TaskQueue):
         if index is not None:
             index.discard(name)
 
-    async def _notify_expired(self, task: Task) -> None:
-        """Report a recovery once it is done (never before: a failed one is retried later)."""
-        log_recovered(task, logger)
+    async def _report_expired(self, task: Task) -> None:
+        """Report a recovery (its event, and a dead-lettered task's result) before the task
+        leaves the reaper's hands: at least once, as a recovery that fails midway is retried
+        and reported again. (The log line says it once it is done.)"""
         if self.on_lease_expired is not None:
             try:
                 await self.on_lease_expired(task)

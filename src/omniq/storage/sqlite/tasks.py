@@ -29,6 +29,7 @@ from omniq.storage.lifecycle import (
     check_final,
     delivered,
     expire_delivery,
+    expiry_report,
     final_copy,
     from_ms,
     lease_holder,
@@ -327,6 +328,11 @@ class SQLiteTaskQueue(TaskQueue):
                 task.lease = None
                 expire_delivery(task, now, self._config)
                 conn.execute(_UPSERT, _row_values(task, self._ctx.ext, self._encode(task)))
+                # The report goes in the same transaction: no re-delivery without its event.
+                result, event = expiry_report(task)
+                if result is not None:
+                    conn.execute(INSERT_RESULT, result_row(result, self._ctx))
+                conn.executemany(INSERT_EVENT, event_rows([event], self._ctx))
                 out.append(task)
             return out
 
@@ -334,11 +340,6 @@ class SQLiteTaskQueue(TaskQueue):
         await self._ctx.report(aside)
         for task in tasks:
             log_recovered(task, logger)
-            if self.on_lease_expired is not None:
-                try:
-                    await self.on_lease_expired(task)
-                except Exception:
-                    logger.exception("lease-expiry hook failed for task %s", task.id)
         return tasks
 
     # ------------------------------------------------------------------ lookup and admin
