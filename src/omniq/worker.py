@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -98,6 +98,25 @@ def remote_traceback(error: BaseException) -> str:
     return "".join(lines)
 
 
+class _Heartbeat:
+    """A task's lease renewals: ``beat()`` (a coroutine) runs from ``delay`` seconds after the
+    claim until ``cancel()``. Started by a timer, so that the many tasks that end sooner
+    never cost a coroutine of their own."""
+
+    def __init__(self, beat: Callable[[], Coroutine[Any, Any, None]], delay: float) -> None:
+        self._beat = beat
+        self._running: asyncio.Task[None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(delay, self._start)
+
+    def _start(self) -> None:
+        self._running = asyncio.create_task(self._beat())
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+        if self._running is not None:
+            self._running.cancel()
+
+
 class _Timeout(Exception):
     pass
 
@@ -159,6 +178,7 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._running: dict[asyncio.Task[None], Task] = {}
+        self._wake: asyncio.Future[None] | None = None  # the main loop waiting for a slot
         self._events: dict[str, list[TaskEvent]] = {}  # buffered events of running tasks
         self._processes: concurrent.futures.ProcessPoolExecutor | None = None
         self._threads: DaemonThreadPool | None = None
@@ -181,6 +201,7 @@ class Worker:
             force = True  # a second signal means now
         self._force = self._force or force
         self._stop.set()
+        self._poke()
 
     @contextlib.contextmanager
     def handle_signals(self) -> Iterator[None]:
@@ -220,7 +241,6 @@ class Worker:
         await self.app.open()
         self._check_store()
         queue = self.backend.task_queue
-        slots = asyncio.Semaphore(self.concurrency)
         self._banner()
         # A burst worker fires the due schedule runs once, when it is out of work (so that its
         # first claim is not held up by the schedule reads), and drains what they enqueued.
@@ -234,7 +254,7 @@ class Worker:
         try:
             await self._reap()
             while not self._stop.is_set():
-                if not await self._free_slot(slots):
+                if not await self._free_slot():
                     break
                 try:
                     task = await queue.dequeue(
@@ -244,14 +264,12 @@ class Worker:
                         worker_id=self.worker_id,
                     )
                 except StorageError as exc:
-                    slots.release()
                     if self.burst:
                         raise
                     await self._store_trouble(exc)
                     continue
                 self._trouble = 0
                 if task is None:
-                    slots.release()
                     if self.burst:
                         if not self._running and burst_schedule and self.scheduler:
                             burst_schedule = False
@@ -264,7 +282,7 @@ class Worker:
                 self.stats.claimed += 1
                 runner = asyncio.create_task(self._execute(task))
                 self._running[runner] = task
-                runner.add_done_callback(functools.partial(self._done, slots))
+                runner.add_done_callback(self._done)
             await self._shutdown()
         finally:
             if cleaning:
@@ -376,23 +394,23 @@ class Worker:
                 "claims of one task could both succeed: run a single worker with concurrency=1"
             )
 
-    async def _free_slot(self, slots: asyncio.Semaphore) -> bool:
-        """Wait for a free slot; ``False`` (holding none) if a stop comes first."""
-        acquire = asyncio.ensure_future(slots.acquire())
-        stopped = asyncio.ensure_future(self._stop.wait())
-        await asyncio.wait({acquire, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        stopped.cancel()
-        if not acquire.done():
-            acquire.cancel()
-            return False
-        if self._stop.is_set():
-            slots.release()
-            return False
-        return True
+    async def _free_slot(self) -> bool:
+        """Wait until fewer than ``concurrency`` tasks run; ``False`` if a stop comes first.
+        (One future per wait, woken by ``_done`` and by a stop: a semaphore raced against the
+        stop event cost two tasks and a wait per claim.)"""
+        while len(self._running) >= self.concurrency and not self._stop.is_set():
+            self._wake = asyncio.get_running_loop().create_future()
+            await self._wake
+        return not self._stop.is_set()
 
-    def _done(self, slots: asyncio.Semaphore, runner: asyncio.Task[None]) -> None:
+    def _poke(self) -> None:
+        wake, self._wake = self._wake, None
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    def _done(self, runner: asyncio.Task[None]) -> None:
         self._running.pop(runner, None)
-        slots.release()
+        self._poke()
         if not runner.cancelled() and runner.exception() is not None:
             logger.error("task runner crashed", exc_info=runner.exception())
 
@@ -476,23 +494,28 @@ class Worker:
         self._note(task, kind, message)
         await self._flush(task)
 
-    async def _heartbeat(self, task: Task, lock: asyncio.Lock, lost: asyncio.Event) -> None:
-        interval = self.visibility_timeout / 3
+    async def _heartbeat(self, task: Task, lock: asyncio.Lock, lost: asyncio.Future[None]) -> None:
+        """Renew the lease now and every third of the visibility timeout (``_Heartbeat``
+        starts it a third of the timeout after the claim)."""
         while True:
-            await asyncio.sleep(interval)
             async with lock:
                 try:
                     await self.backend.task_queue.renew_lease(task, self.visibility_timeout)
                 except LeaseLostError:
-                    lost.set()
+                    if not lost.done():
+                        lost.set_result(None)
                     return
                 except Exception:
                     logger.exception("lease renewal of task %s failed; will retry", task.id)
             await self._flush(task)  # a long task's "started" shows up by its first heartbeat
+            await asyncio.sleep(self.visibility_timeout / 3)
 
     async def _execute(self, task: Task) -> None:
-        lock, lost = asyncio.Lock(), asyncio.Event()
-        heartbeat = asyncio.create_task(self._heartbeat(task, lock, lost))
+        # ``lost`` is a future, not an event: ``_invoke`` waits on it directly, with no task.
+        lock, lost = asyncio.Lock(), asyncio.get_running_loop().create_future()
+        heartbeat = _Heartbeat(
+            functools.partial(self._heartbeat, task, lock, lost), self.visibility_timeout / 3
+        )
         started = time.monotonic()
         # Buffered: a short task's started and finished events are written as one object.
         self._note(task, EventType.STARTED)
@@ -502,8 +525,8 @@ class Worker:
             await self._flush(task)
 
     async def _run(
-        self, task: Task, lock: asyncio.Lock, lost: asyncio.Event,
-        heartbeat: asyncio.Task[None], started: float,
+        self, task: Task, lock: asyncio.Lock, lost: asyncio.Future[None],
+        heartbeat: _Heartbeat, started: float,
     ) -> None:  # fmt: skip
         value: Any = None
         error: BaseException | None = None
@@ -525,7 +548,7 @@ class Worker:
             error = exc
         async with lock:
             heartbeat.cancel()
-            if lost.is_set():
+            if lost.done():
                 self.stats.lost += 1
                 logger.warning("task %s: lease lost while running; its outcome is dropped", task.id)
                 return
@@ -557,7 +580,7 @@ class Worker:
             task.id, exc,
         )  # fmt: skip
 
-    async def _invoke(self, tf: TaskFunction[Any], task: Task, lost: asyncio.Event) -> Any:
+    async def _invoke(self, tf: TaskFunction[Any], task: Task, lost: asyncio.Future[None]) -> Any:
         if tf.is_async:
             call: Any = tf.fn(*task.args, **task.kwargs)
         elif self.kind == "process":
@@ -570,19 +593,16 @@ class Worker:
             assert self._threads is not None
             call = self._threads.submit(functools.partial(tf.fn, *task.args, **task.kwargs))
         work = asyncio.ensure_future(call)
-        watch = asyncio.ensure_future(lost.wait())
         try:
-            done, _ = await asyncio.wait({work, watch}, timeout=task.timeout,
+            done, _ = await asyncio.wait({work, lost}, timeout=task.timeout,
                                          return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
         except asyncio.CancelledError:
             work.cancel()
             raise
-        finally:
-            watch.cancel()
         if work in done:
             return work.result()
         work.cancel()  # async: cancelled; thread/process: abandoned, its result dropped
-        if lost.is_set():
+        if lost.done():
             raise LeaseLostError(f"lease of task {task.id} was lost while it ran")
         raise _Timeout()
 
