@@ -223,3 +223,32 @@ async def test_reaper_logs_a_requeue_only_once_it_is_done(s3_server, caplog, mon
             assert [t.id for t in await q.requeue_expired(later)] == [task_id]
         assert any("re-queued" in r.message for r in caplog.records)
         assert (await q.get_task(task_id)).status is TaskStatus.PENDING
+
+
+async def test_names_that_stay_busy_do_not_hold_a_dequeue_forever(s3_server, monkeypatch):
+    """A store answering 409 to every lease create on some names: a dequeue tries each name
+    once, then waits like an empty queue and honours its timeout (it used to relist and retry
+    the same names without end), and claims the others."""
+    from omniq.models.task import Task
+    from omniq.storage.file.cloud import ConflictError
+
+    backend = FileBackend.from_url(s3_server.url(), fs_kwargs=dict(s3_server.options))
+    async with backend:
+        q, objects = backend.task_queue, backend.objects
+        busy = {await q.enqueue(Task(func="f", priority=9)) for _ in range(3)}
+        creates: list[str] = []
+        create = objects.create
+
+        async def create_busy(key: str, data: bytes) -> str:
+            creates.append(key)
+            if key.startswith("tasks/default/running/") and any(i in key for i in busy):
+                raise ConflictError("cannot create (409 ConditionalRequestConflict)", key)
+            return await create(key, data)
+
+        monkeypatch.setattr(objects, "create", create_busy)
+        got = await asyncio.wait_for(q.dequeue("default", timeout=0.5), timeout=120)
+        assert got is None
+        assert len(creates) <= 3 * 10, len(creates)  # each busy name once per look
+        free = await q.enqueue(Task(func="f"))
+        got = await asyncio.wait_for(q.dequeue("default", timeout=30), timeout=120)
+        assert got is not None and got.id == free

@@ -251,11 +251,14 @@ class FileTaskQueue(TaskQueue):
 
         The listing used is never older than ``listing_ttl``, and after ``LOST_IN_A_ROW`` lost
         races the queue is listed again rather than the stale listing walked on. A queue found
-        with nothing due is not listed again while it rests (``_rest``, ``_resting``)."""
+        with nothing due is not listed again while it rests (``_rest``, ``_resting``). A name is
+        tried once per call: one that keeps failing (a lease left behind, a store answering 409
+        busy) would otherwise come back with every listing and keep the call from ever ending."""
         lease_ms = int(lease_seconds * 1000)
         index = self._indexes.get(queue)
         fresh = False
         lost = 0
+        tried: set[str] = set()
         while True:
             now_ms = utcnow_ms()
             stale = index is None or time.monotonic() - index.listed_at > self._config.listing_ttl
@@ -265,6 +268,8 @@ class FileTaskQueue(TaskQueue):
                 if lost >= self.LOST_IN_A_ROW:
                     self.claim_stats["relists"] += 1
                 index, fresh, lost = await self._fresh_index(queue), True, 0
+                for gone in tried:
+                    index.discard(gone)
                 now_ms = utcnow_ms()
             assert index is not None
             name = index.pick_due(now_ms) if self._contended() else index.next_due(now_ms)
@@ -277,6 +282,7 @@ class FileTaskQueue(TaskQueue):
                 index = None
                 continue
             index.discard(name)
+            tried.add(name)
             task = await self._try_claim(queue, name, now_ms, lease_ms, worker_id)
             if task is not None:
                 self._claimed(queue)
