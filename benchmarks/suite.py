@@ -127,16 +127,21 @@ def payloads(root: str, sizes: dict[int, int]) -> dict[str, Any]:
     return out
 
 
-def _consume(factory: Any, path: str, start: Any, out: Any) -> None:
+def _consume(factory: Any, path: str, ready: Any, start: Any, out: Any) -> None:
     """Drain in a consumer process; an error is reported (a system that surfaces "database is
     locked" to its caller, say) instead of leaving the parent waiting for this consumer."""
+    opened = False
     try:
         system = factory(path)
+        ready.put(True)
+        opened = True
         start.wait()
         got = system.drain()
         system.close()
         out.put(got)
     except Exception as exc:
+        if not opened:
+            ready.put(False)
         out.put(f"{type(exc).__name__}: {exc}")
 
 
@@ -154,14 +159,18 @@ def concurrent(root: str, n: int, consumers: int = 4) -> dict[str, Any]:
         sent = [payload_of(100, i) for i in range(n)]
         producer.enqueue(sent)
         producer.close()
-        start, results = ctx.Event(), ctx.Queue()
+        ready, start, results = ctx.Queue(), ctx.Event(), ctx.Queue()
         procs = [
-            ctx.Process(target=_consume, args=(factory, path, start, results))
+            ctx.Process(target=_consume, args=(factory, path, ready, start, results))
             for _ in range(consumers)
         ]
         for p in procs:
             p.start()
-        time.sleep(1.0)  # let them import and open
+        # Every consumer has imported and opened its store before the clock starts: four
+        # processes starting at once on two cores can take longer than a fixed pause, and
+        # their start-up counted as queue time made more consumers look slower.
+        for _ in procs:
+            ready.get(timeout=600)
         t0 = time.perf_counter()
         start.set()
         outcomes = [results.get(timeout=600) for _ in procs]
