@@ -572,6 +572,7 @@ def main() -> None:
     )
     parser.add_argument("--backlog", type=float, default=None, help="backlog_seconds")
     parser.add_argument("--produce", type=float, default=None, help="produce_seconds")
+    parser.add_argument("--task-seconds", type=float, default=None, help="task_seconds")
     parser.add_argument("--label", default="current", help="a name for this run in the JSON")
     parser.add_argument("--out", default=str(RESULTS / "scale_sim.json"))
     args = parser.parse_args()
@@ -581,8 +582,10 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     for name in args.scenarios.split(","):
         for n in (int(x) for x in args.workers.split(",")):
-            given = {"limit_seconds": args.limit, "backlog_seconds": args.backlog,
-                     "produce_seconds": args.produce}  # fmt: skip
+            given = {
+                "limit_seconds": args.limit, "backlog_seconds": args.backlog,
+                "produce_seconds": args.produce, "task_seconds": args.task_seconds,
+            }  # fmt: skip
             overrides = {k: v for k, v in given.items() if v is not None}
             result = run(scenario(name, n, **overrides), args.seed)
             results.append(result)
