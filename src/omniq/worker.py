@@ -400,6 +400,8 @@ class Worker:
         stop event cost two tasks and a wait per claim.)"""
         while len(self._running) >= self.concurrency and not self._stop.is_set():
             self._wake = asyncio.get_running_loop().create_future()
+            if self._stop.is_set():  # a signal handler's stop can land between two lines
+                break
             await self._wake
         return not self._stop.is_set()
 

@@ -252,3 +252,27 @@ async def test_names_that_stay_busy_do_not_hold_a_dequeue_forever(s3_server, mon
         free = await q.enqueue(Task(func="f"))
         got = await asyncio.wait_for(q.dequeue("default", timeout=30), timeout=120)
         assert got is not None and got.id == free
+
+
+async def test_an_unreadable_expired_settle_record_does_not_stop_claims(s3_server):
+    """A reaper's settle record whose task bytes cannot be decoded (damaged, or written under
+    another key) is settled unread, as before the expiry reports: the reaper goes on and
+    ``dequeue`` does not raise; the claim then sets the damaged payload aside."""
+    from omniq.models.task import Task
+    from omniq.storage.file.lease_queue import LeaseRecord, _encode
+
+    backend = FileBackend.from_url(s3_server.url(), fs_kwargs=dict(s3_server.options))
+    async with backend:
+        q, objects = backend.task_queue, backend.objects
+        task_id = await q.enqueue(Task(func="f"))
+        held = await q.dequeue(["default"])
+        name = held.lease.key
+        payload = f"tasks/default/pending/{name}"
+        record = LeaseRecord(token="dead-reaper", expires_ms=0, settle_to=payload,
+                             settle_data=b"not a task", expired=True)  # fmt: skip
+        await objects.put(f"tasks/default/running/{name}", _encode(record))
+        later = utcnow() + timedelta(seconds=120)
+        assert await q.requeue_expired(later) == []
+        assert await objects.list("tasks/default/running") == []
+        assert await q.dequeue("default") is None  # the damaged payload is set aside
+        assert (await q.get_task(task_id)) is None

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from conftest import CLAIM_BACKENDS, backend_param
-from omniq.exceptions import LeaseLostError, SerializationError, ValidationError
+from omniq.exceptions import LeaseLostError, SerializationError, StorageError, ValidationError
 from omniq.models._time import utcnow
 from omniq.models.task import Task, TaskStatus
 
@@ -289,27 +289,32 @@ class _Killed(BaseException):
     """A reaper's process dying at the moment it reports a recovery."""
 
 
-async def _reap_and_die(q) -> None:
+async def _reap_and_fail(q, failure: BaseException) -> None:
     report = q.on_lease_expired
 
-    async def die(task: Task) -> None:
-        raise _Killed
+    async def fail(task: Task) -> None:
+        raise failure
 
-    q.on_lease_expired = die
+    q.on_lease_expired = fail
     try:
-        with pytest.raises(_Killed):
-            await q.requeue_expired()
+        if isinstance(failure, _Killed):
+            with pytest.raises(_Killed):
+                await q.requeue_expired()
+        else:  # logged per task; the recovery stops where it is
+            assert await q.requeue_expired() == []
     finally:
         q.on_lease_expired = report
 
 
+@pytest.mark.parametrize("failure", ["killed", "unwritable"])
 @pytest.mark.parametrize("max_deliveries", [20, 1], ids=["requeued", "dead-lettered"])
 async def test_a_reaper_that_dies_before_its_report_leaves_the_recovery_to_the_next(
-    backend_kind, backend_factory, clock, max_deliveries
+    backend_kind, backend_factory, clock, max_deliveries, failure
 ):
     """A lease expiry is reported (its event; a dead task's result) at least once: a reaper
-    killed before it wrote the report leaves the task held, and the next reaper recovers it
-    and reports it. Before, the task moved on first and its re-delivery had no such event."""
+    killed before it wrote the report, or whose report could not be written, leaves the task
+    held, and the next reaper recovers it and reports it. Before, the task moved on first and
+    its re-delivery had no such event."""
     if backend_kind == "sqlite":
         pytest.skip("SQLite writes the report in the reaping transaction (no hook to die in)")
     b = backend_factory(max_deliveries=max_deliveries)
@@ -319,7 +324,8 @@ async def test_a_reaper_that_dies_before_its_report_leaves_the_recovery_to_the_n
         await q.enqueue(task)
         await q.dequeue("default", visibility_timeout=5)
         clock.advance(6)
-        await _reap_and_die(q)
+        error = _Killed() if failure == "killed" else StorageError("cannot write (full)", "x")
+        await _reap_and_fail(q, error)
         assert await q.dequeue("default") is None  # the dead reaper holds it
         assert (
             await b.get_event_storage().get_events(task_id=task.id, event_type="lease_expired")

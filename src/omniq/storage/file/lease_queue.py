@@ -28,6 +28,7 @@ import msgspec
 from omniq.exceptions import (
     CorruptFileError,
     LeaseLostError,
+    SerializationError,
     StorageError,
     TaskNotFoundError,
 )
@@ -469,10 +470,15 @@ class LeaseTaskQueue(FileTaskQueue):
                 version = await self._objects.replace(lease_key, _encode(record), version)
             except VersionMismatch:
                 return None
-            if not record.expired or record.settle_data is None:
+            task = None
+            if record.expired and record.settle_data is not None:
+                try:
+                    task = self._ctx.serializer.decode(record.settle_data, Task, record.settle_to)
+                except SerializationError as exc:  # settled unread, as before; read at the claim
+                    logger.error("settle record of %s unreadable, not reported: %s", name, exc)
+            if task is None:
                 await self._settle(queue, name, record, version)
                 return None
-            task = self._ctx.serializer.decode(record.settle_data, Task, record.settle_to)
             return await self._settle_expired(queue, name, task, record, version)
         try:
             task = await self._read_task(self._payload_key(queue, name))

@@ -556,10 +556,13 @@ class FileTaskQueue(TaskQueue):
     async def _report_expired(self, task: Task) -> None:
         """Report a recovery (its event, and a dead-lettered task's result) before the task
         leaves the reaper's hands: at least once, as a recovery that fails midway is retried
-        and reported again. (The log line says it once it is done.)"""
+        and reported again. (The log line says it once it is done.) A ``StorageError`` stops
+        the recovery here: the task stays under this take-over and the next reaper retries."""
         if self.on_lease_expired is not None:
             try:
                 await self.on_lease_expired(task)
+            except StorageError:
+                raise
             except Exception:
                 logger.exception("lease-expiry hook failed for task %s", task.id)
 
