@@ -94,3 +94,33 @@ def test_the_doorbell_rings_once_a_second_per_process_and_old_markers_are_swept(
     with virtual_time(loop):
         loop.run_until_complete(main())
     loop.close()
+
+
+@pytest.mark.parametrize("profile", ["gcs", "s3"])
+def test_a_write_refused_by_the_per_object_limit_is_retried_once_the_second_has_passed(profile):
+    """GCS answers 429 to a second write of one object name within a second. A short task's
+    lease object is created, replaced by the settle record and deleted within a second: the
+    random back-off's early retries were refused one after another, and sometimes ran out
+    ("could not record its outcome", the task re-run after its lease expired). A store knows
+    when it last wrote a key and retries once that second has passed: one refusal per write.
+    S3 has no such limit."""
+    loop = virtual_loop()
+
+    async def main() -> None:
+        bucket = SimulatedBucket(profile, seed=1)
+        store = SimulatedObjectStore(bucket)
+        version = await store.create("tasks/q/running/k", b"lease")
+        started = loop.time()
+        version = await store.replace("tasks/q/running/k", b"settle", version)
+        assert await store.delete("tasks/q/running/k")
+        throttled = {kind: n for (kind, status), n in bucket.answers.items() if status == 429}
+        if profile == "gcs":
+            assert throttled == {"put": 1, "delete": 1}, bucket.answers
+            assert loop.time() - started >= 2.0  # each write waited for its second
+        else:
+            assert throttled == {}
+            assert loop.time() - started < 1.0
+
+    with virtual_time(loop):
+        loop.run_until_complete(main())
+    loop.close()

@@ -108,6 +108,13 @@ class CloudObjectStore(ObjectStore):
     match_forms: tuple[str, ...] = ("as returned",)  # If-Match forms the probe tries, in order
     refused_status: int | None = None  # the status of a refusal, where the driver drops it
 
+    #: The provider's limit on writes to one object name (GCS: one per second, answered 429).
+    #: A throttled write (or delete) of a key this process wrote less than this long ago is
+    #: retried once the interval has passed, not after a random back-off: a short task's lease
+    #: object is created, replaced and deleted within a second, and the back-off's early
+    #: retries were all refused until they ran out ("could not record its outcome").
+    object_write_interval: float = 0.0
+
     def __init__(self, root: str, options: dict[str, Any]) -> None:
         if importlib.util.find_spec(self.driver) is None:
             raise MissingDependencyError(
@@ -124,6 +131,7 @@ class CloudObjectStore(ObjectStore):
         self.match_form = "as returned"
         self.backoff = Backoff()
         self._opens = 0  # open() and close() nest: the client lives until the last close
+        self._written: dict[str, float] = {}  # key -> loop time of this process's last write
 
     # ------------------------------------------------------------- the driver's requests
 
@@ -194,7 +202,7 @@ class CloudObjectStore(ObjectStore):
                 raise exc
             raise self._fail(exc, action, key) from exc
         self.requests["throttled"] += 1
-        delay = self.backoff.delay(retry)
+        delay = max(self.backoff.delay(retry), self._object_wait(action, key))
         logger.debug("%s/%s: throttled (%s); retrying in %.3f s", self.url, key, exc, delay)
         await asyncio.sleep(delay)
 
@@ -214,9 +222,28 @@ class CloudObjectStore(ObjectStore):
 
     async def _write(self, key: str, data: bytes, *, create: bool, version: str | None) -> str:
         path = self._path(key)
-        return await self._call(
+        written = await self._call(
             "write", key, lambda: self._put(path, data, create=create, version=version)
         )
+        self._wrote(key)
+        return written
+
+    def _object_wait(self, action: str, key: str) -> float:
+        """Seconds until ``object_write_interval`` has passed since this process last wrote
+        ``key`` (0 if it has, or for reads)."""
+        last = self._written.get(key)
+        if last is None or action not in ("write", "delete"):
+            return 0.0
+        return max(0.0, last + self.object_write_interval - asyncio.get_running_loop().time())
+
+    def _wrote(self, key: str) -> None:
+        if not self.object_write_interval:
+            return
+        now = asyncio.get_running_loop().time()
+        if len(self._written) >= 4096:  # forget the keys whose interval has passed
+            horizon = now - self.object_write_interval
+            self._written = {k: t for k, t in self._written.items() if t > horizon}
+        self._written[key] = now
 
     async def put(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
         if exclusive:
@@ -279,7 +306,9 @@ class CloudObjectStore(ObjectStore):
 
     async def delete(self, key: str) -> bool:
         path = self._path(key)
-        return await self._call("delete", key, lambda: self._delete(path, None))
+        deleted = await self._call("delete", key, lambda: self._delete(path, None))
+        self._wrote(key)
+        return deleted
 
     async def delete_version(self, key: str, version: str) -> bool:
         path = self._path(key)
@@ -296,7 +325,9 @@ class CloudObjectStore(ObjectStore):
                     raise VersionMismatch(key)
                 return await self.delete(key)
             try:
-                return await self._call("delete", key, lambda: self._delete(path, version))
+                deleted = await self._call("delete", key, lambda: self._delete(path, version))
+                self._wrote(key)
+                return deleted
             except WriteConflict as exc:
                 await self._conflict(exc, retry, "delete", key)
                 retry += 1

@@ -32,6 +32,7 @@ class GCSObjectStore(CloudObjectStore):
     driver = "gcsfs"
     extra = "gcs"
     refused_status = 412  # gcsfs raises every 412 as FileExistsError, without the status
+    object_write_interval = 1.0  # GCS: one write per second per object name
 
     async def _connect(self) -> None:
         try:

@@ -304,6 +304,7 @@ class SimulatedObjectStore(CloudObjectStore):
         self.instant = instant
         self.frozen = False
         self.capabilities = CONDITIONAL
+        self.object_write_interval = bucket.profile.limits.object_write_interval or 0.0
 
     async def open(self) -> None:
         """Nothing to connect to, and no probe needed: the simulation honours every condition."""
