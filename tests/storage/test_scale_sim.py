@@ -26,9 +26,11 @@ pytestmark = pytest.mark.file_layout("a simulated bucket under the lease-object 
     [
         ("steady", {"workers": 6, "produce_seconds": 4.0}),
         ("killed", {"workers": 10, "produce_seconds": 2.0}),
-        # Not "gcs-short" (benchmarks/scale_sim.py runs it): its late-finish check meets GCS's
-        # one-write-per-second-per-object limit at a moment that depends on real time (the
-        # queue's timers use time.monotonic(), not looptime's clock), so it failed now and then.
+        # Sub-second tasks on GCS's one write per second per object: the lease object is
+        # written three times a task. Left out until refused writes were retried once their
+        # second had passed (the random back-off made it fail now and then); 12 runs under
+        # load gave the same counts since.
+        ("gcs-short", {"workers": 3, "produce_seconds": 2.0}),
     ],
 )
 def test_a_small_fleet_keeps_the_invariants(name, overrides):
