@@ -605,3 +605,42 @@ async def test_a_finish_whose_deletes_never_ran_is_completed_by_a_reaper(backend
     assert await backend.objects.list("tasks/default/pending") == []
     assert await q.dequeue("default") is None
     assert (await q.get_task(task.id)).status is TaskStatus.COMPLETED
+
+
+async def test_a_reaper_killed_before_its_last_rename_does_not_count_the_delivery_twice(
+    backend, clock
+):
+    """A local reaper rewrites the payload with the lost delivery counted, then renames it back
+    to pending/. Killed between the two, it left a counted payload in running/ that the next
+    reaper counted again (a task could reach the dead letter a delivery early). The rewrite now
+    carries the reaper's token, and the next reaper counts it once."""
+    from omniq.storage.file.lease_queue import LeaseTaskQueue
+    from omniq.storage.file.task_queue import FileTaskQueue
+
+    q = backend.get_task_queue()
+    if not isinstance(q, FileTaskQueue) or isinstance(q, LeaseTaskQueue):
+        pytest.skip("rename stores only (buckets settle from a record; SQLite in a transaction)")
+    task = Task(func="f")
+    await q.enqueue(task)
+    await q.dequeue("default", visibility_timeout=5)
+    clock.advance(6)
+    objects, move = q._objects, q._objects.move
+
+    async def killed_at_the_last_rename(src: str, dst: str) -> bool:
+        if "/pending/" in dst:
+            raise _Killed
+        return await move(src, dst)
+
+    objects.move = killed_at_the_last_rename
+    try:
+        with pytest.raises(_Killed):
+            await q.requeue_expired()
+    finally:
+        objects.move = move
+    clock.advance(61)  # the dead reaper's own lease runs out
+    [recovered] = await q.requeue_expired()
+    assert recovered.attempts == 1
+    pending = await q.get_task(task.id)  # the mark in the payload is not shown as a lease
+    assert pending.status is TaskStatus.PENDING and pending.lease is None
+    again = await q.dequeue("default")
+    assert again.id == task.id and again.attempts == 2

@@ -512,9 +512,8 @@ class FileTaskQueue(TaskQueue):
     ) -> Task | None:
         _, ext = split_ext(name)
         # Take the lease over first: the rename fails if the holder renewed or finished it.
-        mine = running_name(
-            stem, to_ms(now) + int(self._config.visibility_timeout * 1000), _token(), ext
-        )
+        token, expiry_ms = _token(), to_ms(now) + int(self._config.visibility_timeout * 1000)
+        mine = running_name(stem, expiry_ms, token, ext)
         if not await self._objects.move(f"{running_dir}/{name}", f"{running_dir}/{mine}"):
             return None
         try:
@@ -529,9 +528,18 @@ class FileTaskQueue(TaskQueue):
         # Reported before the task moves on, while this take-over holds it: a reaper killed
         # after the report leaves the task in running/ for the next reaper (which reports it
         # again), never a task re-delivered without its lease-expiry event and result.
-        dead = self._expired_copy(task, now) != PENDING
+        # A payload this process's predecessor already counted carries its take-over's token
+        # (it died before the move below): the lost delivery counts once, not once per reaper.
+        previous = parse_running(name)
+        counted = (
+            previous is not None and task.lease is not None and (task.lease.token == previous.token)
+        )
+        dead = False if counted else self._expired_copy(task, now) != PENDING
+        if not dead:  # the mark; names carry leases, so a pending payload's is ignored on load
+            task.lease = Lease(token=token, expires_at=from_ms(expiry_ms), key=mine)
         await self._report_expired(task)
         await self._objects.put(f"{running_dir}/{mine}", self._ctx.serializer.encode(task))
+        task.lease = None
         if dead:
             target = f"{self._dir(queue, 'failed')}/{self._finished_name(task)}"
         else:
@@ -602,6 +610,7 @@ class FileTaskQueue(TaskQueue):
     async def _load(self, queue: str, state: str, name: str) -> Task:
         task = await self._read_task(f"{self._dir(queue, state)}/{name}")
         task.status = _STATUS_OF_DIR[state]
+        task.lease = None  # a running task's lease is in its name; a payload's is a reaper's mark
         if state == RUNNING:
             lease = await self._running_lease(queue, name)
             if lease is not None:
