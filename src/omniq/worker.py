@@ -284,7 +284,6 @@ class Worker:
                 self._running[runner] = task
                 runner.add_done_callback(self._done)
             await self._shutdown()
-            await queue.flush()  # the deletes that end finishes on buckets: done when run() ends
         finally:
             if cleaning:
                 cleaning.cancel()

@@ -577,36 +577,6 @@ async def test_competing_consumers_rarely_try_the_same_name(backend_factory):
         assert wasted <= n // 2, stats
 
 
-async def test_a_finish_whose_deletes_never_ran_is_completed_by_a_reaper(backend, monkeypatch):
-    """On buckets a finish returns once its record is written and deletes the payload and the
-    lease in the background. A process that dies before those deletes leaves its settle record:
-    nobody can claim the task meanwhile, and a reaper completes the deletes once the record
-    expires; the task is never delivered again."""
-    from omniq.storage.file.lease_queue import LeaseTaskQueue
-
-    q = backend.get_task_queue()
-    if not isinstance(q, LeaseTaskQueue):
-        pytest.skip("only object stores finish in two steps (rename stores: one move)")
-
-    async def killed_first(queue: str, name: str, version: str) -> None:
-        return None  # the process died before the deletes
-
-    monkeypatch.setattr(q, "_tail", killed_first)
-    await q.enqueue(Task(func="f"))
-    task = await q.dequeue("default", visibility_timeout=5)
-    await q.finish_task(task, result=None)
-    await q.flush()
-    assert (await q.get_task(task.id)).status is TaskStatus.COMPLETED
-    assert await backend.objects.list("tasks/default/running") != []  # the settle record
-    assert await q.dequeue("default") is None  # it cannot be claimed again meanwhile
-    monkeypatch.undo()
-    assert await q.requeue_expired(utcnow() + timedelta(seconds=60)) == []
-    assert await backend.objects.list("tasks/default/running") == []
-    assert await backend.objects.list("tasks/default/pending") == []
-    assert await q.dequeue("default") is None
-    assert (await q.get_task(task.id)).status is TaskStatus.COMPLETED
-
-
 async def test_a_reaper_killed_before_its_last_rename_does_not_count_the_delivery_twice(
     backend, clock
 ):

@@ -194,7 +194,6 @@ class FileBackend(Backend):
 
     async def close(self) -> None:
         self._file_queue.stop_watching()  # its inotify descriptor, if it opened one
-        await self._file_queue.flush()
         await self.objects.close()
 
     # A temporary file older than this belongs to no write in progress (writes take

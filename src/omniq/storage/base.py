@@ -67,11 +67,6 @@ class TaskQueue(ABC):
         once when nothing is runnable; with one it waits up to that many seconds for work.
         """
 
-    async def flush(self) -> None:
-        """Wait for the writes this queue left going on in the background (object stores
-        finish a task's deletes after its record is written); none on other stores."""
-        return None
-
     @abstractmethod
     async def renew_lease(self, task: Task, visibility_timeout: float | None = None) -> Task:
         """Extend the lease of a running task; raise ``LeaseLostError`` if it was taken over."""

@@ -18,7 +18,6 @@ listing from it, one extra listing per refresh rather than a failed create per r
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
@@ -102,7 +101,6 @@ class LeaseTaskQueue(FileTaskQueue):
         self._idle_pause: dict[str, float] = {}  # queue -> the current idle listing interval
         self._idle_until: dict[str, float] = {}  # queue -> monotonic time to list it again
         self._mine: set[str] = set()  # names this queue object claimed (while still leased)
-        self._tails: set[asyncio.Task[None]] = set()  # finishes' deletes still in flight
 
     async def enqueue(self, task: Task) -> str:
         task_id = await super().enqueue(task)
@@ -359,12 +357,8 @@ class LeaseTaskQueue(FileTaskQueue):
         )
         return task
 
-    async def _release(
-        self, task: Task, settle_to: str, data: bytes, action: str, *, tail_later: bool = False
-    ) -> None:
-        """Fence with a settle record, then settle: the holder's way out of a lease. With
-        ``tail_later`` only the task's next object is written before this returns; the deletes
-        of payload and lease go on in the background (``flush`` waits for them)."""
+    async def _release(self, task: Task, settle_to: str, data: bytes, action: str) -> None:
+        """Fence with a settle record, then settle: the holder's way out of a lease."""
         self._held(task)
         assert task.lease is not None
         # The settle record lives as long as the lease it replaces: if its writer dies mid-way,
@@ -374,28 +368,7 @@ class LeaseTaskQueue(FileTaskQueue):
             worker_id=task.lease.worker_id, settle_to=settle_to, settle_data=data,
         )  # fmt: skip
         version = await self._swap(task, record, action)
-        if not tail_later:
-            await self._settle(task.queue_name, task.lease.key or "", record, version)
-            return
-        await self._objects.put(settle_to, data)
-        tail = asyncio.create_task(self._tail(task.queue_name, task.lease.key or "", version))
-        self._tails.add(tail)
-        tail.add_done_callback(self._tails.discard)
-
-    async def _tail(self, queue: str, name: str, version: str) -> None:
-        """A finish's deletes, after its record is written (``_settle``'s last two steps). If
-        they fail, or the process dies first, the settle record stands until it expires and a
-        reaper completes it; meanwhile no consumer can claim the name."""
-        try:
-            await self._objects.discard(self._payload_key(queue, name))
-            await self._drop_lease(queue, name, version)
-        except StorageError as exc:
-            logger.warning("%s: deletes after its finish failed (%s); a reaper completes them",
-                           name, exc)  # fmt: skip
-
-    async def flush(self) -> None:
-        while self._tails:
-            await asyncio.gather(*list(self._tails), return_exceptions=True)
+        await self._settle(task.queue_name, task.lease.key or "", record, version)
 
     async def _settle(self, queue: str, name: str, record: LeaseRecord, version: str) -> None:
         """Write the task where the settle record says, drop its pending payload (unless that
@@ -420,12 +393,9 @@ class LeaseTaskQueue(FileTaskQueue):
     ) -> Task:
         # The settle record (the fence) carries the whole record: the result and events are
         # readable once it is written to completed/, or once a reaper completes the settle.
-        # The worker's slot is free once the record is written: the two deletes that end the
-        # settle go on in the background (on GCS the lease's delete must wait out a second).
         status = self._check_final(status)
         final, data = self._finished_record(task, status, error, result, events)
-        await self._release(task, self._finished_key(task, status), data, FINISH_VERB[status],
-                            tail_later=True)  # fmt: skip
+        await self._release(task, self._finished_key(task, status), data, FINISH_VERB[status])
         return final
 
     async def requeue_task(
