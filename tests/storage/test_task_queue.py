@@ -577,13 +577,16 @@ async def test_competing_consumers_rarely_try_the_same_name(backend_factory):
         assert wasted <= n // 2, stats
 
 
+@pytest.mark.parametrize("second_dies", [False, True], ids=["one-reaper-dies", "two-die"])
 async def test_a_reaper_killed_before_its_last_rename_does_not_count_the_delivery_twice(
-    backend, clock
+    backend, clock, second_dies
 ):
     """A local reaper rewrites the payload with the lost delivery counted, then renames it back
     to pending/. Killed between the two, it left a counted payload in running/ that the next
     reaper counted again (a task could reach the dead letter a delivery early). The rewrite now
-    carries the reaper's token, and the next reaper counts it once."""
+    carries the lost delivery's token, which every take-over's token carries on, so the
+    delivery counts once however many reapers die — also when the next one dies too, before
+    its own rewrite (in its report, here)."""
     from omniq.storage.file.lease_queue import LeaseTaskQueue
     from omniq.storage.file.task_queue import FileTaskQueue
 
@@ -592,7 +595,7 @@ async def test_a_reaper_killed_before_its_last_rename_does_not_count_the_deliver
         pytest.skip("rename stores only (buckets settle from a record; SQLite in a transaction)")
     task = Task(func="f")
     await q.enqueue(task)
-    await q.dequeue("default", visibility_timeout=5)
+    await q.dequeue("default", visibility_timeout=5, worker_id="w1")
     clock.advance(6)
     objects, move = q._objects, q._objects.move
 
@@ -608,6 +611,9 @@ async def test_a_reaper_killed_before_its_last_rename_does_not_count_the_deliver
     finally:
         objects.move = move
     clock.advance(61)  # the dead reaper's own lease runs out
+    if second_dies:
+        await _reap_and_fail(q, _Killed())
+        clock.advance(61)
     [recovered] = await q.requeue_expired()
     assert recovered.attempts == 1
     pending = await q.get_task(task.id)  # the mark in the payload is not shown as a lease

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from datetime import datetime, timedelta, timezone
 
 import msgspec
@@ -40,8 +41,25 @@ def lease_token(worker_id: str | None = None) -> str:
     return f"{worker_id}-{suffix}" if worker_id else suffix
 
 
+_TAKE_OVER = re.compile(r"(.+)-r[0-9a-f]{12}")  # "r" is not a hex digit: no worker token ends so
+
+
+def take_over_token(previous: str) -> str:
+    """The token of a reaper's take-over of a lease with token ``previous``: the delivery it
+    recovers (the worker's token, kept through a chain of take-overs) and ``-r<random>``."""
+    return f"{lost_delivery(previous)}-r{os.urandom(6).hex()}"
+
+
+def lost_delivery(token: str) -> str:
+    """The worker's lease token behind a chain of take-overs (``token`` itself for a worker's)."""
+    match = _TAKE_OVER.fullmatch(token)
+    return token if match is None else match[1]
+
+
 def lease_holder(token: str) -> str | None:
-    """The worker id a lease token was made for, if any."""
+    """The worker id a lease token was made for, if any (none for a reaper's take-over)."""
+    if _TAKE_OVER.fullmatch(token):
+        return None
     worker, sep, _ = token.rpartition("-")
     return worker if sep else None
 

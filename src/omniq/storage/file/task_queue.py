@@ -61,8 +61,10 @@ from omniq.storage.lifecycle import (
     final_copy,
     lease_holder,
     log_recovered,
+    lost_delivery,
     queued_copy,
     record_expiry,
+    take_over_token,
 )
 from omniq.storage.lifecycle import delivered as _delivered
 from omniq.storage.lifecycle import lease_token as _token
@@ -511,8 +513,14 @@ class FileTaskQueue(TaskQueue):
         self, queue: str, running_dir: str, name: str, stem: str, now: datetime
     ) -> Task | None:
         _, ext = split_ext(name)
+        previous = parse_running(name)
+        assert previous is not None
         # Take the lease over first: the rename fails if the holder renewed or finished it.
-        token, expiry_ms = _token(), to_ms(now) + int(self._config.visibility_timeout * 1000)
+        # The take-over's token names the lost delivery (the worker's token), so that every
+        # reaper in a chain of killed ones knows which delivery it recovers.
+        delivery = lost_delivery(previous.token)
+        token = take_over_token(previous.token)
+        expiry_ms = to_ms(now) + int(self._config.visibility_timeout * 1000)
         mine = running_name(stem, expiry_ms, token, ext)
         if not await self._objects.move(f"{running_dir}/{name}", f"{running_dir}/{mine}"):
             return None
@@ -528,15 +536,12 @@ class FileTaskQueue(TaskQueue):
         # Reported before the task moves on, while this take-over holds it: a reaper killed
         # after the report leaves the task in running/ for the next reaper (which reports it
         # again), never a task re-delivered without its lease-expiry event and result.
-        # A payload this process's predecessor already counted carries its take-over's token
-        # (it died before the move below): the lost delivery counts once, not once per reaper.
-        previous = parse_running(name)
-        counted = (
-            previous is not None and task.lease is not None and (task.lease.token == previous.token)
-        )
+        # A payload a reaper already rewrote carries the lost delivery's token (that reaper
+        # died before the rename below): the delivery counts once, however many reapers die.
+        counted = task.lease is not None and task.lease.token == delivery
         dead = False if counted else self._expired_copy(task, now) != PENDING
         if not dead:  # the mark; names carry leases, so a pending payload's is ignored on load
-            task.lease = Lease(token=token, expires_at=from_ms(expiry_ms), key=mine)
+            task.lease = Lease(token=delivery, expires_at=from_ms(expiry_ms), key=mine)
         await self._report_expired(task)
         await self._objects.put(f"{running_dir}/{mine}", self._ctx.serializer.encode(task))
         task.lease = None
