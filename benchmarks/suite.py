@@ -160,8 +160,10 @@ def concurrent(root: str, n: int, consumers: int = 4) -> dict[str, Any]:
         producer.enqueue(sent)
         producer.close()
         ready, start, results = ctx.Queue(), ctx.Event(), ctx.Queue()
+        # Daemons: if one dies before it is ready (the wait below then times out), the others,
+        # waiting for the start, end with this process instead of holding it at exit.
         procs = [
-            ctx.Process(target=_consume, args=(factory, path, ready, start, results))
+            ctx.Process(target=_consume, args=(factory, path, ready, start, results), daemon=True)
             for _ in range(consumers)
         ]
         for p in procs:
