@@ -40,6 +40,7 @@ from omniq.storage.file.common import FileStoreContext, from_ms, logger, to_ms
 from omniq.storage.file.keys import (
     DUE_END,
     PendingIndex,
+    RunningName,
     is_finished_name,
     is_pending_name,
     is_running_name,
@@ -507,14 +508,13 @@ class FileTaskQueue(TaskQueue):
         parsed = parse_running(name)
         if parsed is None or parsed.expiry_ms > now_ms:
             return None
-        return await self._recover(queue, self._dir(queue, RUNNING), name, parsed.stem, now)
+        return await self._recover(queue, self._dir(queue, RUNNING), name, parsed, now)
 
     async def _recover(
-        self, queue: str, running_dir: str, name: str, stem: str, now: datetime
+        self, queue: str, running_dir: str, name: str, previous: RunningName, now: datetime
     ) -> Task | None:
         _, ext = split_ext(name)
-        previous = parse_running(name)
-        assert previous is not None
+        stem = previous.stem
         # Take the lease over first: the rename fails if the holder renewed or finished it.
         # The take-over's token names the lost delivery (the worker's token), so that every
         # reaper in a chain of killed ones knows which delivery it recovers.
@@ -540,8 +540,10 @@ class FileTaskQueue(TaskQueue):
         # died before the rename below): the delivery counts once, however many reapers die.
         counted = task.lease is not None and task.lease.token == delivery
         dead = False if counted else self._expired_copy(task, now) != PENDING
-        if not dead:  # the mark; names carry leases, so a pending payload's is ignored on load
-            task.lease = Lease(token=delivery, expires_at=from_ms(expiry_ms), key=mine)
+        # The mark (none on a dead-letter record); names carry leases, so a payload's is
+        # ignored on load.
+        mark = Lease(token=delivery, expires_at=from_ms(expiry_ms), key=mine)
+        task.lease = None if dead else mark
         await self._report_expired(task)
         await self._objects.put(f"{running_dir}/{mine}", self._ctx.serializer.encode(task))
         task.lease = None
