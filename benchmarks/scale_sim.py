@@ -437,8 +437,10 @@ async def run_scenario(sc: Scenario, seed: int = 1) -> dict[str, Any]:
         if sc.idle_seconds else float("nan")
     )  # fmt: skip
     queue_stats: Counter[str] = Counter()
+    reap_stats: Counter[str] = Counter()  # leases the reapers' sweeps read and skipped
     for worker in fleet.workers.values():
         queue_stats.update(getattr(worker.backend.task_queue, "claim_stats", {}))
+        reap_stats.update(getattr(worker.backend.task_queue, "reap_stats", {}))
     result = {
         "scenario": sc.name,
         "workers": sc.workers,
@@ -470,6 +472,7 @@ async def run_scenario(sc: Scenario, seed: int = 1) -> dict[str, Any]:
         "cut_short": cut_short,
         "finished": len(fleet.ledger.finished),
         "queue_stats": dict(queue_stats),
+        "reap_stats": dict(reap_stats),
         "lost_finishes": fleet.ledger.lost_finishes,
         "problems": problems,
         "wall_seconds": None,

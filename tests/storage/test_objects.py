@@ -77,6 +77,27 @@ async def test_conditional_delete(backend, backend_kind):
     assert await objects.delete_version("x/c", v2) is False
 
 
+async def test_listings_tell_when_each_object_was_last_written(backend):
+    """The bucket reaper reads only leases its listing shows unwritten for a while: object
+    stores report each object's last write (by the server's clock, here this machine's);
+    stores whose listings cannot say report ``None``."""
+    import time
+
+    from omniq.storage.file.cloud import CloudObjectStore
+
+    objects = backend.objects
+    before = time.time()
+    await objects.put("x/m/a", b"1")
+    await objects.put("x/m/b", b"2")
+    listed = await objects.list_modified("x/m")
+    assert set(listed) == {"a", "b"}
+    for written in listed.values():
+        if isinstance(objects, CloudObjectStore):
+            assert written is not None and abs(written - before) < 600, listed
+        else:
+            assert written is None
+
+
 async def test_probe_refuses_a_store_that_ignores_conditions(s3_server, caplog):
     """A store (or a proxy) that drops the conditions is found out at open, loudly."""
     from omniq.backend.file import FileBackend

@@ -498,13 +498,13 @@ async def test_object_stores_reap_once_per_interval_across_consumers(backend_fac
     reaps: list[int] = []
     async with consumers[0], consumers[1], consumers[2]:
         for i, b in enumerate(consumers):
-            original = b.task_queue.requeue_expired
+            original = b.task_queue._sweep_expired
 
-            async def counted(now=None, _i=i, _original=original):
+            async def counted(_i=i, _original=original):
                 reaps.append(_i)
-                return await _original(now)
+                return await _original()
 
-            b.task_queue.requeue_expired = counted
+            b.task_queue._sweep_expired = counted
         for b in consumers:
             assert await b.task_queue.dequeue("default") is None
         assert len(reaps) == 1, reaps

@@ -13,6 +13,7 @@ import builtins
 import contextlib
 import weakref
 from collections.abc import AsyncGenerator
+from datetime import datetime
 from typing import Any
 
 from omniq.exceptions import MissingDependencyError
@@ -120,7 +121,12 @@ class AzureObjectStore(CloudObjectStore):
         return True
 
     async def _pages(
-        self, prefix: str, recursive: bool, page_size: int, start_after: str | None = None
+        self,
+        prefix: str,
+        recursive: bool,
+        page_size: int,
+        start_after: str | None = None,
+        modified: dict[str, float] | None = None,
     ) -> AsyncGenerator[builtins.list[str], None]:
         # Blob listings cannot start after a name (their marker is opaque): ``start_after`` is
         # left to the caller's filter, and ``seeks`` stays False.
@@ -134,4 +140,10 @@ class AzureObjectStore(CloudObjectStore):
             ).by_page()
         async for page in pages:
             self.requests["list"] += 1
-            yield sorted([item.name async for item in page])
+            items = [item async for item in page]
+            if modified is not None:
+                for item in items:
+                    stamp = getattr(item, "last_modified", None)  # a BlobPrefix has none
+                    if isinstance(stamp, datetime):
+                        modified[item.name] = stamp.timestamp()
+            yield sorted(item.name for item in items)

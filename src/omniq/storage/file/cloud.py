@@ -159,16 +159,24 @@ class CloudObjectStore(ObjectStore):
 
     @abstractmethod
     def _pages(
-        self, prefix: str, recursive: bool, page_size: int, start_after: str | None = None
+        self,
+        prefix: str,
+        recursive: bool,
+        page_size: int,
+        start_after: str | None = None,
+        modified: dict[str, float] | None = None,
     ) -> AsyncGenerator[builtins.list[str], None]:
         """Paths under ``prefix`` (which ends in '/'), a page (one request, at most
         ``page_size`` entries) at a time, in name order: one level (files and sub-folders, a
         folder with a trailing '/'), or every object below it. Stores that ``seek`` start
         after the path ``start_after`` server-side; the others may ignore it (the caller
-        filters)."""
+        filters). Into ``modified``, if given, each listed object's last write (seconds since
+        the epoch, as the listing reports it)."""
 
-    async def _list(self, prefix: str, recursive: bool) -> builtins.list[str]:
-        pages = self._pages(prefix, recursive, self.page_size)
+    async def _list(
+        self, prefix: str, recursive: bool, modified: dict[str, float] | None = None
+    ) -> builtins.list[str]:
+        pages = self._pages(prefix, recursive, self.page_size, None, modified)
         return [path async for page in pages for path in page]
 
     @abstractmethod
@@ -340,6 +348,12 @@ class CloudObjectStore(ObjectStore):
     async def list(self, prefix: str) -> list[str]:
         base = self._path(prefix.strip("/")) + "/"
         return self._names(base, await self._call("list", prefix, lambda: self._list(base, False)))
+
+    async def list_modified(self, prefix: str) -> dict[str, float | None]:
+        base = self._path(prefix.strip("/")) + "/"
+        modified: dict[str, float] = {}
+        paths = await self._call("list", prefix, lambda: self._list(base, False, modified))
+        return {name: modified.get(base + name) for name in self._names(base, paths)}
 
     async def list_pages(
         self, prefix: str, page_size: int | None = None, start_after: str | None = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import builtins
 import json
 from collections.abc import AsyncGenerator
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -21,6 +22,16 @@ from omniq.storage.file.cloud import CloudObjectStore
 from omniq.storage.file.objects import VersionMismatch
 
 _BOUNDARY = "==omniq=="
+
+
+def _timestamp(value: object) -> float | None:
+    """An object's ``updated`` time (RFC 3339, as the JSON API lists it) in epoch seconds."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 class GCSObjectStore(CloudObjectStore):
@@ -111,7 +122,12 @@ class GCSObjectStore(CloudObjectStore):
         return True
 
     async def _pages(
-        self, prefix: str, recursive: bool, page_size: int, start_after: str | None = None
+        self,
+        prefix: str,
+        recursive: bool,
+        page_size: int,
+        start_after: str | None = None,
+        modified: dict[str, float] | None = None,
     ) -> AsyncGenerator[builtins.list[str], None]:
         params: dict[str, Any] = {"prefix": prefix, "maxResults": page_size}
         if not recursive:
@@ -122,6 +138,11 @@ class GCSObjectStore(CloudObjectStore):
             self.requests["list"] += 1
             page = await self.fs._call("GET", self._object_url, json_out=True, **params)
             names = [item["name"] for item in page.get("items", ())]
+            if modified is not None:
+                for item in page.get("items", ()):
+                    stamp = _timestamp(item.get("updated"))
+                    if stamp is not None:
+                        modified[item["name"]] = stamp
             names.extend(page.get("prefixes", ()))
             yield sorted(names)
             token = page.get("nextPageToken")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -101,6 +102,12 @@ class LeaseTaskQueue(FileTaskQueue):
         self._idle_pause: dict[str, float] = {}  # queue -> the current idle listing interval
         self._idle_until: dict[str, float] = {}  # queue -> monotonic time to list it again
         self._mine: set[str] = set()  # names this queue object claimed (while still leased)
+        self._reaper_token = _token()
+        self._turn_version: str | None = None  # the reaper turn's version while we hold it
+        self._turn_lapses_ms = 0  # when the reaper turn another consumer holds lapses
+        self._shortest_lease = ctx.config.visibility_timeout  # granted by this process
+        #: Leases the reaper's sweeps ``read`` and ``skipped`` (written too recently).
+        self.reap_stats: Counter[str] = Counter()
 
     async def enqueue(self, task: Task) -> str:
         task_id = await super().enqueue(task)
@@ -296,6 +303,7 @@ class LeaseTaskQueue(FileTaskQueue):
     async def _try_claim(
         self, queue: str, name: str, now_ms: int, lease_ms: int, worker_id: str | None
     ) -> Task | None:
+        self._shortest_lease = min(self._shortest_lease, lease_ms / 1000)
         record = LeaseRecord(token=_token(worker_id), expires_ms=now_ms + lease_ms,
                              worker_id=worker_id)  # fmt: skip
         try:
@@ -348,6 +356,7 @@ class LeaseTaskQueue(FileTaskQueue):
     async def renew_lease(self, task: Task, visibility_timeout: float | None = None) -> Task:
         seconds = self._lease_seconds(visibility_timeout)
         self._held(task)
+        self._shortest_lease = min(self._shortest_lease, seconds)
         assert task.lease is not None
         record = LeaseRecord(token=task.lease.token, expires_ms=self._lease_ms(seconds),
                              worker_id=task.lease.worker_id)  # fmt: skip
@@ -412,41 +421,81 @@ class LeaseTaskQueue(FileTaskQueue):
     # ---------------------------------------------------------------------- the reaper
 
     async def _maybe_reap(self) -> None:
-        # Reaping reads every lease object (a GET each): one consumer per reap interval does it
-        # for all, the one that wins the reaper turn; the others pay one GET to find out.
+        # Reaping lists every running/ folder: one consumer per reap interval does it for
+        # all, the holder of the reaper turn; the others read the turn when it could lapse.
         now = time.monotonic()
         if now - self._last_reap >= self._config.reap_interval:
             self._last_reap = now
             try:
                 if await self._reaper_turn():
-                    await self.requeue_expired()
+                    await self._sweep_expired()
                     if self.doorbell.sweep_due():
                         await self.doorbell.sweep(await self.list_queues())
             except StorageError as exc:  # claiming goes on; the next interval tries again
                 logger.error("reaping expired leases failed: %s", exc)
 
+    async def _sweep_expired(self) -> list[Task]:
+        """The reaper's sweep: ``requeue_expired``, reading only the leases the listing shows
+        unwritten for at least half the shortest lease (the configured visibility timeout, or
+        a shorter one this process granted).
+
+        A live holder rewrites its lease every third of it, so its leases are never read; a
+        lease is read once its holder has missed a renewal. The margin of half a lease absorbs
+        clock skew between the store and this process (a larger skew only delays a recovery).
+        A lease shorter than any this process knows of (another worker's shorter
+        ``visibility_timeout``) is recovered up to that much later; ``requeue_expired`` reads
+        every lease."""
+        now = utcnow()
+        now_ms, quiet_since = to_ms(now), now.timestamp() - self._shortest_lease / 2
+        out: list[Task] = []
+        for queue in await self.list_queues():
+            listed = await self._objects.list_modified(self._dir(queue, RUNNING))
+            for name, written in listed.items():
+                if written is not None and written > quiet_since:
+                    self.reap_stats["skipped"] += 1
+                    continue
+                self.reap_stats["read"] += 1
+                task = await self._recover_logged(queue, name, now_ms, now)
+                if task is not None:
+                    out.append(task)
+        return out
+
     async def _reaper_turn(self) -> bool:
-        """Take ``<tasks>/.reaper`` for one reap interval, if nobody holds it (CAS)."""
+        """Hold ``<tasks>/.reaper`` for this reap interval. Its holder keeps it, renewing it by
+        compare-and-swap for two intervals at a time; the others take it (CAS) only once it
+        has lapsed, and until then do not read it."""
         key = f"{self._root}/.reaper"
         now_ms = to_ms(utcnow())
-        mine = _encode(LeaseRecord(token=_token(), expires_ms=now_ms + int(
-            self._config.reap_interval * 1000)))  # fmt: skip
+        term_ms = int(self._config.reap_interval * 2000)
+        mine = _encode(LeaseRecord(token=self._reaper_token, expires_ms=now_ms + term_ms))
+        if self._turn_version is not None:
+            try:
+                self._turn_version = await self._objects.replace(key, mine, self._turn_version)
+                return True
+            except (VersionMismatch, FileNotFoundError):  # it lapsed and changed hands
+                self._turn_version = None
+            except ConflictError:
+                return False  # busy: keep it, renew at the next interval
+        if now_ms < self._turn_lapses_ms:
+            return False
         try:
             data, version = await self._objects.get_versioned(key)
         except FileNotFoundError:
             try:
-                await self._objects.create(key, mine)
+                self._turn_version = await self._objects.create(key, mine)
                 return True
             except (FileExistsError, ConflictError):  # taken, or busy: not this turn
                 return False
         try:
-            if _decode(data).expires_ms > now_ms:
-                return False
+            expires_ms = _decode(data).expires_ms
         except (msgspec.DecodeError, msgspec.ValidationError):
-            pass  # unreadable: take it over
+            expires_ms = 0  # unreadable: take it over
+        if expires_ms > now_ms:
+            self._turn_lapses_ms = min(expires_ms, now_ms + term_ms)  # a bogus far expiry too
+            return False
         try:
-            await self._objects.replace(key, mine, version)
-        except VersionMismatch:
+            self._turn_version = await self._objects.replace(key, mine, version)
+        except (VersionMismatch, ConflictError):
             return False
         return True
 

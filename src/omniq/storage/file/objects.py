@@ -97,6 +97,11 @@ class ObjectStore(ABC):
         """Names of the sub-prefixes (directories) directly under ``prefix``."""
         return await self.list(prefix)
 
+    async def list_modified(self, prefix: str) -> dict[str, float | None]:
+        """``list`` with each object's last write as the store reports it (seconds since the
+        epoch, by the store's clock), or ``None`` where the listing does not say."""
+        return dict.fromkeys(await self.list(prefix))
+
     async def sweep_temp(self, prefix: str, older_than: float) -> int:
         """Remove temporary files of interrupted writes under ``prefix`` that are older than
         ``older_than`` seconds; return how many. Stores whose writes are single requests leave

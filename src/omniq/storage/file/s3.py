@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import AsyncGenerator
+from datetime import datetime
 from typing import Any
 
 from omniq.exceptions import MissingDependencyError
@@ -153,7 +154,12 @@ class S3ObjectStore(CloudObjectStore):
         return True  # S3 answers 204 whether or not the object was there
 
     async def _pages(
-        self, prefix: str, recursive: bool, page_size: int, start_after: str | None = None
+        self,
+        prefix: str,
+        recursive: bool,
+        page_size: int,
+        start_after: str | None = None,
+        modified: dict[str, float] | None = None,
     ) -> AsyncGenerator[builtins.list[str], None]:
         params: dict[str, Any] = {
             "Bucket": self.bucket,
@@ -168,6 +174,10 @@ class S3ObjectStore(CloudObjectStore):
             self.requests["list"] += 1
             page = await self.fs._call_s3("list_objects_v2", **params)
             keys = [item["Key"] for item in page.get("Contents", ())]
+            if modified is not None:
+                for item in page.get("Contents", ()):
+                    if isinstance(item.get("LastModified"), datetime):
+                        modified[item["Key"]] = item["LastModified"].timestamp()
             keys.extend(item["Prefix"] for item in page.get("CommonPrefixes", ()))
             yield sorted(keys)
             token = page.get("NextContinuationToken")

@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
+from omniq.models._time import utcnow
 from omniq.storage.file.cloud import CONDITIONAL, CloudObjectStore, WriteConflict
 from omniq.storage.file.objects import VersionMismatch
 
@@ -135,6 +136,7 @@ class SimulatedBucket:
         self._bucket_limits: tuple[TokenBucket, TokenBucket] | None = None
         self._account: TokenBucket | None = None
         self._last_write: dict[str, float] = {}
+        self._modified: dict[str, float] = {}  # path -> its last write by OmniQ's clock
 
     # --------------------------------------------------------------- accounting
 
@@ -223,10 +225,12 @@ class SimulatedBucket:
                 self._below[prefix] += 1
         self._objects[path] = (data, self._generation)
         self._last_write[path] = now
+        self._modified[path] = utcnow().timestamp()  # the server's clock agrees with OmniQ's
         return str(self._generation)
 
     def _remove(self, path: str, now: float) -> None:
         del self._objects[path]
+        self._modified.pop(path, None)
         names = self._dirs[self._parent(path)]
         del names[bisect.bisect_left(names, path)]
         ancestors = self._ancestors(path)
@@ -267,6 +271,10 @@ class SimulatedBucket:
         self.answers["delete", 204] += 1
         self._remove(path, now)
         return True
+
+    def modified_of(self, paths: builtins.list[str]) -> dict[str, float]:
+        """The last write of each object among ``paths`` (sub-prefixes have none)."""
+        return {p: self._modified[p] for p in paths if p in self._modified}
 
     def page(
         self, prefix: str, recursive: bool, size: int, start_after: str | None
@@ -374,12 +382,19 @@ class SimulatedObjectStore(CloudObjectStore):
             await asyncio.sleep(rest)
 
     async def _pages(
-        self, prefix: str, recursive: bool, page_size: int, start_after: str | None = None
+        self,
+        prefix: str,
+        recursive: bool,
+        page_size: int,
+        start_after: str | None = None,
+        modified: dict[str, float] | None = None,
     ) -> AsyncGenerator[builtins.list[str], None]:
         after = start_after
         while True:
             rest = await self._request("list", prefix)
             page = self.sim.page(prefix, recursive, page_size, after)
+            if modified is not None:
+                modified.update(self.sim.modified_of(page))
             await asyncio.sleep(rest)
             yield page
             if len(page) < page_size:

@@ -490,16 +490,22 @@ class FileTaskQueue(TaskQueue):
         out: list[Task] = []
         for queue in await self.list_queues():
             for name in await self._objects.list(self._dir(queue, RUNNING)):
-                try:
-                    task = await self._recover_if_expired(queue, name, now_ms, now)
-                except StorageError as exc:
-                    # A full disk, say: the lease stays expired and the next reaper retries;
-                    # the task's delivery count was not raised (its payload is unchanged).
-                    logger.error("could not recover expired task %s in %s: %s", name, queue, exc)
-                    continue
+                task = await self._recover_logged(queue, name, now_ms, now)
                 if task is not None:
                     out.append(task)
         return out
+
+    async def _recover_logged(
+        self, queue: str, name: str, now_ms: int, now: datetime
+    ) -> Task | None:
+        """``_recover_if_expired``; a storage error is logged and leaves the name as it was."""
+        try:
+            return await self._recover_if_expired(queue, name, now_ms, now)
+        except StorageError as exc:
+            # A full disk, say: the lease stays expired and the next reaper retries;
+            # the task's delivery count was not raised (its payload is unchanged).
+            logger.error("could not recover expired task %s in %s: %s", name, queue, exc)
+            return None
 
     async def _recover_if_expired(
         self, queue: str, name: str, now_ms: int, now: datetime
