@@ -70,6 +70,22 @@ def test_ids_sort_by_creation_and_are_unique():
     assert all(len(i) == 26 for i in ids)
 
 
+def test_ids_spell_their_creation_millisecond_in_crockford_base32():
+    """The id is 26 base-32 digits (Crockford's alphabet) of 48 bits of Unix milliseconds and
+    80 bits that rise: ids written by older versions keep sorting with new ones."""
+    import time
+
+    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    before = time.time_ns() // 1_000_000
+    ids = [new_id() for _ in range(50)]
+    after = time.time_ns() // 1_000_000
+    for i in ids:
+        value = 0
+        for ch in i:
+            value = value * 32 + alphabet.index(ch)
+        assert before <= value >> 80 <= after, i
+
+
 def test_delay_sets_eta_and_naive_datetimes_become_utc():
     t = Task(func="f", delay=10)
     assert t.eta == t.created_at + timedelta(seconds=10)

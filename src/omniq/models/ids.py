@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import threading
@@ -11,6 +12,7 @@ from typing import TypeGuard
 from omniq.exceptions import ValidationError
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD.encode())
 _RANDOM_BITS = 80
 _lock = threading.Lock()
 _last_ms = -1
@@ -38,11 +40,11 @@ def new_id() -> str:
             _last_ms = ms
             _last_random = int.from_bytes(os.urandom(10), "big") >> 1  # leave room to rise
         value = (ms << _RANDOM_BITS) | _last_random
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    # 26 base-32 digits of the 128-bit value, most significant first: base64's base 32 of the
+    # value moved to the top of 160 bits (its first 26 digits), in Crockford's alphabet.
+    return (
+        base64.b32encode((value << 30).to_bytes(20, "big"))[:26].translate(_TO_CROCKFORD).decode()
+    )
 
 
 def is_valid_id(value: object) -> TypeGuard[str]:
