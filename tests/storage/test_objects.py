@@ -144,3 +144,20 @@ async def test_s3_refuses_a_botocore_that_would_drop_the_conditions(s3_server, m
     with pytest.raises(MissingDependencyError, match="IfMatch"):
         async with backend:
             pass
+
+
+@pytest.mark.parametrize(
+    ("listed", "expected"),
+    [
+        ("2026-12-05T11:26:06.87568Z", 1796469966.87568),  # fake-gcs-server trims the zeros
+        ("2026-12-05T11:26:06Z", 1796469966.0),
+        ("2026-12-05T12:26:06.875680+01:00", 1796469966.87568),
+        ("2026-13-05T11:26:06Z", None),  # no such month: the lease is read, not skipped
+        ("yesterday", None),
+        (None, None),
+    ],
+)
+def test_gcs_listing_times_parse_on_every_supported_python(listed, expected):
+    from omniq.storage.file.gcs import _timestamp
+
+    assert _timestamp(listed) == (pytest.approx(expected) if expected is not None else None)

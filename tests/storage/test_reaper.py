@@ -7,7 +7,9 @@ write times (what the simulation stands in for) are checked against the real emu
 
 from __future__ import annotations
 
+import json
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.scale_sim import SimBackend
 
+from omniq.models._time import utcnow
 from omniq.models.task import Task, TaskStatus
 from omniq.storage.file.simulated import SimulatedBucket, SimulatedObjectStore
 
@@ -72,17 +75,87 @@ async def test_the_reaper_turn_stays_with_its_holder_until_it_lapses(clock):
     bucket = SimulatedBucket("s3", seed=1)
     a, b = _backend(bucket, reap_interval=10), _backend(bucket, reap_interval=10)
     async with a, b:
-        qa, qb = a.task_queue, b.task_queue
-        assert await qa._reaper_turn()
-        assert not await qb._reaper_turn()
+        ta, tb = a.task_queue.reaper_turn, b.task_queue.reaper_turn
+        assert await ta.take()
+        assert not await tb.take()
         reads = bucket.requests["get"]
         clock.advance(10)
-        assert await qa._reaper_turn()  # renewed
-        assert not await qb._reaper_turn()  # held until 30 s; b knew it until 20 s
+        assert await ta.take()  # renewed
+        assert not await tb.take()  # held until 30 s; b knew it until 20 s
         assert bucket.requests["get"] == reads  # neither read the turn
         clock.advance(25)  # the holder stopped renewing: its term lapsed at 30 s
-        assert await qb._reaper_turn()
-        assert not await qa._reaper_turn()  # its renewal fails: b holds the turn now
+        assert await tb.take()
+        assert not await ta.take()  # its renewal fails: b holds the turn now
         clock.advance(10)
-        assert not await qa._reaper_turn()
-        assert await qb._reaper_turn()
+        assert not await ta.take()
+        assert await tb.take()
+
+
+async def test_a_consumer_with_a_shorter_interval_or_lease_takes_the_turn_over(clock):
+    """The turn records the shortest reap interval and lease its holder knows: a consumer that
+    needs sweeps more often, or leases read earlier, takes it over and keeps the smaller values
+    of both (no see-saw between the two)."""
+    bucket = SimulatedBucket("s3", seed=1)
+    slow = _backend(bucket, reap_interval=300, visibility_timeout=3600)
+    short = _backend(bucket, reap_interval=300, visibility_timeout=3600)
+    fast = _backend(bucket, reap_interval=5, visibility_timeout=3600)
+    async with slow, short, fast:
+        assert await slow.task_queue.reaper_turn.take()
+        assert await fast.task_queue.reaper_turn.take()  # it sweeps every 5 s, not every 300
+        assert not await slow.task_queue.reaper_turn.take()
+        await short.task_queue.enqueue(Task(func="f"))
+        assert await short.task_queue.dequeue("default", visibility_timeout=30) is not None
+        clock.advance(1)
+        assert await short.task_queue.reaper_turn.take()  # its 30-s leases need earlier reads
+        turn = short.task_queue.reaper_turn
+        assert (turn.interval, turn.shortest_lease_ms) == (5.0, 30_000)  # fast's interval kept
+        assert not await fast.task_queue.reaper_turn.take()
+        assert not await slow.task_queue.reaper_turn.take()
+
+
+async def test_a_turn_with_an_expiry_no_holder_would_write_is_taken_over(clock):
+    """A stray ``.reaper`` (or a holder's clock hours ahead) does not stop the sweeps."""
+    bucket = SimulatedBucket("s3", seed=1)
+    backend = _backend(bucket, reap_interval=5)
+    async with backend:
+        far = utcnow() + timedelta(days=365)
+        record = {"token": "x", "expires_ms": int(far.timestamp() * 1000)}
+        await backend.objects.put(backend.task_queue.reaper_turn.key, json.dumps(record).encode())
+        assert await backend.task_queue.reaper_turn.take()
+
+
+async def test_a_renewal_written_but_answered_with_an_error_keeps_the_turn(clock):
+    """The holder's version went stale (its last renewal was written, the answer lost): it
+    reads the turn, finds its own token, and carries on as the holder."""
+    bucket = SimulatedBucket("s3", seed=1)
+    a, b = _backend(bucket, reap_interval=10), _backend(bucket, reap_interval=10)
+    async with a, b:
+        turn = a.task_queue.reaper_turn
+        assert await turn.take()
+        turn._version = "stale"
+        clock.advance(10)
+        assert await turn.take()
+        assert not await b.task_queue.reaper_turn.take()
+
+
+async def test_a_lease_nobody_told_the_turn_about_is_recovered_by_the_next_full_sweep(clock):
+    """A worker with short leases that dies before it told the turn: its lease is read, at the
+    latest, by the holder's next sweep that reads every lease (once a minute)."""
+    bucket = SimulatedBucket("s3", seed=1)
+    holder = _backend(bucket, reap_interval=5, visibility_timeout=3600)
+    worker = _backend(bucket, reap_interval=5, visibility_timeout=3600)
+
+    async def reap() -> None:
+        holder.task_queue._last_reap = float("-inf")  # its reap interval is monotonic time
+        await holder.task_queue._maybe_reap()
+
+    async with holder, worker:
+        await reap()  # the holder's first sweep reads every lease
+        task_id = await worker.task_queue.enqueue(Task(func="f"))
+        assert await worker.task_queue.dequeue("default", visibility_timeout=30) is not None
+        clock.advance(40)  # expired at 30 s; written 40 s ago, under half the holder's 3,600
+        await reap()
+        assert (await holder.task_queue.get_task(task_id)).status is TaskStatus.RUNNING
+        clock.advance(25)  # a minute since the last full sweep
+        await reap()
+        assert (await holder.task_queue.get_task(task_id)).status is TaskStatus.PENDING

@@ -500,9 +500,9 @@ async def test_object_stores_reap_once_per_interval_across_consumers(backend_fac
         for i, b in enumerate(consumers):
             original = b.task_queue._sweep_expired
 
-            async def counted(_i=i, _original=original):
+            async def counted(_i=i, _original=original, **how):
                 reaps.append(_i)
-                return await _original()
+                return await _original(**how)
 
             b.task_queue._sweep_expired = counted
         for b in consumers:

@@ -81,7 +81,8 @@ def fence_seconds(task: Task, config: Settings) -> float:
     """How long the fence of a finish or requeue holds the task: what is left of the holder's
     lease, and at least ``FENCE_FLOOR_SECONDS`` (the configured lease if shorter). A holder
     killed between the fence and the settle holds the task no longer than its own lease
-    would have, or the floor (not the backend's default lease, 60 s). The floor covers the
+    would have, or the floor (not the backend's default lease, 60 s); on buckets, until the
+    reaper reads it, up to a minute later (docs/storage-protocol.md). The floor covers the
     settle's writes: they are not conditional, so a reaper that took an expired fence over
     while they were under way could see them land after its own (a task finished twice)."""
     assert task.lease is not None

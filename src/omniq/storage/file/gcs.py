@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import re
 from collections.abc import AsyncGenerator
 from datetime import datetime
 from typing import Any
@@ -24,14 +25,23 @@ from omniq.storage.file.objects import VersionMismatch
 _BOUNDARY = "==omniq=="
 
 
+_RFC3339 = re.compile(r"([^.]+?)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)")
+
+
 def _timestamp(value: object) -> float | None:
-    """An object's ``updated`` time (RFC 3339, as the JSON API lists it) in epoch seconds."""
-    if not isinstance(value, str):
+    """An object's ``updated`` time (RFC 3339, as the JSON API lists it) in epoch seconds.
+
+    The fraction is parsed apart: emulators trim its trailing zeros (``.87568Z``), which
+    ``datetime.fromisoformat`` refuses before Python 3.11."""
+    match = _RFC3339.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
         return None
+    base, fraction, zone = match.groups()
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        stamp = datetime.fromisoformat(base + ("+00:00" if zone == "Z" else zone)).timestamp()
     except ValueError:
         return None
+    return stamp + (float("0." + fraction) if fraction else 0.0)
 
 
 class GCSObjectStore(CloudObjectStore):

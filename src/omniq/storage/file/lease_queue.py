@@ -33,7 +33,7 @@ from omniq.exceptions import (
     StorageError,
     TaskNotFoundError,
 )
-from omniq.models._time import utcnow
+from omniq.models._time import utcnow, utcnow_ms
 from omniq.models.event import TaskEvent
 from omniq.models.result import TaskResult
 from omniq.models.task import Lease, Task, TaskStatus
@@ -49,6 +49,7 @@ from omniq.storage.file.keys import (
     task_id_of,
 )
 from omniq.storage.file.objects import VersionMismatch
+from omniq.storage.file.reaper_turn import ReaperTurn
 from omniq.storage.file.records import FINISHED_DIRS
 from omniq.storage.file.task_queue import (
     _DIR_OF_STATUS,
@@ -102,10 +103,8 @@ class LeaseTaskQueue(FileTaskQueue):
         self._idle_pause: dict[str, float] = {}  # queue -> the current idle listing interval
         self._idle_until: dict[str, float] = {}  # queue -> monotonic time to list it again
         self._mine: set[str] = set()  # names this queue object claimed (while still leased)
-        self._reaper_token = _token()
-        self._turn_version: str | None = None  # the reaper turn's version while we hold it
-        self._turn_lapses_ms = 0  # when the reaper turn another consumer holds lapses
-        self._shortest_lease = ctx.config.visibility_timeout  # granted by this process
+        self.reaper_turn = ReaperTurn(self._objects, tasks_dir, ctx.config.reap_interval)
+        self._last_full_sweep_ms: int | None = None  # the last sweep that read every lease
         #: Leases the reaper's sweeps ``read`` and ``skipped`` (written too recently).
         self.reap_stats: Counter[str] = Counter()
 
@@ -303,7 +302,7 @@ class LeaseTaskQueue(FileTaskQueue):
     async def _try_claim(
         self, queue: str, name: str, now_ms: int, lease_ms: int, worker_id: str | None
     ) -> Task | None:
-        self._shortest_lease = min(self._shortest_lease, lease_ms / 1000)
+        self.reaper_turn.learn_lease(lease_ms / 1000)
         record = LeaseRecord(token=_token(worker_id), expires_ms=now_ms + lease_ms,
                              worker_id=worker_id)  # fmt: skip
         try:
@@ -356,7 +355,7 @@ class LeaseTaskQueue(FileTaskQueue):
     async def renew_lease(self, task: Task, visibility_timeout: float | None = None) -> Task:
         seconds = self._lease_seconds(visibility_timeout)
         self._held(task)
-        self._shortest_lease = min(self._shortest_lease, seconds)
+        self.reaper_turn.learn_lease(seconds)
         assert task.lease is not None
         record = LeaseRecord(token=task.lease.token, expires_ms=self._lease_ms(seconds),
                              worker_id=task.lease.worker_id)  # fmt: skip
@@ -420,38 +419,48 @@ class LeaseTaskQueue(FileTaskQueue):
 
     # ---------------------------------------------------------------------- the reaper
 
+    #: A sweep at least this often reads every lease, whatever the listing says: the bound on
+    #: how late a lease no consumer said was short (or a store clock far behind) is recovered.
+    FULL_SWEEP_SECONDS = 60.0
+
     async def _maybe_reap(self) -> None:
         # Reaping lists every running/ folder: one consumer per reap interval does it for
-        # all, the holder of the reaper turn; the others read the turn when it could lapse.
+        # all, the holder of the reaper turn (see reaper_turn.py).
         now = time.monotonic()
-        if now - self._last_reap >= self._config.reap_interval:
+        if now - self._last_reap >= self.reaper_turn.interval:
             self._last_reap = now
             try:
-                if await self._reaper_turn():
-                    await self._sweep_expired()
+                if await self.reaper_turn.take():
+                    now_ms, last = utcnow_ms(), self._last_full_sweep_ms
+                    full = last is None or not 0 <= now_ms - last < self.FULL_SWEEP_SECONDS * 1000
+                    if full:
+                        self._last_full_sweep_ms = now_ms
+                    await self._sweep_expired(full=full)
                     if self.doorbell.sweep_due():
                         await self.doorbell.sweep(await self.list_queues())
             except StorageError as exc:  # claiming goes on; the next interval tries again
                 logger.error("reaping expired leases failed: %s", exc)
 
-    async def _sweep_expired(self) -> list[Task]:
-        """The reaper's sweep: ``requeue_expired``, reading only the leases the listing shows
-        unwritten for at least half the shortest lease (the configured visibility timeout, or
-        a shorter one this process granted).
+    async def _sweep_expired(self, *, full: bool = False) -> list[Task]:
+        """The reaper's sweep: ``requeue_expired``, reading (unless ``full``) only the leases
+        the listing shows unwritten for at least half the shortest lease known to the fleet
+        (the reaper turn's; the configured visibility timeout if no consumer said).
 
-        A live holder rewrites its lease every third of it, so its leases are never read; a
+        A live holder rewrites its lease every third of it, so its leases are not read; a
         lease is read once its holder has missed a renewal. The margin of half a lease absorbs
-        clock skew between the store and this process (a larger skew only delays a recovery).
-        A lease shorter than any this process knows of (another worker's shorter
-        ``visibility_timeout``) is recovered up to that much later; ``requeue_expired`` reads
-        every lease."""
+        clock skew between the store and this process. A larger skew, or a lease shorter than
+        any consumer told the turn, is recovered by the next full sweep at the latest."""
         now = utcnow()
-        now_ms, quiet_since = to_ms(now), now.timestamp() - self._shortest_lease / 2
+        shortest_ms = self.reaper_turn.shortest_lease_ms
+        quiet_for = shortest_ms / 2000 if shortest_ms else self._config.visibility_timeout / 2
+        now_ms, quiet_since = to_ms(now), now.timestamp() - quiet_for
         out: list[Task] = []
         for queue in await self.list_queues():
             listed = await self._objects.list_modified(self._dir(queue, RUNNING))
             for name, written in listed.items():
-                if written is not None and written > quiet_since:
+                if not self._is_task_name(RUNNING, name):
+                    continue
+                if not full and written is not None and written > quiet_since:
                     self.reap_stats["skipped"] += 1
                     continue
                 self.reap_stats["read"] += 1
@@ -459,45 +468,6 @@ class LeaseTaskQueue(FileTaskQueue):
                 if task is not None:
                     out.append(task)
         return out
-
-    async def _reaper_turn(self) -> bool:
-        """Hold ``<tasks>/.reaper`` for this reap interval. Its holder keeps it, renewing it by
-        compare-and-swap for two intervals at a time; the others take it (CAS) only once it
-        has lapsed, and until then do not read it."""
-        key = f"{self._root}/.reaper"
-        now_ms = to_ms(utcnow())
-        term_ms = int(self._config.reap_interval * 2000)
-        mine = _encode(LeaseRecord(token=self._reaper_token, expires_ms=now_ms + term_ms))
-        if self._turn_version is not None:
-            try:
-                self._turn_version = await self._objects.replace(key, mine, self._turn_version)
-                return True
-            except (VersionMismatch, FileNotFoundError):  # it lapsed and changed hands
-                self._turn_version = None
-            except ConflictError:
-                return False  # busy: keep it, renew at the next interval
-        if now_ms < self._turn_lapses_ms:
-            return False
-        try:
-            data, version = await self._objects.get_versioned(key)
-        except FileNotFoundError:
-            try:
-                self._turn_version = await self._objects.create(key, mine)
-                return True
-            except (FileExistsError, ConflictError):  # taken, or busy: not this turn
-                return False
-        try:
-            expires_ms = _decode(data).expires_ms
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            expires_ms = 0  # unreadable: take it over
-        if expires_ms > now_ms:
-            self._turn_lapses_ms = min(expires_ms, now_ms + term_ms)  # a bogus far expiry too
-            return False
-        try:
-            self._turn_version = await self._objects.replace(key, mine, version)
-        except (VersionMismatch, ConflictError):
-            return False
-        return True
 
     async def _recover_if_expired(
         self, queue: str, name: str, now_ms: int, now: datetime
