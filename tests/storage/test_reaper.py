@@ -69,26 +69,54 @@ async def test_a_lease_shorter_than_the_configured_one_is_recovered_in_its_own_t
         assert [t.id for t in await q._sweep_expired()] == [task_id]
 
 
+def _on(clock, *backends: SimBackend) -> list:
+    """The backends' reaper turns, their monotonic clocks driven by the test's clock."""
+    turns = [b.task_queue.reaper_turn for b in backends]
+    for turn in turns:
+        turn._monotonic = lambda: clock.now.timestamp()
+    return turns
+
+
 async def test_the_reaper_turn_stays_with_its_holder_until_it_lapses(clock):
-    """The holder renews the turn by compare-and-swap (two reap intervals at a time) without
-    reading it; the others do not read it before it could have lapsed, and take it over then."""
+    """The holder renews the turn by compare-and-swap every interval without reading it; the
+    others look at it every two intervals (and a second) and take it over once they have seen
+    the same version for that long."""
     bucket = SimulatedBucket("s3", seed=1)
     a, b = _backend(bucket, reap_interval=10), _backend(bucket, reap_interval=10)
     async with a, b:
-        ta, tb = a.task_queue.reaper_turn, b.task_queue.reaper_turn
+        ta, tb = _on(clock, a, b)
         assert await ta.take()
-        assert not await tb.take()
+        assert not await tb.take()  # first sight of this version
         reads = bucket.requests["get"]
         clock.advance(10)
         assert await ta.take()  # renewed
-        assert not await tb.take()  # held until 30 s; b knew it until 20 s
+        assert not await tb.take()  # not time to look again
         assert bucket.requests["get"] == reads  # neither read the turn
-        clock.advance(25)  # the holder stopped renewing: its term lapsed at 30 s
-        assert await tb.take()
+        clock.advance(25)  # 35 s: the holder stops renewing (last at 10 s)
+        assert not await tb.take()  # a new version since its last look: the holder is alive
+        clock.advance(21)
+        assert await tb.take()  # the same version for 21 s: lapsed
         assert not await ta.take()  # its renewal fails: b holds the turn now
         clock.advance(10)
         assert not await ta.take()
         assert await tb.take()
+
+
+async def test_clock_jumps_and_skew_do_not_move_the_turn(clock):
+    """Lapse is judged by each consumer's monotonic clock, not by the expiry the holder wrote
+    by its own: a wall clock that jumps (or a holder's clock far behind) changes nothing."""
+    bucket = SimulatedBucket("s3", seed=1)
+    a, b = _backend(bucket, reap_interval=10), _backend(bucket, reap_interval=10)
+    async with a, b:
+        ta, tb = _on(clock, a, b)
+        ticks = [0.0]
+        tb._monotonic = lambda: ticks[0]  # b's monotonic clock moves on its own
+        assert await ta.take()
+        for _ in range(6):
+            clock.advance(3600)  # the wall clock jumps an hour at each renewal
+            ticks[0] += 10
+            assert await ta.take()
+            assert not await tb.take()
 
 
 async def test_a_consumer_with_a_shorter_interval_or_lease_takes_the_turn_over(clock):
@@ -100,28 +128,38 @@ async def test_a_consumer_with_a_shorter_interval_or_lease_takes_the_turn_over(c
     short = _backend(bucket, reap_interval=300, visibility_timeout=3600)
     fast = _backend(bucket, reap_interval=5, visibility_timeout=3600)
     async with slow, short, fast:
-        assert await slow.task_queue.reaper_turn.take()
-        assert await fast.task_queue.reaper_turn.take()  # it sweeps every 5 s, not every 300
-        assert not await slow.task_queue.reaper_turn.take()
+        t_slow, t_short, t_fast = _on(clock, slow, short, fast)
+        assert await t_slow.take()
+        assert await t_fast.take()  # it sweeps every 5 s, not every 300
+        assert not await t_slow.take()
         await short.task_queue.enqueue(Task(func="f"))
         assert await short.task_queue.dequeue("default", visibility_timeout=30) is not None
         clock.advance(1)
-        assert await short.task_queue.reaper_turn.take()  # its 30-s leases need earlier reads
-        turn = short.task_queue.reaper_turn
-        assert (turn.interval, turn.shortest_lease_ms) == (5.0, 30_000)  # fast's interval kept
-        assert not await fast.task_queue.reaper_turn.take()
-        assert not await slow.task_queue.reaper_turn.take()
+        assert await t_short.take()  # its 30-s leases need earlier reads
+        assert (t_short.interval, t_short.shortest_lease_ms) == (5.0, 30_000)  # fast's kept
+        assert not await t_fast.take()
+        assert not await t_slow.take()
+        clock.advance(1)
+        fresh = _backend(bucket, reap_interval=2, visibility_timeout=3600)  # no lease yet
+        async with fresh:
+            (t_fresh,) = _on(clock, fresh)
+            assert await t_fresh.take()  # a shorter interval...
+            assert t_fresh.shortest_lease_ms == 30_000  # ...and the lease the turn knew, kept
 
 
-async def test_a_turn_with_an_expiry_no_holder_would_write_is_taken_over(clock):
-    """A stray ``.reaper`` (or a holder's clock hours ahead) does not stop the sweeps."""
+async def test_a_turn_nobody_renews_is_taken_over_whatever_expiry_it_says(clock):
+    """A stray ``.reaper`` with an expiry a year ahead (or a holder's clock hours ahead) does
+    not stop the sweeps: it lapses like any turn nobody renews."""
     bucket = SimulatedBucket("s3", seed=1)
     backend = _backend(bucket, reap_interval=5)
     async with backend:
+        (turn,) = _on(clock, backend)
         far = utcnow() + timedelta(days=365)
         record = {"token": "x", "expires_ms": int(far.timestamp() * 1000)}
-        await backend.objects.put(backend.task_queue.reaper_turn.key, json.dumps(record).encode())
-        assert await backend.task_queue.reaper_turn.take()
+        await backend.objects.put(turn.key, json.dumps(record).encode())
+        assert not await turn.take()
+        clock.advance(11)
+        assert await turn.take()
 
 
 async def test_a_renewal_written_but_answered_with_an_error_keeps_the_turn(clock):
@@ -130,12 +168,12 @@ async def test_a_renewal_written_but_answered_with_an_error_keeps_the_turn(clock
     bucket = SimulatedBucket("s3", seed=1)
     a, b = _backend(bucket, reap_interval=10), _backend(bucket, reap_interval=10)
     async with a, b:
-        turn = a.task_queue.reaper_turn
-        assert await turn.take()
-        turn._version = "stale"
+        ta, tb = _on(clock, a, b)
+        assert await ta.take()
+        ta._version = "stale"
         clock.advance(10)
-        assert await turn.take()
-        assert not await b.task_queue.reaper_turn.take()
+        assert await ta.take()
+        assert not await tb.take()
 
 
 async def test_a_lease_nobody_told_the_turn_about_is_recovered_by_the_next_full_sweep(clock):
@@ -150,6 +188,7 @@ async def test_a_lease_nobody_told_the_turn_about_is_recovered_by_the_next_full_
         await holder.task_queue._maybe_reap()
 
     async with holder, worker:
+        _on(clock, holder, worker)
         await reap()  # the holder's first sweep reads every lease
         task_id = await worker.task_queue.enqueue(Task(func="f"))
         assert await worker.task_queue.dequeue("default", visibility_timeout=30) is not None

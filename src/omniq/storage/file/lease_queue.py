@@ -18,6 +18,7 @@ listing from it, one extra listing per refresh rather than a failed create per r
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections import Counter
@@ -33,7 +34,7 @@ from omniq.exceptions import (
     StorageError,
     TaskNotFoundError,
 )
-from omniq.models._time import utcnow, utcnow_ms
+from omniq.models._time import utcnow
 from omniq.models.event import TaskEvent
 from omniq.models.result import TaskResult
 from omniq.models.task import Lease, Task, TaskStatus
@@ -104,7 +105,6 @@ class LeaseTaskQueue(FileTaskQueue):
         self._idle_until: dict[str, float] = {}  # queue -> monotonic time to list it again
         self._mine: set[str] = set()  # names this queue object claimed (while still leased)
         self.reaper_turn = ReaperTurn(self._objects, tasks_dir, ctx.config.reap_interval)
-        self._last_full_sweep_ms: int | None = None  # the last sweep that read every lease
         #: Leases the reaper's sweeps ``read`` and ``skipped`` (written too recently).
         self.reap_stats: Counter[str] = Counter()
 
@@ -419,9 +419,7 @@ class LeaseTaskQueue(FileTaskQueue):
 
     # ---------------------------------------------------------------------- the reaper
 
-    #: A sweep at least this often reads every lease, whatever the listing says: the bound on
-    #: how late a lease no consumer said was short (or a store clock far behind) is recovered.
-    FULL_SWEEP_SECONDS = 60.0
+    SWEEP_READS = 16  # lease reads (and recoveries) a sweep keeps in flight
 
     async def _maybe_reap(self) -> None:
         # Reaping lists every running/ folder: one consumer per reap interval does it for
@@ -431,11 +429,7 @@ class LeaseTaskQueue(FileTaskQueue):
             self._last_reap = now
             try:
                 if await self.reaper_turn.take():
-                    now_ms, last = utcnow_ms(), self._last_full_sweep_ms
-                    full = last is None or not 0 <= now_ms - last < self.FULL_SWEEP_SECONDS * 1000
-                    if full:
-                        self._last_full_sweep_ms = now_ms
-                    await self._sweep_expired(full=full)
+                    await self._sweep_expired(full=self.reaper_turn.full_sweep_due())
                     if self.doorbell.sweep_due():
                         await self.doorbell.sweep(await self.list_queues())
             except StorageError as exc:  # claiming goes on; the next interval tries again
@@ -448,8 +442,10 @@ class LeaseTaskQueue(FileTaskQueue):
 
         A live holder rewrites its lease every third of it, so its leases are not read; a
         lease is read once its holder has missed a renewal. The margin of half a lease absorbs
-        clock skew between the store and this process. A larger skew, or a lease shorter than
-        any consumer told the turn, is recovered by the next full sweep at the latest."""
+        a store clock ahead of this one by less; a larger skew, or a lease shorter than any
+        consumer told the turn, waits for the next full sweep (once a minute, fleet-wide).
+        Reads run ``SWEEP_READS`` at a time; a long sweep renews the turn as it goes, and stops
+        if the turn changed hands meanwhile."""
         now = utcnow()
         shortest_ms = self.reaper_turn.shortest_lease_ms
         quiet_for = shortest_ms / 2000 if shortest_ms else self._config.visibility_timeout / 2
@@ -457,16 +453,19 @@ class LeaseTaskQueue(FileTaskQueue):
         out: list[Task] = []
         for queue in await self.list_queues():
             listed = await self._objects.list_modified(self._dir(queue, RUNNING))
-            for name, written in listed.items():
-                if not self._is_task_name(RUNNING, name):
-                    continue
-                if not full and written is not None and written > quiet_since:
-                    self.reap_stats["skipped"] += 1
-                    continue
-                self.reap_stats["read"] += 1
-                task = await self._recover_logged(queue, name, now_ms, now)
-                if task is not None:
-                    out.append(task)
+            names = [n for n in listed if self._is_task_name(RUNNING, n)]
+            due = [n for n in names if full or (listed[n] or 0.0) <= quiet_since]
+            self.reap_stats["skipped"] += len(names) - len(due)
+            for start in range(0, len(due), self.SWEEP_READS):
+                turn = self.reaper_turn
+                if turn.held and turn.renewal_due() and not await turn.take():
+                    return out  # the turn changed hands: its new holder sweeps
+                batch = due[start : start + self.SWEEP_READS]
+                self.reap_stats["read"] += len(batch)
+                found = await asyncio.gather(
+                    *(self._recover_logged(queue, name, now_ms, now) for name in batch)
+                )
+                out.extend(task for task in found if task is not None)
         return out
 
     async def _recover_if_expired(
