@@ -18,9 +18,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.scale_sim import SimBackend
 
+from omniq.exceptions import StorageError
 from omniq.models._time import utcnow
 from omniq.models.task import Task, TaskStatus
-from omniq.storage.file.simulated import SimulatedBucket, SimulatedObjectStore
+from omniq.storage.file.cloud import Backoff
+from omniq.storage.file.simulated import ProviderError, SimulatedBucket, SimulatedObjectStore
 
 pytestmark = pytest.mark.file_layout("the lease-object reaper on a simulated bucket")
 
@@ -198,3 +200,47 @@ async def test_a_lease_nobody_told_the_turn_about_is_recovered_by_the_next_full_
         clock.advance(25)  # a minute since the last full sweep
         await reap()
         assert (await holder.task_queue.get_task(task_id)).status is TaskStatus.PENDING
+
+
+async def test_a_settle_throttled_past_its_record_s_expiry_is_left_to_the_reaper(clock):
+    """The settle's writes are not conditional: one landing after a reaper completed the same
+    settle (after throttled retries, say) could bring a finished task's payload back (it ran
+    twice in the 1,000-worker simulation) or delete a new one. So a settle starts no request
+    within two seconds of its record's expiry; the reaper completes what is left."""
+    backend = _backend(SimulatedBucket("s3", seed=1), visibility_timeout=30)
+    async with backend:
+        q, store = backend.task_queue, backend.objects
+        store.backoff = Backoff(base=0.001)
+        task_id = await q.enqueue(Task(func="f"))
+        task = await q.dequeue("default")
+        assert task is not None
+        original, attempts = store._put, []
+
+        async def slow_down(path, data, *, create, version):
+            if "/completed/" in path:  # every write of the finished record: 503, 10 s gone
+                attempts.append(path)
+                clock.advance(10)
+                raise ProviderError(503, "SlowDown")
+            return await original(path, data, create=create, version=version)
+
+        store._put = slow_down
+        with pytest.raises(StorageError):
+            await q.finish_task(task)
+        # The fence holds until 30 s: tries at 0, 10 and 20 s, none at 30 (8 before).
+        assert len(attempts) == 3
+        store._put = original
+        assert (await q.get_task(task_id)).status is TaskStatus.RUNNING
+        clock.advance(1)
+        await q._sweep_expired(full=True)  # the reaper completes the settle
+        assert (await q.get_task(task_id)).status is TaskStatus.COMPLETED
+
+
+async def test_a_settle_of_a_short_lease_is_not_cut_short(clock):
+    """The margin shrinks to half of what is left of a short record: a 1-s lease finishes."""
+    backend = _backend(SimulatedBucket("s3", seed=1), visibility_timeout=1)
+    async with backend:
+        q = backend.task_queue
+        await q.enqueue(Task(func="f"))
+        task = await q.dequeue("default")
+        assert task is not None
+        assert (await q.finish_task(task)).status is TaskStatus.COMPLETED

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import contextvars
 import functools
 import importlib.util
 import logging
@@ -21,11 +22,12 @@ import os
 import random
 from abc import abstractmethod
 from collections import Counter
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from omniq.exceptions import MissingDependencyError, OmniQError, StorageError
+from omniq.models._time import utcnow_ms
 from omniq.storage.file.objects import (
     NO_GUARANTEES,
     Capabilities,
@@ -45,6 +47,27 @@ THROTTLED = frozenset({429, 503})  # "slow down": S3 SlowDown, GCS and Azure rat
 # How a version can be sent in ``If-Match``: as the store returned it, or with the quotes of an
 # ETag taken off or put on (Ceph RGW refuses its own quoted ETag and takes it unquoted).
 MATCH_FORMS = ("as returned", "unquoted", "quoted")
+
+
+#: Requests (and retries) that must not start after this time (epoch ms, OmniQ's clock): a settle
+#: whose record a reaper may take over from then on must not land a write after the reaper's.
+_DEADLINE: contextvars.ContextVar[int | None] = contextvars.ContextVar("deadline", default=None)
+
+
+@contextlib.contextmanager
+def deadline(at_ms: int) -> Iterator[None]:
+    """Within the block, cloud requests (and their retries) are not started at or after
+    ``at_ms``: the call fails with ``StorageError`` instead."""
+    token = _DEADLINE.set(at_ms)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def _past_deadline(wait: float = 0.0) -> bool:
+    at_ms = _DEADLINE.get()
+    return at_ms is not None and utcnow_ms() + int(wait * 1000) >= at_ms
 
 
 class WriteConflict(Exception):
@@ -205,12 +228,16 @@ class CloudObjectStore(ObjectStore):
     async def _throttled(self, exc: Exception, retry: int, action: str, key: str) -> None:
         """Wait before retrying a request the store throttled (HTTP 429/503); raise the error
         (wrapped) if it is not throttling or the retries are used up."""
-        if http_status(exc) not in THROTTLED or retry + 1 >= self.backoff.attempts:
+        delay = max(self.backoff.delay(retry), self._object_wait(action, key))
+        if (
+            http_status(exc) not in THROTTLED
+            or retry + 1 >= self.backoff.attempts
+            or _past_deadline(delay)
+        ):
             if isinstance(exc, OmniQError):
                 raise exc
             raise self._fail(exc, action, key) from exc
         self.requests["throttled"] += 1
-        delay = max(self.backoff.delay(retry), self._object_wait(action, key))
         logger.debug("%s/%s: throttled (%s); retrying in %.3f s", self.url, key, exc, delay)
         await asyncio.sleep(delay)
 
@@ -219,6 +246,8 @@ class CloudObjectStore(ObjectStore):
         any other failure but the ones callers act on becomes a ``StorageError``."""
         retry = 0
         while True:
+            if _past_deadline():
+                raise StorageError(f"cannot {action}: past the deadline", f"{self.url}/{key}")
             try:
                 return await request()
             except (FileNotFoundError, FileExistsError, VersionMismatch, WriteConflict,
@@ -308,9 +337,10 @@ class CloudObjectStore(ObjectStore):
 
     async def _conflict(self, exc: WriteConflict, retry: int, action: str, key: str) -> None:
         self.requests["conflict"] += 1
-        if retry + 1 >= self.backoff.attempts:
+        delay = self.backoff.delay(retry)
+        if retry + 1 >= self.backoff.attempts or _past_deadline(delay):
             raise self._fail(exc, action, key) from exc
-        await asyncio.sleep(self.backoff.delay(retry))
+        await asyncio.sleep(delay)
 
     async def delete(self, key: str) -> bool:
         path = self._path(key)

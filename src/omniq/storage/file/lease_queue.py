@@ -34,11 +34,11 @@ from omniq.exceptions import (
     StorageError,
     TaskNotFoundError,
 )
-from omniq.models._time import utcnow
+from omniq.models._time import utcnow, utcnow_ms
 from omniq.models.event import TaskEvent
 from omniq.models.result import TaskResult
 from omniq.models.task import Lease, Task, TaskStatus
-from omniq.storage.file.cloud import ConflictError
+from omniq.storage.file.cloud import ConflictError, deadline
 from omniq.storage.file.common import FileStoreContext, from_ms, logger, to_ms
 from omniq.storage.file.doorbell import Doorbell
 from omniq.storage.file.keys import (
@@ -84,6 +84,10 @@ class LeaseRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(LeaseRecord).decode
+
+#: A settle starts no request later than this before its record expires: a request sent
+#: before lands before a reaper (whose clock is within this of ours) may take the record over.
+SETTLE_MARGIN_MS = 2000
 
 
 class LeaseTaskQueue(FileTaskQueue):
@@ -383,12 +387,18 @@ class LeaseTaskQueue(FileTaskQueue):
         is where it goes), then the lease. Every step is idempotent."""
         assert record.settle_to is not None and record.settle_data is not None
         payload = self._payload_key(queue, name)
-        # In this order, not in parallel: a reader must always find the task somewhere (with
-        # the payload deleted first, get_task and a waiting caller would see no task at all).
-        await self._objects.put(record.settle_to, record.settle_data)
-        if record.settle_to != payload:
-            await self._objects.discard(payload)
-        await self._drop_lease(queue, name, version)
+        # No write may start once a reaper could take the record over: the writes are not
+        # conditional, and one landing after the reaper's completion (say after throttled
+        # retries) could bring a finished task's payload back, or delete a new one. Stopped
+        # here, the settle is left to the reaper, which completes it.
+        left_ms = max(0, record.expires_ms - utcnow_ms())  # short leases: half of what is left
+        with deadline(record.expires_ms - min(SETTLE_MARGIN_MS, left_ms // 2)):
+            # In this order, not in parallel: a reader must always find the task somewhere
+            # (with the payload deleted first, get_task and a waiting caller would see none).
+            await self._objects.put(record.settle_to, record.settle_data)
+            if record.settle_to != payload:
+                await self._objects.discard(payload)
+            await self._drop_lease(queue, name, version)
 
     async def finish_task(
         self,
