@@ -244,3 +244,79 @@ async def test_a_settle_of_a_short_lease_is_not_cut_short(clock):
         task = await q.dequeue("default")
         assert task is not None
         assert (await q.finish_task(task)).status is TaskStatus.COMPLETED
+
+
+async def _listing_anew(q) -> Task | None:
+    """A dequeue that lists the queue now: its listing is kept ``listing_ttl``, and a queue
+    found empty rests a while, both in real (monotonic) time."""
+    q._indexes.clear()
+    q._idle_until.clear()
+    return await q.dequeue("default")
+
+
+async def test_a_requeue_to_a_new_name_is_held_until_the_old_settle_is_done(clock):
+    """A retry with a delay settles to a new pending name. Its payload is written first, and
+    the old settle record stays until the settle is done: if the new name were claimable in
+    between, a reaper completing that record could write the payload back after the task ran
+    and finished (it ran twice in the throttled fleet simulation). A hold keeps it unclaimed."""
+    backend = _backend(SimulatedBucket("s3", seed=1), visibility_timeout=30)
+    async with backend:
+        q, store = backend.task_queue, backend.objects
+        store.backoff = Backoff(base=0.001)
+        task_id = await q.enqueue(Task(func="f"))
+        task = await _listing_anew(q)
+        assert task is not None
+        original = store._delete
+
+        async def refuse(path, version):  # the old payload's delete: the settle stops there
+            if "/pending/" in path:
+                raise ProviderError(503, "SlowDown")
+            return await original(path, version)
+
+        store._delete = refuse
+        with pytest.raises(StorageError):
+            await q.requeue_task(task, eta=utcnow() + timedelta(seconds=1))
+        store._delete = original
+        clock.advance(2)  # the new name is due, and written
+        assert await _listing_anew(q) is None  # held while the old settle record stands
+        clock.advance(40)  # that record expired: a reaper completes it and drops the hold
+        await q._sweep_expired(full=True)
+        again = await _listing_anew(q)
+        assert again is not None and again.id == task_id and again.attempts == 2
+        await q.finish_task(again)
+        clock.advance(60)
+        await q._sweep_expired(full=True)
+        assert await _listing_anew(q) is None  # nothing written back
+        assert (await q.get_task(task_id)).status is TaskStatus.COMPLETED
+        assert [p for p in backend.objects.sim.paths() if "/running/" in p] == []
+
+
+async def test_an_expired_hold_is_dropped_once_its_settle_is_done(clock):
+    """A settler that completed everything but the hold's delete: the reaper drops the hold
+    once the settle record it names is gone (not before), and the task runs."""
+    backend = _backend(SimulatedBucket("s3", seed=1), visibility_timeout=30)
+    async with backend:
+        q, store = backend.task_queue, backend.objects
+        store.backoff = Backoff(base=0.001)
+        task_id = await q.enqueue(Task(func="f"))
+        task = await _listing_anew(q)
+        assert task is not None
+        original, deletes = store._delete, []
+
+        async def refuse_the_last(path, version):
+            deletes.append(path)
+            if len(deletes) == 3:  # old payload, old lease, then the hold: refused
+                raise ProviderError(503, "SlowDown")
+            return await original(path, version)
+
+        store._delete = refuse_the_last
+        store.backoff = Backoff(base=0.001, attempts=1)
+        with pytest.raises(StorageError):
+            await q.requeue_task(task, eta=utcnow() + timedelta(seconds=1))
+        store._delete = original
+        clock.advance(2)
+        assert await _listing_anew(q) is None  # still held
+        clock.advance(40)
+        await q._sweep_expired(full=True)
+        again = await _listing_anew(q)
+        assert again is not None and again.id == task_id

@@ -36,6 +36,7 @@ from omniq.exceptions import (
 )
 from omniq.models._time import utcnow, utcnow_ms
 from omniq.models.event import TaskEvent
+from omniq.models.ids import is_valid_name
 from omniq.models.result import TaskResult
 from omniq.models.task import Lease, Task, TaskStatus
 from omniq.storage.file.cloud import ConflictError, deadline
@@ -76,6 +77,12 @@ class LeaseRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     worker_id: str | None = None
     settle_to: str | None = None
     settle_data: bytes | None = None
+    #: A hold, not a claim: the settle of the lease ``<queue>/<name>`` named here is writing
+    #: this name's payload (a requeue to a new name). Nobody may claim the name before that
+    #: settle record is gone, or a reaper completing it could write the payload back after
+    #: the task ran and finished. The settle drops the hold last; a reaper drops an expired
+    #: hold once the settle record is gone.
+    held_for: str | None = None
     #: A reaper's take-over of an expired lease: whoever completes the settle reports the
     #: expiry (its event, a dead-lettered task's result) first, in case the reaper died
     #: before it did. At least once: a report may repeat, none is lost.
@@ -391,14 +398,49 @@ class LeaseTaskQueue(FileTaskQueue):
         # conditional, and one landing after the reaper's completion (say after throttled
         # retries) could bring a finished task's payload back, or delete a new one. Stopped
         # here, the settle is left to the reaper, which completes it.
+        target = self._new_pending_name(record.settle_to, payload)
         left_ms = max(0, record.expires_ms - utcnow_ms())  # short leases: half of what is left
         with deadline(record.expires_ms - min(SETTLE_MARGIN_MS, left_ms // 2)):
+            hold: str | None = None
+            if target is not None:
+                hold = await self._hold(*target, f"{queue}/{name}", record)
             # In this order, not in parallel: a reader must always find the task somewhere
             # (with the payload deleted first, get_task and a waiting caller would see none).
-            await self._objects.put(record.settle_to, record.settle_data)
+            if target is None or hold is not None:
+                await self._objects.put(record.settle_to, record.settle_data)
             if record.settle_to != payload:
                 await self._objects.discard(payload)
             await self._drop_lease(queue, name, version)
+            if target is not None and hold is not None:
+                await self._drop_lease(*target, hold)
+
+    def _new_pending_name(self, settle_to: str, payload: str) -> tuple[str, str] | None:
+        """``(queue, name)`` if a settle writes a pending payload under another name than the
+        one it leaves (a requeue with a new due time, an admin move), else ``None``."""
+        if settle_to == payload or not settle_to.startswith(self._root + "/"):
+            return None
+        parts = settle_to[len(self._root) + 1 :].split("/")
+        if len(parts) != 3 or parts[1] != PENDING:
+            return None
+        return parts[0], parts[2]
+
+    async def _hold(self, queue: str, name: str, source: str, record: LeaseRecord) -> str | None:
+        """Hold ``name`` for the settle of ``source``; its version, or ``None`` if someone else
+        holds the name: the task moved on there (its payload was written by an earlier try of
+        this settle, by an older version without holds), and it must not be written again."""
+        mark = _encode(LeaseRecord(token=record.token, expires_ms=record.expires_ms,
+                                   held_for=source))  # fmt: skip
+        key = self._lease_key(queue, name)
+        try:
+            return await self._objects.create(key, mark)
+        except FileExistsError:
+            pass
+        found = await self._read_lease(queue, name)
+        if found is not None and found[0].held_for == source:
+            return found[1]  # an earlier try of this settle (killed, or out of time)
+        logger.warning("%s is held by another lease: the settle of %s does not write it", key,
+                       source)  # fmt: skip
+        return None
 
     async def finish_task(
         self,
@@ -492,6 +534,9 @@ class LeaseTaskQueue(FileTaskQueue):
         self, queue: str, name: str, record: LeaseRecord, version: str, now: datetime
     ) -> Task | None:
         lease_key = self._lease_key(queue, name)
+        if record.held_for is not None:
+            await self._release_hold(queue, name, record.held_for, version)
+            return None
         if record.settle_to is not None:  # its holder died while settling: finish the job
             record.token, record.expires_ms = _token(), self._lease_ms()
             try:
@@ -526,6 +571,15 @@ class LeaseTaskQueue(FileTaskQueue):
         except VersionMismatch:
             return None
         return await self._settle_expired(queue, name, task, taken, version)
+
+    async def _release_hold(self, queue: str, name: str, source: str, version: str) -> None:
+        """An expired hold: drop it once the settle it was for is done (its record gone)."""
+        source_queue, _, source_name = source.partition("/")
+        valid = is_valid_name(source_queue) and is_pending_name(source_name)
+        if valid and await self._objects.exists(self._lease_key(source_queue, source_name)):
+            return  # that settle is not done: whoever completes it drops the hold
+        await self._drop_lease(queue, name, version)
+        self._index_add(queue, name)
 
     async def _settle_expired(
         self, queue: str, name: str, task: Task, record: LeaseRecord, version: str
