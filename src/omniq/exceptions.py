@@ -16,7 +16,11 @@ class ValidationError(OmniQError, ValueError):
 
 
 class StorageError(OmniQError):
-    """A storage operation failed; ``path`` names the object, ``__cause__`` keeps the original."""
+    """A storage operation failed; ``path`` names the object, ``__cause__`` keeps the original.
+    ``transient`` is true when the store asked to slow down (HTTP 429/503 past the retries):
+    the same request may well succeed a little later."""
+
+    transient = False
 
     def __init__(self, message: str, path: str | None = None) -> None:
         self.path = path

@@ -46,6 +46,11 @@ CLEANUP_ID = "omniq-cleanup"  # run claims under this id let one worker per inte
 MAX_BACKOFF = 3600.0
 
 
+#: A throttled outcome is written again only while the lease has at least this much left
+#: after the wait: the fence must land before a reaper may take the lease over.
+OUTCOME_MARGIN_SECONDS = 2.0
+
+
 @dataclass
 class WorkerStats:
     """What a worker did: counts per outcome."""
@@ -556,7 +561,7 @@ class Worker:
                 return
             try:
                 if error is None:
-                    await self._succeed(task, value, time.monotonic() - started)
+                    await self._succeed_in_time(task, value, time.monotonic() - started)
                 else:
                     await self._fail(task, error, permanent)
             except LeaseLostError:
@@ -625,6 +630,24 @@ class Worker:
             return
         self.stats.completed += 1
         self._outcome(task, "completed", duration)
+
+    async def _succeed_in_time(self, task: Task, value: Any, duration: float) -> None:
+        """``_succeed``; while the store throttles (``StorageError.transient``), retried with
+        back-off as long as the lease leaves time. Giving up turns a run that succeeded into
+        a failed attempt, so the task runs again: under a 503 storm most reruns came from this."""
+        wait = 0.5
+        while True:
+            try:
+                await self._succeed(task, value, duration)
+                return
+            except StorageError as exc:
+                left = (task.lease.expires_at - utcnow()).total_seconds() if task.lease else 0.0
+                if not exc.transient or left < wait + OUTCOME_MARGIN_SECONDS:
+                    raise
+                logger.warning("task %s: the store is throttling (%s); its outcome is written "
+                               "again in %.1f s", task.id, exc, wait)  # fmt: skip
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 5.0)
 
     def _outcome(
         self, task: Task, outcome: str, duration: float | None, detail: str = "",

@@ -222,6 +222,7 @@ class CloudObjectStore(ObjectStore):
     def _fail(self, exc: Exception, action: str, key: str) -> StorageError:
         kind = ConflictError if isinstance(exc, WriteConflict) else StorageError
         err = kind(f"cannot {action} ({exc})", f"{self.url}/{key}")
+        err.transient = http_status(exc) in THROTTLED
         err.__cause__ = exc
         return err
 
@@ -247,7 +248,9 @@ class CloudObjectStore(ObjectStore):
         retry = 0
         while True:
             if _past_deadline():
-                raise StorageError(f"cannot {action}: past the deadline", f"{self.url}/{key}")
+                late = StorageError(f"cannot {action}: past the deadline", f"{self.url}/{key}")
+                late.transient = True  # the store was slow: the settle is left to a reaper
+                raise late
             try:
                 return await request()
             except (FileNotFoundError, FileExistsError, VersionMismatch, WriteConflict,

@@ -1,0 +1,78 @@
+"""A store that throttles the write of an outcome: the worker writes it again while its lease
+leaves time, instead of recording the successful run as a failed attempt (which runs the task
+again). On the simulated bucket, with the test clock (the lease's time left does not shrink)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from benchmarks.scale_sim import SimBackend
+
+from omniq import AsyncOmniQ
+from omniq.models.task import TaskStatus
+from omniq.storage.file.cloud import Backoff
+from omniq.storage.file.simulated import ProviderError, SimulatedBucket, SimulatedObjectStore
+from omniq.worker import OUTCOME_MARGIN_SECONDS
+
+pytestmark = pytest.mark.file_layout("a simulated bucket under the worker")
+
+RUNS: list[int] = []
+
+
+def _app(refusals: int) -> tuple[AsyncOmniQ, list[str]]:
+    store = SimulatedObjectStore(SimulatedBucket("s3", seed=1), instant=True)
+    store.backoff = Backoff(base=0.001, attempts=1)
+    app = AsyncOmniQ(SimBackend(store, visibility_timeout=30))
+    original, refused = store._put, []
+
+    async def throttle_the_finish(path, data, *, create, version):
+        if "/running/" in path and version is not None and len(refused) < refusals:
+            refused.append(path)  # the fence of the finish: the store says slow down
+            raise ProviderError(503, "SlowDown")
+        return await original(path, data, create=create, version=version)
+
+    store._put = throttle_the_finish
+
+    @app.task(name="count")
+    async def count(n: int) -> int:
+        RUNS.append(n)
+        return n
+
+    return app, refused
+
+
+async def test_a_throttled_outcome_is_written_again_not_run_again(clock):
+    RUNS.clear()
+    app, refused = _app(refusals=2)
+    async with app:
+        handle = await app.enqueue("count", 7)
+        stats = await app.run_worker(burst=True)
+        assert len(refused) == 2
+        assert RUNS == [7] and stats.completed == 1 and stats.retried == 0
+        assert await handle.status() == TaskStatus.COMPLETED.value
+
+
+async def test_a_lease_too_short_to_wait_records_a_failed_attempt_as_before(clock):
+    """With less than the margin left on the lease the outcome is not retried: the run counts
+    as a failed attempt (the task has retries) rather than racing the reaper."""
+    RUNS.clear()
+    app, refused = _app(refusals=1)
+    async with app:
+        handle = await app.enqueue("count", 8, max_retries=1, retry_delay=0)
+        clock.advance(0)
+        original = app.backend.task_queue.dequeue
+
+        async def short_lease(*args, **kwargs):
+            kwargs["visibility_timeout"] = OUTCOME_MARGIN_SECONDS / 2
+            return await original(*args, **kwargs)
+
+        app.backend.task_queue.dequeue = short_lease
+        stats = await app.run_worker(burst=True)
+        assert len(refused) == 1
+        assert RUNS == [8, 8] and stats.retried == 1 and stats.completed == 1
+        assert await handle.status() == TaskStatus.COMPLETED.value
