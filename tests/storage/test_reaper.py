@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.scale_sim import SimBackend
 
-from omniq.exceptions import StorageError
-from omniq.models._time import utcnow
+from omniq.exceptions import StorageError, TaskNotFoundError
+from omniq.models._time import utcnow, utcnow_ms
 from omniq.models.task import Task, TaskStatus
 from omniq.storage.file.cloud import Backoff
 from omniq.storage.file.simulated import ProviderError, SimulatedBucket, SimulatedObjectStore
@@ -317,6 +317,103 @@ async def test_an_expired_hold_is_dropped_once_its_settle_is_done(clock):
         clock.advance(2)
         assert await _listing_anew(q) is None  # still held
         clock.advance(40)
+        await q._sweep_expired(full=True)
+        again = await _listing_anew(q)
+        assert again is not None and again.id == task_id
+
+
+async def _requeue_stopped_after_the_new_payload(q, store, task) -> None:
+    """A retry with a delay whose settle stops once the new payload is written (and held)."""
+    original = store._delete
+
+    async def refuse(path, version):
+        if "/pending/" in path:
+            raise ProviderError(503, "SlowDown")
+        return await original(path, version)
+
+    store._delete = refuse
+    try:
+        with pytest.raises(StorageError):
+            await q.requeue_task(task, eta=utcnow() + timedelta(seconds=1))
+    finally:
+        store._delete = original
+
+
+async def test_an_update_of_a_task_being_settled_is_refused(clock):
+    """An admin rewrite must not take over a hold (or a settle record): the settle, completed
+    later, would write the task back beside the rewritten one."""
+    backend = _backend(SimulatedBucket("s3", seed=1), visibility_timeout=30)
+    async with backend:
+        q, store = backend.task_queue, backend.objects
+        store.backoff = Backoff(base=0.001, attempts=1)
+        task_id = await q.enqueue(Task(func="f"))
+        task = await q.dequeue("default")
+        assert task is not None
+        await _requeue_stopped_after_the_new_payload(q, store, task)
+        stored = await q.get_task(task_id)
+        assert stored is not None
+        stored.priority = 5
+        with pytest.raises(TaskNotFoundError, match="being settled"):
+            await q.update_task(stored)
+        clock.advance(40)
+        await q._sweep_expired(full=True)  # the settle completes
+        stored = await q.get_task(task_id)
+        assert stored is not None and stored.status is TaskStatus.PENDING
+        stored.priority = 5
+        await q.update_task(stored)
+        again = await _listing_anew(q)
+        assert again is not None and again.priority == 5
+        await q.finish_task(again)
+        clock.advance(60)
+        await q._sweep_expired(full=True)
+        assert await _listing_anew(q) is None
+
+
+async def test_a_retry_of_a_failed_task_waits_for_its_settle(clock):
+    """The failed record is written before the settle record goes: a retry in between would be
+    undone by whoever completes the settle (it deletes the pending payload). Refused until then."""
+    backend = _backend(SimulatedBucket("s3", seed=1), visibility_timeout=30)
+    async with backend:
+        q, store = backend.task_queue, backend.objects
+        store.backoff = Backoff(base=0.001, attempts=1)
+        task_id = await q.enqueue(Task(func="f"))
+        task = await q.dequeue("default")
+        assert task is not None
+        original = store._delete
+
+        async def refuse_lease_deletes(path, version):
+            if "/running/" in path:
+                raise ProviderError(503, "SlowDown")
+            return await original(path, version)
+
+        store._delete = refuse_lease_deletes
+        with pytest.raises(StorageError):
+            await q.finish_task(task, TaskStatus.FAILED, "boom")
+        store._delete = original
+        failed = await q.get_task(task_id)
+        assert failed is not None and failed.status is TaskStatus.FAILED
+        failed.status, failed.attempts = TaskStatus.PENDING, 0
+        with pytest.raises(TaskNotFoundError, match="being settled"):
+            await q.update_task(failed)
+        clock.advance(40)
+        await q._sweep_expired(full=True)
+        await q.update_task(failed)
+        again = await _listing_anew(q)
+        assert again is not None and again.id == task_id
+
+
+async def test_a_hold_naming_anything_but_its_settle_is_dropped(clock):
+    """A hold is kept only while the lease it names is a settle record writing the held name:
+    one naming itself (or a plain lease, or garbage) would pin the task for good."""
+    backend = _backend(SimulatedBucket("s3", seed=1), visibility_timeout=30)
+    async with backend:
+        q, store = backend.task_queue, backend.objects
+        task_id = await q.enqueue(Task(func="f"))
+        [name] = await store.list("tasks/default/pending")
+        hold = {"token": "x", "expires_ms": utcnow_ms() + 1000, "held_for": f"default/{name}"}
+        await store.put(f"tasks/default/running/{name}", json.dumps(hold).encode())
+        assert await _listing_anew(q) is None  # held
+        clock.advance(1)
         await q._sweep_expired(full=True)
         again = await _listing_anew(q)
         assert again is not None and again.id == task_id

@@ -575,9 +575,12 @@ class LeaseTaskQueue(FileTaskQueue):
     async def _release_hold(self, queue: str, name: str, source: str, version: str) -> None:
         """An expired hold: drop it once the settle it was for is done (its record gone)."""
         source_queue, _, source_name = source.partition("/")
-        valid = is_valid_name(source_queue) and is_pending_name(source_name)
-        if valid and await self._objects.exists(self._lease_key(source_queue, source_name)):
-            return  # that settle is not done: whoever completes it drops the hold
+        if is_valid_name(source_queue) and is_pending_name(source_name):
+            found = await self._read_lease(source_queue, source_name)
+            # Kept only for a settle record that writes this very name: a hold naming
+            # anything else (itself, a plain lease, a hostile value) would pin the task.
+            if found is not None and found[0].settle_to == self._payload_key(queue, name):
+                return  # that settle is not done: whoever completes it drops the hold
         await self._drop_lease(queue, name, version)
         self._index_add(queue, name)
 
@@ -623,6 +626,8 @@ class LeaseTaskQueue(FileTaskQueue):
         worker thereby loses its lease (its outcome is refused) and the task, left RUNNING under
         a lease nobody holds, is re-delivered when that lease expires."""
         queue, state, name, stored = await self._update_source(task)
+        if state in FINISHED_DIRS:
+            await self._refuse_while_settling(queue, task.id)
         target_state = _DIR_OF_STATUS[task.status]
         if target_state == RUNNING:
             stored.attempts = max(0, stored.attempts - 1)  # payloads count earlier deliveries
@@ -656,6 +661,14 @@ class LeaseTaskQueue(FileTaskQueue):
         elif target_state == PENDING:
             self._index_add(stored.queue_name, target_name)
 
+    async def _refuse_while_settling(self, queue: str, task_id: str) -> None:
+        """A finished record is written before its settle record is gone: until then a
+        rewrite (``app.retry`` of a task that just failed) would be undone by whoever
+        completes the settle. One listing of ``running/``, on an admin path only."""
+        for name in await self._objects.list(self._dir(queue, RUNNING)):
+            if is_pending_name(name) and task_id_of(name) == task_id:
+                raise TaskNotFoundError(f"task {task_id} is being settled: try again")
+
     async def _take_control(self, queue: str, state: str, name: str, record: LeaseRecord) -> str:
         """Hold a pending or running task's lease with ``record`` (an admin take-over)."""
         key = self._lease_key(queue, name)
@@ -664,6 +677,8 @@ class LeaseTaskQueue(FileTaskQueue):
                 return await self._objects.create(key, _encode(record))
             found = await self._read_lease(queue, name)
             if found is not None:
+                if found[0].held_for is not None or found[0].settle_to is not None:
+                    raise TaskNotFoundError(f"task at {key} is being settled: try again")
                 return await self._objects.replace(key, _encode(record), found[1])
         except (FileExistsError, VersionMismatch):
             pass
