@@ -7,8 +7,10 @@ write times (what the simulation stands in for) are checked against the real emu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -246,6 +248,23 @@ async def test_a_settle_of_a_short_lease_is_not_cut_short(clock):
         assert (await q.finish_task(task)).status is TaskStatus.COMPLETED
 
 
+@contextlib.contextmanager
+def _deletes_refused(store, part: str) -> Iterator[None]:
+    """Deletes of the keys containing ``part`` answer 503: the store throttles them."""
+    original = store._delete
+
+    async def refuse(path, version):
+        if part in path:
+            raise ProviderError(503, "SlowDown")
+        return await original(path, version)
+
+    store._delete = refuse
+    try:
+        yield
+    finally:
+        store._delete = original
+
+
 async def _listing_anew(q) -> Task | None:
     """A dequeue that lists the queue now: its listing is kept ``listing_ttl``, and a queue
     found empty rests a while, both in real (monotonic) time."""
@@ -266,17 +285,9 @@ async def test_a_requeue_to_a_new_name_is_held_until_the_old_settle_is_done(cloc
         task_id = await q.enqueue(Task(func="f"))
         task = await _listing_anew(q)
         assert task is not None
-        original = store._delete
-
-        async def refuse(path, version):  # the old payload's delete: the settle stops there
-            if "/pending/" in path:
-                raise ProviderError(503, "SlowDown")
-            return await original(path, version)
-
-        store._delete = refuse
-        with pytest.raises(StorageError):
+        with _deletes_refused(store, "/pending/"), pytest.raises(StorageError):
+            # the old payload's delete: the settle stops there
             await q.requeue_task(task, eta=utcnow() + timedelta(seconds=1))
-        store._delete = original
         clock.advance(2)  # the new name is due, and written
         assert await _listing_anew(q) is None  # held while the old settle record stands
         clock.advance(40)  # that record expired: a reaper completes it and drops the hold
@@ -324,19 +335,8 @@ async def test_an_expired_hold_is_dropped_once_its_settle_is_done(clock):
 
 async def _requeue_stopped_after_the_new_payload(q, store, task) -> None:
     """A retry with a delay whose settle stops once the new payload is written (and held)."""
-    original = store._delete
-
-    async def refuse(path, version):
-        if "/pending/" in path:
-            raise ProviderError(503, "SlowDown")
-        return await original(path, version)
-
-    store._delete = refuse
-    try:
-        with pytest.raises(StorageError):
-            await q.requeue_task(task, eta=utcnow() + timedelta(seconds=1))
-    finally:
-        store._delete = original
+    with _deletes_refused(store, "/pending/"), pytest.raises(StorageError):
+        await q.requeue_task(task, eta=utcnow() + timedelta(seconds=1))
 
 
 async def test_an_update_of_a_task_being_settled_is_refused(clock):
@@ -379,17 +379,8 @@ async def test_a_retry_of_a_failed_task_waits_for_its_settle(clock):
         task_id = await q.enqueue(Task(func="f"))
         task = await q.dequeue("default")
         assert task is not None
-        original = store._delete
-
-        async def refuse_lease_deletes(path, version):
-            if "/running/" in path:
-                raise ProviderError(503, "SlowDown")
-            return await original(path, version)
-
-        store._delete = refuse_lease_deletes
-        with pytest.raises(StorageError):
+        with _deletes_refused(store, "/running/"), pytest.raises(StorageError):
             await q.finish_task(task, TaskStatus.FAILED, "boom")
-        store._delete = original
         failed = await q.get_task(task_id)
         assert failed is not None and failed.status is TaskStatus.FAILED
         failed.status, failed.attempts = TaskStatus.PENDING, 0
