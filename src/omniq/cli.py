@@ -26,7 +26,7 @@ from rich.table import Table
 
 from omniq import __version__, logs
 from omniq.app import AsyncOmniQ, OmniQ
-from omniq.exceptions import OmniQError
+from omniq.exceptions import OmniQError, TaskBusyError
 from omniq.migrate import STORES, MigrationReport, migrate_async, parse_stores
 from omniq.models._time import utcnow
 from omniq.models.schedule import Misfire, Schedule, ScheduleType
@@ -521,22 +521,36 @@ def retry(ctx: click.Context, task_id: str | None, every: bool, queue: str | Non
         raise click.UsageError("give a TASK_ID, or --all with --queue Q")
     application = resolve_app(ctx, read_only=True)
 
+    busy: list[str] = []
+
     async def go() -> list[str]:
         async with application:
             if task_id is not None:
-                if await application.retry(task_id):
-                    return [task_id]
+                try:
+                    if await application.retry(task_id):
+                        return [task_id]
+                except TaskBusyError as exc:
+                    raise click.ClickException(str(exc)) from None
                 task = await application.backend.task_queue.get_task(task_id)
                 raise click.ClickException(
                     f"no task {task_id}" if task is None
                     else f"task {task_id} is {task.status.value}, not failed: not retried"
                 )  # fmt: skip
             failed = await application.backend.task_queue.list_tasks(queue, TaskStatus.FAILED)
-            return [t.id for t in failed if await application.retry(t.id)]
+            done = []
+            for t in failed:
+                try:
+                    if await application.retry(t.id):
+                        done.append(t.id)
+                except TaskBusyError:  # its failure is still being recorded: not yet
+                    busy.append(t.id)
+            return done
 
     done = run(go())
     for tid in done:
         console.print(f"{tid} back to pending")
+    for tid in busy:
+        console.print(f"{tid} is still being settled: not retried, try again shortly")
     if every:
         console.print(f"{len(done)} failed task(s) of queue {queue} back to pending")
 

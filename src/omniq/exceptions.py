@@ -27,6 +27,12 @@ class StorageError(OmniQError):
         super().__init__(f"{message}: {path}" if path else message)
 
 
+class SettleDeferredError(StorageError):
+    """A finish or requeue was fenced — its outcome is stored in the lease's settle record —
+    but the rest of the settle could not be written now; a reaper completes it. Nothing is
+    lost and the task does not run again."""
+
+
 class MissingDependencyError(OmniQError, ImportError):
     """An optional package is needed; the message names the ``omniq[extra]`` to install."""
 
@@ -53,6 +59,11 @@ class TaskNotFoundError(OmniQError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "task not found"
+
+
+class TaskBusyError(TaskNotFoundError):
+    """The task is between two places (on a bucket: a settle is under way, completed by its
+    writer or a reaper shortly): try again. A ``TaskNotFoundError`` for older callers."""
 
 
 class ScheduleNotFoundError(OmniQError, KeyError):

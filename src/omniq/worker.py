@@ -26,6 +26,7 @@ from omniq.exceptions import (
     ConfigError,
     LeaseLostError,
     SerializationError,
+    SettleDeferredError,
     StorageError,
     TaskNotRegisteredError,
     ValidationError,
@@ -481,6 +482,8 @@ class Worker:
             await self.backend.task_queue.finish_task(
                 task, status, error, result=result, events=[*buffered, event]
             )
+        except SettleDeferredError:
+            raise  # the record holds the events: not written again
         except BaseException:
             if buffered:
                 self._events[task.id] = buffered + self._events.get(task.id, [])
@@ -634,19 +637,27 @@ class Worker:
     async def _succeed_in_time(self, task: Task, value: Any, duration: float) -> None:
         """``_succeed``; while the store throttles (``StorageError.transient``), retried with
         back-off as long as the lease leaves time. Giving up turns a run that succeeded into
-        a failed attempt, so the task runs again: under a 503 storm most reruns came from this."""
+        a failed attempt, so the task runs again: under a 503 storm most reruns came from this.
+        A worker that is stopping gives up at once (the old way), so its shutdown is not held."""
         wait = 0.5
         while True:
             try:
                 await self._succeed(task, value, duration)
                 return
+            except SettleDeferredError as exc:  # recorded: the reaper completes the settle
+                logger.warning("task %s: completed; %s", task.id, exc)
+                self.stats.completed += 1
+                self._outcome(task, "completed", duration)
+                return
             except StorageError as exc:
                 left = (task.lease.expires_at - utcnow()).total_seconds() if task.lease else 0.0
-                if not exc.transient or left < wait + OUTCOME_MARGIN_SECONDS:
+                stopping = self._stop.is_set()
+                if not exc.transient or stopping or left < wait + OUTCOME_MARGIN_SECONDS:
                     raise
                 logger.warning("task %s: the store is throttling (%s); its outcome is written "
                                "again in %.1f s", task.id, exc, wait)  # fmt: skip
-                await asyncio.sleep(wait)
+                with contextlib.suppress(TimeoutError):  # a stop ends the wait
+                    await asyncio.wait_for(self._stop.wait(), wait)
                 wait = min(wait * 2, 5.0)
 
     def _outcome(

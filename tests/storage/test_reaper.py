@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.scale_sim import SimBackend
 
-from omniq.exceptions import StorageError, TaskNotFoundError
+from omniq.exceptions import StorageError, TaskBusyError
 from omniq.models._time import utcnow, utcnow_ms
 from omniq.models.task import Task, TaskStatus
 from omniq.storage.file.cloud import Backoff
@@ -353,7 +353,7 @@ async def test_an_update_of_a_task_being_settled_is_refused(clock):
         stored = await q.get_task(task_id)
         assert stored is not None
         stored.priority = 5
-        with pytest.raises(TaskNotFoundError, match="being settled"):
+        with pytest.raises(TaskBusyError, match="being settled"):
             await q.update_task(stored)
         clock.advance(40)
         await q._sweep_expired(full=True)  # the settle completes
@@ -384,7 +384,7 @@ async def test_a_retry_of_a_failed_task_waits_for_its_settle(clock):
         failed = await q.get_task(task_id)
         assert failed is not None and failed.status is TaskStatus.FAILED
         failed.status, failed.attempts = TaskStatus.PENDING, 0
-        with pytest.raises(TaskNotFoundError, match="being settled"):
+        with pytest.raises(TaskBusyError, match="being settled"):
             await q.update_task(failed)
         clock.advance(40)
         await q._sweep_expired(full=True)

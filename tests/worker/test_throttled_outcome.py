@@ -76,3 +76,38 @@ async def test_a_lease_too_short_to_wait_records_a_failed_attempt_as_before(cloc
         assert len(refused) == 1
         assert RUNS == [8, 8] and stats.retried == 1 and stats.completed == 1
         assert await handle.status() == TaskStatus.COMPLETED.value
+
+
+async def test_an_outcome_fenced_before_the_store_throttled_is_left_to_the_reaper(clock):
+    """The fence (the settle record holding the result and events) landed; writing the
+    finished record is what the store refuses: the run counts as completed, it is not tried
+    again nor run again, its events are not written twice, and the reaper completes it."""
+    RUNS.clear()
+    store = SimulatedObjectStore(SimulatedBucket("s3", seed=1), instant=True)
+    store.backoff = Backoff(base=0.001, attempts=1)
+    app = AsyncOmniQ(SimBackend(store, visibility_timeout=30))
+    original = store._put
+
+    async def refuse_the_record(path, data, *, create, version):
+        if "/completed/" in path:
+            raise ProviderError(503, "SlowDown")
+        return await original(path, data, create=create, version=version)
+
+    @app.task(name="count")
+    async def count(n: int) -> int:
+        RUNS.append(n)
+        return n
+
+    async with app:
+        handle = await app.enqueue("count", 9)
+        store._put = refuse_the_record
+        stats = await app.run_worker(burst=True)
+        store._put = original
+        assert RUNS == [9] and stats.completed == 1 and stats.lost == 0 and stats.retried == 0
+        clock.advance(60)
+        await app.backend.task_queue.requeue_expired()  # completes the settle
+        assert await handle.status() == TaskStatus.COMPLETED.value
+        assert await handle.result() == 9
+        events = await app.backend.event_storage.get_events(task_id=handle.id)
+        kinds = [e.event_type.value for e in events]
+        assert kinds.count("started") == 1 and kinds.count("completed") == 1, kinds

@@ -31,7 +31,9 @@ from omniq.exceptions import (
     CorruptFileError,
     LeaseLostError,
     SerializationError,
+    SettleDeferredError,
     StorageError,
+    TaskBusyError,
     TaskNotFoundError,
 )
 from omniq.models._time import utcnow, utcnow_ms
@@ -387,7 +389,12 @@ class LeaseTaskQueue(FileTaskQueue):
             worker_id=task.lease.worker_id, settle_to=settle_to, settle_data=data,
         )  # fmt: skip
         version = await self._swap(task, record, action)
-        await self._settle(task.queue_name, task.lease.key or "", record, version)
+        try:
+            await self._settle(task.queue_name, task.lease.key or "", record, version)
+        except StorageError as exc:  # the outcome stands in the settle record
+            deferred = SettleDeferredError(f"{action} recorded, settle left to a reaper ({exc})")
+            deferred.transient = exc.transient
+            raise deferred from exc
 
     async def _settle(self, queue: str, name: str, record: LeaseRecord, version: str) -> None:
         """Write the task where the settle record says, drop its pending payload (unless that
@@ -667,7 +674,7 @@ class LeaseTaskQueue(FileTaskQueue):
         completes the settle. One listing of ``running/``, on an admin path only."""
         for name in await self._objects.list(self._dir(queue, RUNNING)):
             if is_pending_name(name) and task_id_of(name) == task_id:
-                raise TaskNotFoundError(f"task {task_id} is being settled: try again")
+                raise TaskBusyError(f"task {task_id} is being settled: try again")
 
     async def _take_control(self, queue: str, state: str, name: str, record: LeaseRecord) -> str:
         """Hold a pending or running task's lease with ``record`` (an admin take-over)."""
@@ -678,7 +685,7 @@ class LeaseTaskQueue(FileTaskQueue):
             found = await self._read_lease(queue, name)
             if found is not None:
                 if found[0].held_for is not None or found[0].settle_to is not None:
-                    raise TaskNotFoundError(f"task at {key} is being settled: try again")
+                    raise TaskBusyError(f"task at {key} is being settled: try again")
                 return await self._objects.replace(key, _encode(record), found[1])
         except (FileExistsError, VersionMismatch):
             pass
