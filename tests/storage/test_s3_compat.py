@@ -276,3 +276,33 @@ async def test_an_unreadable_expired_settle_record_does_not_stop_claims(s3_serve
         assert await objects.list("tasks/default/running") == []
         assert await q.dequeue("default") is None  # the damaged payload is set aside
         assert (await q.get_task(task_id)) is None
+
+
+async def test_every_try_of_a_throttled_write_is_omniqs_own(s3_server):
+    """Neither botocore nor s3fs retries: OmniQ's loop makes every try, so a settle's deadline
+    bounds them all (a try inside the driver could land a write after a reaper completed the
+    settle). A store answering every request 503: a write goes out exactly as often as the
+    back-off allows, none once the deadline has passed, and the error says it is transient."""
+    from omniq.exceptions import StorageError
+    from omniq.models._time import utcnow_ms
+    from omniq.storage.file.cloud import deadline
+
+    with S3Proxy(s3_server.endpoint, seed=1) as proxy:
+        backend = _backend(s3_server, proxy)
+        async with backend:
+            objects = backend.objects
+            objects.backoff = Backoff(base=0.001, attempts=3)
+            proxy.throttle_rate = 1.0
+
+            def puts() -> int:
+                return sum(n for (kind, _), n in proxy.requests.items() if kind == "put")
+
+            before = puts()
+            with pytest.raises(StorageError) as caught:
+                await objects.put("x/throttled", b"1")
+            assert caught.value.transient
+            assert puts() - before == 3
+            before = puts()
+            with deadline(utcnow_ms()), pytest.raises(StorageError, match="deadline"):
+                await objects.put("x/late", b"1")
+            assert puts() == before

@@ -46,6 +46,8 @@ class AzureObjectStore(CloudObjectStore):
                 ResourceExistsError,
                 ResourceModifiedError,
                 ResourceNotFoundError,
+                ServiceRequestError,
+                ServiceResponseError,
             )
         except ImportError as exc:
             raise MissingDependencyError("az:// needs adlfs: pip install 'omniq[azure]'") from exc
@@ -55,6 +57,7 @@ class AzureObjectStore(CloudObjectStore):
             ResourceModifiedError,
             ResourceNotFoundError,
         )
+        self.transient_errors = (*self.transient_errors, ServiceRequestError, ServiceResponseError)
         options = {**self.options, "asynchronous": True, "skip_instance_cache": True}
         self.fs: Any = adlfs.AzureBlobFileSystem(**options)
         _detach_finalizers(self.fs)
@@ -72,18 +75,26 @@ class AzureObjectStore(CloudObjectStore):
             with contextlib.suppress(self._exists):  # another worker created it first
                 await self.container.create_container()
 
+    # Writes and deletes are sent with the SDK's retries off (``retry_total=0``): OmniQ's loop
+    # makes every try, so that a settle's deadline bounds them all (see s3.py). Reads keep
+    # them: a late read lands nothing.
+
     async def _put(self, path: str, data: bytes, *, create: bool, version: str | None) -> str:
         blob = self.container.get_blob_client(path)
         self.requests["put"] += 1
         try:
             if create:
-                out = await blob.upload_blob(data, overwrite=False)
+                out = await blob.upload_blob(data, overwrite=False, retry_total=0)
             elif version is not None:
                 out = await blob.upload_blob(
-                    data, overwrite=True, etag=version, match_condition=self._if_unchanged
+                    data,
+                    overwrite=True,
+                    etag=version,
+                    match_condition=self._if_unchanged,
+                    retry_total=0,
                 )
             else:
-                out = await blob.upload_blob(data, overwrite=True)
+                out = await blob.upload_blob(data, overwrite=True, retry_total=0)
         except self._exists as exc:
             if create:
                 raise FileExistsError(path) from exc
@@ -108,9 +119,11 @@ class AzureObjectStore(CloudObjectStore):
         self.requests["delete"] += 1
         try:
             if version is None:
-                await blob.delete_blob()
+                await blob.delete_blob(retry_total=0)
             else:
-                await blob.delete_blob(etag=version, match_condition=self._if_unchanged)
+                await blob.delete_blob(
+                    etag=version, match_condition=self._if_unchanged, retry_total=0
+                )
         except self._missing:
             return False
         except self._modified as exc:

@@ -44,6 +44,8 @@ CONDITIONAL = Capabilities(
 )
 PROBE_DIR = ".omniq-probe"
 THROTTLED = frozenset({429, 503})  # "slow down": S3 SlowDown, GCS and Azure rate limits
+# Answers worth another try besides those: the server failed, not the request.
+RETRIED = THROTTLED | {500, 502, 504}
 # How a version can be sent in ``If-Match``: as the store returned it, or with the quotes of an
 # ETag taken off or put on (Ceph RGW refuses its own quoted ETag and takes it unquoted).
 MATCH_FORMS = ("as returned", "unquoted", "quoted")
@@ -137,6 +139,8 @@ class CloudObjectStore(ObjectStore):
     #: object is created, replaced and deleted within a second, and the back-off's early
     #: retries were all refused until they ran out ("could not record its outcome").
     object_write_interval: float = 0.0
+    #: Failures without an HTTP answer that another try may cure (drivers add theirs).
+    transient_errors: tuple[type[BaseException], ...] = (TimeoutError, ConnectionError)
 
     def __init__(self, root: str, options: dict[str, Any]) -> None:
         if importlib.util.find_spec(self.driver) is None:
@@ -222,19 +226,31 @@ class CloudObjectStore(ObjectStore):
     def _fail(self, exc: Exception, action: str, key: str) -> StorageError:
         kind = ConflictError if isinstance(exc, WriteConflict) else StorageError
         err = kind(f"cannot {action} ({exc})", f"{self.url}/{key}")
-        err.transient = http_status(exc) in THROTTLED
+        err.transient = not isinstance(exc, WriteConflict) and self._transient(exc)
         err.__cause__ = exc
         return err
 
+    def _transient(self, exc: BaseException) -> bool:
+        """Whether another try may succeed: a throttling or server-error answer, or no answer
+        at all for a reason in ``transient_errors`` (a dropped connection, a timeout)."""
+        status = http_status(exc)
+        if status is not None:
+            return status in RETRIED
+        seen: BaseException | None = exc
+        for _ in range(5):
+            if seen is None:
+                return False
+            if isinstance(seen, self.transient_errors):
+                return True
+            seen = seen.__cause__ or seen.__context__
+        return False
+
     async def _throttled(self, exc: Exception, retry: int, action: str, key: str) -> None:
-        """Wait before retrying a request the store throttled (HTTP 429/503); raise the error
-        (wrapped) if it is not throttling or the retries are used up."""
+        """Wait before retrying a request that may succeed on another try (``_transient``);
+        raise the error (wrapped) if it may not, or the retries are used up. The drivers' own
+        retries are turned off: this loop makes every try, so a deadline governs them all."""
         delay = max(self.backoff.delay(retry), self._object_wait(action, key))
-        if (
-            http_status(exc) not in THROTTLED
-            or retry + 1 >= self.backoff.attempts
-            or _past_deadline(delay)
-        ):
+        if not self._transient(exc) or retry + 1 >= self.backoff.attempts or _past_deadline(delay):
             if isinstance(exc, OmniQError):
                 raise exc
             raise self._fail(exc, action, key) from exc

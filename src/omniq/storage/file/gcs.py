@@ -11,8 +11,10 @@ probe stalls against emulators.
 from __future__ import annotations
 
 import builtins
+import inspect
 import json
 import re
+import types
 from collections.abc import AsyncGenerator
 from datetime import datetime
 from typing import Any
@@ -57,11 +59,17 @@ class GCSObjectStore(CloudObjectStore):
 
     async def _connect(self) -> None:
         try:
+            import aiohttp
             from gcsfs.core import GCSFileSystem
         except ImportError as exc:
             raise MissingDependencyError("gs:// needs gcsfs: pip install 'omniq[gcs]'") from exc
         options = {**self.options, "asynchronous": True, "skip_instance_cache": True}
         self.fs: Any = GCSFileSystem(**options)
+        # gcsfs retries each request up to 6 times (waits up to 32 s), fixed when its class is
+        # defined: this instance sends through the undecorated request, and OmniQ's loop makes
+        # every try, so that a settle's deadline bounds them all (see s3.py).
+        self.fs._request = types.MethodType(inspect.unwrap(GCSFileSystem._request), self.fs)
+        self.transient_errors = (*self.transient_errors, aiohttp.ClientError)
         await self.fs._set_session()
         self._object_url = f"b/{quote(self.bucket, safe='')}/o"
         self._upload_url = f"{self.fs._location}/upload/storage/v1/{self._object_url}"

@@ -42,10 +42,19 @@ class S3ObjectStore(CloudObjectStore):
     async def _connect(self) -> None:
         try:
             import s3fs
+            from s3fs.core import S3_RETRYABLE_ERRORS
         except ImportError as exc:
             raise MissingDependencyError("s3:// needs s3fs: pip install 'omniq[s3]'") from exc
         options = {**self.options, "asynchronous": True, "skip_instance_cache": True}
+        # Neither botocore nor s3fs retries: OmniQ's loop makes every try (CloudObjectStore.
+        # _throttled), so that a settle's deadline bounds them all (a retry inside the driver
+        # could land a write after a reaper completed the settle).
+        config = dict(options.get("config_kwargs") or {})
+        config.setdefault("retries", {"total_max_attempts": 1})
+        options["config_kwargs"] = config
         self.fs: Any = s3fs.S3FileSystem(**options)
+        self.fs.retries = 1
+        self.transient_errors = (*self.transient_errors, *S3_RETRYABLE_ERRORS)
         await self.fs.set_session()
         await self._check_keywords()
 
