@@ -1,0 +1,61 @@
+"""The drivers do not retry writes behind OmniQ's back: OmniQ's loop makes every try, so that a
+settle's deadline bounds them all (a try inside a driver could land a write after a reaper
+completed the same settle). S3's side is tested through the fault proxy in test_s3_compat.py;
+here GCS (fake-gcs-server) and Azure (Azurite), with the connection failing under the driver.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import emulator_for
+from omniq.backend.file import FileBackend
+from omniq.exceptions import StorageError
+from omniq.storage.file.cloud import Backoff
+
+pytestmark = pytest.mark.file_layout("the object-store drivers under the file stores")
+
+
+async def _tries_of_a_failing_write(backend: FileBackend) -> None:
+    objects = backend.objects
+    objects.backoff = Backoff(base=0.001, attempts=3)
+    with pytest.raises(StorageError) as caught:
+        await objects.put("x/dropped", b"1")
+    assert caught.value.transient  # a dropped connection: worth another try, later
+
+
+async def test_gcsfs_sends_each_try_once(tmp_path_factory, monkeypatch):
+    import aiohttp
+
+    server = emulator_for("gcs", tmp_path_factory)
+    backend = FileBackend.from_url(server.url(), fs_kwargs=dict(server.options))
+    async with backend:
+        sent: list[str] = []
+
+        def dropped(self, method, url, **kwargs):
+            sent.append(method)
+            raise aiohttp.ClientConnectionError("connection dropped")
+
+        monkeypatch.setattr(aiohttp.ClientSession, "request", dropped)
+        await _tries_of_a_failing_write(backend)
+        monkeypatch.undo()
+        assert len(sent) == 3, sent  # gcsfs alone made 6 tries of each, waiting up to 32 s
+
+
+async def test_azure_writes_are_sent_once_per_try(tmp_path_factory, monkeypatch):
+    from azure.core.exceptions import ServiceRequestError
+    from azure.core.pipeline.transport import AioHttpTransport
+
+    server = emulator_for("azure", tmp_path_factory)
+    backend = FileBackend.from_url(server.url(), fs_kwargs=dict(server.options))
+    async with backend:
+        sent: list[str] = []
+
+        async def dropped(self, request, **kwargs):
+            sent.append(request.method)
+            raise ServiceRequestError("connection dropped")
+
+        monkeypatch.setattr(AioHttpTransport, "send", dropped)
+        await _tries_of_a_failing_write(backend)
+        monkeypatch.undo()
+        assert len(sent) == 3, sent  # the SDK alone made 4 tries of each
