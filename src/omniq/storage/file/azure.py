@@ -70,14 +70,14 @@ class AzureObjectStore(CloudObjectStore):
 
     async def _ensure_bucket(self) -> None:
         self.requests["head"] += 1
-        if not await self.container.exists():
+        if not await self.container.exists(retry_total=0):
             self.requests["put"] += 1
             with contextlib.suppress(self._exists):  # another worker created it first
-                await self.container.create_container()
+                await self.container.create_container(retry_total=0)
 
-    # Writes and deletes are sent with the SDK's retries off (``retry_total=0``): OmniQ's loop
-    # makes every try, so that a settle's deadline bounds them all (see s3.py). Reads keep
-    # them: a late read lands nothing.
+    # Every request is sent with the SDK's retries off (``retry_total=0``): OmniQ's loop makes
+    # every try, so that a settle's deadline bounds them all (see s3.py), and the two layers
+    # do not multiply (an unreachable endpoint took 11 minutes to report).
 
     async def _put(self, path: str, data: bytes, *, create: bool, version: str | None) -> str:
         blob = self.container.get_blob_client(path)
@@ -108,7 +108,7 @@ class AzureObjectStore(CloudObjectStore):
     async def _get(self, path: str) -> tuple[bytes, str]:
         self.requests["get"] += 1
         try:
-            stream = await self.container.get_blob_client(path).download_blob()
+            stream = await self.container.get_blob_client(path).download_blob(retry_total=0)
             data = await stream.readall()
         except self._missing as exc:
             raise FileNotFoundError(path) from exc
@@ -128,7 +128,7 @@ class AzureObjectStore(CloudObjectStore):
             return False
         except self._modified as exc:
             self.requests["head"] += 1
-            if not await blob.exists():  # Azurite answers 412, not 404, for a gone blob
+            if not await blob.exists(retry_total=0):  # Azurite: 412, not 404, for a gone blob
                 return False
             raise VersionMismatch(path) from exc
         return True
@@ -145,11 +145,14 @@ class AzureObjectStore(CloudObjectStore):
         # left to the caller's filter, and ``seeks`` stays False.
         if recursive:
             pages = self.container.list_blobs(
-                name_starts_with=prefix, results_per_page=page_size
+                name_starts_with=prefix, results_per_page=page_size, retry_total=0
             ).by_page()
         else:
             pages = self.container.walk_blobs(
-                name_starts_with=prefix, delimiter="/", results_per_page=page_size
+                name_starts_with=prefix,
+                delimiter="/",
+                results_per_page=page_size,
+                retry_total=0,
             ).by_page()
         async for page in pages:
             self.requests["list"] += 1

@@ -45,7 +45,7 @@ CONDITIONAL = Capabilities(
 PROBE_DIR = ".omniq-probe"
 THROTTLED = frozenset({429, 503})  # "slow down": S3 SlowDown, GCS and Azure rate limits
 # Answers worth another try besides those: the server failed, not the request.
-RETRIED = THROTTLED | {500, 502, 504}
+RETRIED = THROTTLED | {408, 500, 502, 504}
 # How a version can be sent in ``If-Match``: as the store returned it, or with the quotes of an
 # ETag taken off or put on (Ceph RGW refuses its own quoted ETag and takes it unquoted).
 MATCH_FORMS = ("as returned", "unquoted", "quoted")

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import quote
 
 from omniq.exceptions import MissingDependencyError
-from omniq.storage.file.cloud import CloudObjectStore
+from omniq.storage.file.cloud import CloudObjectStore, http_status
 from omniq.storage.file.objects import VersionMismatch
 
 _BOUNDARY = "==omniq=="
@@ -61,6 +61,7 @@ class GCSObjectStore(CloudObjectStore):
         try:
             import aiohttp
             from gcsfs.core import GCSFileSystem
+            from requests.exceptions import RequestException
         except ImportError as exc:
             raise MissingDependencyError("gs:// needs gcsfs: pip install 'omniq[gcs]'") from exc
         options = {**self.options, "asynchronous": True, "skip_instance_cache": True}
@@ -69,10 +70,18 @@ class GCSObjectStore(CloudObjectStore):
         # defined: this instance sends through the undecorated request, and OmniQ's loop makes
         # every try, so that a settle's deadline bounds them all (see s3.py).
         self.fs._request = types.MethodType(inspect.unwrap(GCSFileSystem._request), self.fs)
-        self.transient_errors = (*self.transient_errors, aiohttp.ClientError)
+        # gcsfs raises a 502 as requests' ProxyError, without its status.
+        self.transient_errors = (*self.transient_errors, aiohttp.ClientError, RequestException)
         await self.fs._set_session()
         self._object_url = f"b/{quote(self.bucket, safe='')}/o"
         self._upload_url = f"{self.fs._location}/upload/storage/v1/{self._object_url}"
+
+    def _transient(self, exc: BaseException) -> bool:
+        # A token refresh that failed (the metadata server, at the hourly refresh) reaches us
+        # as 401 "Invalid Credentials": gcsfs retried it, and so does OmniQ now.
+        if http_status(exc) == 401 and "Invalid Credentials" in str(exc):
+            return True
+        return super()._transient(exc)
 
     async def _disconnect(self) -> None:
         session = getattr(self.fs, "_session", None) if hasattr(self, "fs") else None

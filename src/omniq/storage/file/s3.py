@@ -50,13 +50,21 @@ class S3ObjectStore(CloudObjectStore):
         # _throttled), so that a settle's deadline bounds them all (a retry inside the driver
         # could land a write after a reaper completed the settle).
         config = dict(options.get("config_kwargs") or {})
-        config.setdefault("retries", {"total_max_attempts": 1})
+        retries = dict(config.get("retries") or {})
+        if "max_attempts" not in retries and "total_max_attempts" not in retries:
+            retries["total_max_attempts"] = 1  # a retry mode alone would turn them back on
+        config["retries"] = retries
         options["config_kwargs"] = config
         self.fs: Any = s3fs.S3FileSystem(**options)
         self.fs.retries = 1
         self.transient_errors = (*self.transient_errors, *S3_RETRYABLE_ERRORS)
         await self.fs.set_session()
         await self._check_keywords()
+
+    def _transient(self, exc: BaseException) -> bool:
+        # S3 answers 400 to a request whose body arrived too slowly or damaged: worth a retry
+        # (botocore retried these before its retries were turned off).
+        return _error_code(exc) in ("RequestTimeout", "BadDigest") or super()._transient(exc)
 
     async def _check_keywords(self) -> None:
         # s3fs filters out keywords its botocore does not know, which would turn a conditional
