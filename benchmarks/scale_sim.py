@@ -56,6 +56,7 @@ from omniq.models.config import FileConfig  # noqa: E402
 from omniq.models.task import Task, TaskStatus  # noqa: E402
 from omniq.storage.file.simulated import (  # noqa: E402
     PRICES,
+    PROFILES,
     SimulatedBucket,
     SimulatedObjectStore,
 )
@@ -99,6 +100,21 @@ class Scenario:
         if self.name == "idle":
             return 1
         return max(self.workers * self.slots, math.ceil(self.capacity * self.backlog_seconds))
+
+
+def scaled_s3(scale: float) -> str:
+    """The name of an S3 profile whose per-prefix limits are ``scale`` times S3's (registered
+    in ``PROFILES``): the throttling of a large fleet with a small one."""
+    name = f"s3x{scale:g}"
+    limits = PROFILES["s3"].limits
+    assert limits.prefix_writes is not None and limits.prefix_reads is not None
+    PROFILES[name] = replace(
+        PROFILES["s3"], name=name, limits=replace(
+            limits, prefix_writes=limits.prefix_writes * scale,
+            prefix_reads=limits.prefix_reads * scale,
+        ),
+    )  # fmt: skip
+    return name
 
 
 def scenario(name: str, workers: int, **overrides: Any) -> Scenario:
@@ -576,6 +592,11 @@ def main() -> None:
     parser.add_argument("--backlog", type=float, default=None, help="backlog_seconds")
     parser.add_argument("--produce", type=float, default=None, help="produce_seconds")
     parser.add_argument("--task-seconds", type=float, default=None, help="task_seconds")
+    parser.add_argument(
+        "--s3-limit-scale", type=float, default=None,
+        help="S3 profile with its per-prefix limits scaled (0.1: a tenth; a throttled fleet "
+        "at N = 100 instead of 1,000, in seconds rather than minutes)",
+    )  # fmt: skip
     parser.add_argument("--label", default="current", help="a name for this run in the JSON")
     parser.add_argument("--out", default=str(RESULTS / "scale_sim.json"))
     args = parser.parse_args()
@@ -590,6 +611,8 @@ def main() -> None:
                 "produce_seconds": args.produce, "task_seconds": args.task_seconds,
             }  # fmt: skip
             overrides = {k: v for k, v in given.items() if v is not None}
+            if args.s3_limit_scale is not None:
+                overrides["profile"] = scaled_s3(args.s3_limit_scale)
             result = run(scenario(name, n, **overrides), args.seed)
             results.append(result)
             print(
