@@ -47,6 +47,17 @@ CLEANUP_ID = "omniq-cleanup"  # run claims under this id let one worker per inte
 MAX_BACKOFF = 3600.0
 
 
+@contextlib.contextmanager
+def _recorded(task: Task) -> Iterator[None]:
+    """A finish or requeue whose fence landed is recorded, even if the rest of its settle was
+    refused (``SettleDeferredError``): a reaper completes it. The caller carries on as if it
+    had been written in full."""
+    try:
+        yield
+    except SettleDeferredError as exc:
+        logger.warning("task %s: %s", task.id, exc)
+
+
 #: A throttled outcome is written again only while the lease has at least this much left
 #: after the wait: the fence must land before a reaper may take the lease over.
 OUTCOME_MARGIN_SECONDS = 2.0
@@ -645,7 +656,7 @@ class Worker:
                 await self._succeed(task, value, duration)
                 return
             except SettleDeferredError as exc:  # recorded: the reaper completes the settle
-                logger.warning("task %s: completed; %s", task.id, exc)
+                logger.warning("task %s: %s", task.id, exc)
                 self.stats.completed += 1
                 self._outcome(task, "completed", duration)
                 return
@@ -681,7 +692,10 @@ class Worker:
         tb = remote_traceback(error)
         if not permanent and task.attempts <= task.max_retries:
             wait = backoff(task.retry_delay, task.attempts)
-            await queue.requeue_task(task, eta=utcnow() + timedelta(seconds=wait), error=message)
+            with _recorded(task):
+                await queue.requeue_task(
+                    task, eta=utcnow() + timedelta(seconds=wait), error=message
+                )
             self.stats.retried += 1
             self._outcome(task, "retrying", None, f"in {wait:.1f} s: {message}", logging.WARNING)
             await self._event(task, EventType.RETRIED, f"{message}; retry in {wait:.2f} s")
@@ -692,7 +706,8 @@ class Worker:
             ttl=task.ttl,
         )  # fmt: skip
         failed = self._event_of(task, EventType.FAILED, message)
-        await self._finish(task, TaskStatus.FAILED, result, failed, error=message)
+        with _recorded(task):
+            await self._finish(task, TaskStatus.FAILED, result, failed, error=message)
         self.stats.failed += 1
         self._outcome(task, "failed", None, message, logging.ERROR)
 
@@ -702,9 +717,10 @@ class Worker:
             attempt = task.attempts
             task.attempts = max(0, task.attempts - 1)
             try:
-                await self.backend.task_queue.requeue_task(
-                    task, error="released at worker shutdown"
-                )
+                with _recorded(task):
+                    await self.backend.task_queue.requeue_task(
+                        task, error="released at worker shutdown"
+                    )
                 self.stats.released += 1
                 self._outcome(task, "released", None, "back to its queue, not counted",
                               attempt=attempt)  # fmt: skip

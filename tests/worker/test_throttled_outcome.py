@@ -111,3 +111,41 @@ async def test_an_outcome_fenced_before_the_store_throttled_is_left_to_the_reape
         events = await app.backend.event_storage.get_events(task_id=handle.id)
         kinds = [e.event_type.value for e in events]
         assert kinds.count("started") == 1 and kinds.count("completed") == 1, kinds
+
+
+async def test_a_retry_fenced_before_the_store_throttled_counts_as_retried(clock, caplog):
+    """A failed run's requeue whose fence landed, the new payload refused: the retry is
+    recorded (a reaper completes it), not reported as an outcome the worker could not write."""
+    RUNS.clear()
+    store = SimulatedObjectStore(SimulatedBucket("s3", seed=1), instant=True)
+    store.backoff = Backoff(base=0.001, attempts=1)
+    app = AsyncOmniQ(SimBackend(store, visibility_timeout=30))
+    original = store._put
+
+    async def refuse_new_payloads(path, data, *, create, version):
+        if "/pending/" in path:
+            raise ProviderError(503, "SlowDown")
+        return await original(path, data, create=create, version=version)
+
+    @app.task(name="flaky")
+    async def flaky(n: int) -> int:
+        RUNS.append(n)
+        if len(RUNS) == 1:
+            raise RuntimeError("first run fails")
+        return n
+
+    async with app:
+        handle = await app.enqueue("flaky", 3, max_retries=1, retry_delay=0)
+        store._put = refuse_new_payloads
+        stats = await app.run_worker(burst=True)
+        store._put = original
+        assert stats.retried == 1 and stats.lost == 0
+        assert "could not record its outcome" not in caplog.text
+        clock.advance(60)
+        queue = app.backend.task_queue
+        await queue.requeue_expired()  # completes the requeue
+        queue._indexes.clear()  # the listing and the idle rest are kept in real time
+        queue._idle_until.clear()
+        stats = await app.run_worker(burst=True)
+        assert RUNS == [3, 3] and stats.completed == 1
+        assert await handle.result() == 3
