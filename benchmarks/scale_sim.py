@@ -600,6 +600,8 @@ def main() -> None:
     parser.add_argument("--label", default="current", help="a name for this run in the JSON")
     parser.add_argument("--out", default=str(RESULTS / "scale_sim.json"))
     args = parser.parse_args()
+    if args.s3_limit_scale is not None and not args.s3_limit_scale > 0:
+        parser.error("--s3-limit-scale must be a number above 0")
     logging.getLogger("omniq").setLevel(logging.ERROR)  # expected expiries and lost leases
     results: list[dict[str, Any]] = []
     out = Path(args.out)

@@ -17,8 +17,9 @@ class ValidationError(OmniQError, ValueError):
 
 class StorageError(OmniQError):
     """A storage operation failed; ``path`` names the object, ``__cause__`` keeps the original.
-    ``transient`` is true when the store asked to slow down (HTTP 429/503 past the retries):
-    the same request may well succeed a little later."""
+    ``transient`` is true when the request may well succeed a little later: the store asked
+    to slow down or failed on its side (HTTP 408, 429, 5xx) past the retries, or did not answer
+    (a timeout, a dropped connection)."""
 
     transient = False
 

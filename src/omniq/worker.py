@@ -49,9 +49,9 @@ MAX_BACKOFF = 3600.0
 
 @contextlib.contextmanager
 def _recorded(task: Task) -> Iterator[None]:
-    """A finish or requeue whose fence landed is recorded, even if the rest of its settle was
-    refused (``SettleDeferredError``): a reaper completes it. The caller carries on as if it
-    had been written in full."""
+    """A requeue whose fence landed is recorded, even if the rest of its settle was refused
+    (``SettleDeferredError``): a reaper completes it. The caller carries on as if it had been
+    written in full (``_finish`` does the same for a finish)."""
     try:
         yield
     except SettleDeferredError as exc:
@@ -493,8 +493,8 @@ class Worker:
             await self.backend.task_queue.finish_task(
                 task, status, error, result=result, events=[*buffered, event]
             )
-        except SettleDeferredError:
-            raise  # the record holds the events: not written again
+        except SettleDeferredError as exc:  # recorded, its events with it: a reaper settles it
+            logger.warning("task %s: %s", task.id, exc)
         except BaseException:
             if buffered:
                 self._events[task.id] = buffered + self._events.get(task.id, [])
@@ -655,11 +655,6 @@ class Worker:
             try:
                 await self._succeed(task, value, duration)
                 return
-            except SettleDeferredError as exc:  # recorded: the reaper completes the settle
-                logger.warning("task %s: %s", task.id, exc)
-                self.stats.completed += 1
-                self._outcome(task, "completed", duration)
-                return
             except StorageError as exc:
                 left = (task.lease.expires_at - utcnow()).total_seconds() if task.lease else 0.0
                 stopping = self._stop.is_set()
@@ -706,8 +701,7 @@ class Worker:
             ttl=task.ttl,
         )  # fmt: skip
         failed = self._event_of(task, EventType.FAILED, message)
-        with _recorded(task):
-            await self._finish(task, TaskStatus.FAILED, result, failed, error=message)
+        await self._finish(task, TaskStatus.FAILED, result, failed, error=message)
         self.stats.failed += 1
         self._outcome(task, "failed", None, message, logging.ERROR)
 
