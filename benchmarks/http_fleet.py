@@ -1,6 +1,7 @@
 """Worker processes on one real S3 server over HTTP (issue 14): requests and lost races per task.
 
     python benchmarks/http_fleet.py [--tasks 1000] [--procs 20] [--slots 2] [--seconds 0.2]
+                                    [--shards 1]
 
 Starts SeaweedFS on 127.0.0.1 (tests/emulators.py) behind the counting proxy of the tests
 (tests/s3proxy.py: every request counted by kind and HTTP status), enqueues ``--tasks`` tasks
@@ -67,9 +68,13 @@ def work(url: str, options: dict[str, Any], slots: int, start: Any, out: Any) ->
     out.put(asyncio.run(run()))
 
 
-async def enqueue(url: str, options: dict[str, Any], n: int, seconds: float) -> list[str]:
+async def enqueue(
+    url: str, options: dict[str, Any], n: int, seconds: float, shards: int
+) -> list[str]:
     app = make_app(url, options)
     async with app:
+        if shards > 1:
+            await app.backend.task_queue.set_shards("default", shards)  # type: ignore[attr-defined]
         return [(await app.enqueue("nap", seconds)).id for _ in range(n)]
 
 
@@ -104,6 +109,7 @@ def main() -> None:
     parser.add_argument("--procs", type=int, default=20)
     parser.add_argument("--slots", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=0.2)
+    parser.add_argument("--shards", type=int, default=1, help="the queue's shard count")
     parser.add_argument("--label", default="current")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -111,7 +117,7 @@ def main() -> None:
         try:
             with S3Proxy(server.endpoint) as proxy:
                 options, url = proxy.options(server.options), server.url()
-                ids = asyncio.run(enqueue(url, options, args.tasks, args.seconds))
+                ids = asyncio.run(enqueue(url, options, args.tasks, args.seconds, args.shards))
                 enqueued = Counter(proxy.requests)
                 proxy.requests.clear()
                 ctx = mp.get_context("spawn")
@@ -143,6 +149,7 @@ def main() -> None:
         "procs": args.procs,
         "slots": args.slots,
         "task_seconds": args.seconds,
+        "shards": args.shards,
         "tasks_per_s": round(args.tasks / elapsed, 1),
         "completed_by_workers": completed,
         "duplicates": completed - args.tasks + outcome.get("not completed", 0),

@@ -54,6 +54,7 @@ from omniq.exceptions import LeaseLostError  # noqa: E402
 from omniq.models import _time  # noqa: E402
 from omniq.models.config import FileConfig  # noqa: E402
 from omniq.models.task import Task, TaskStatus  # noqa: E402
+from omniq.storage.file.shards import location  # noqa: E402
 from omniq.storage.file.simulated import (  # noqa: E402
     PRICES,
     PROFILES,
@@ -73,6 +74,7 @@ TIMED_MODULES = (
     "omniq.storage.file.task_queue",
     "omniq.storage.file.lease_queue",
     "omniq.storage.file.doorbell",
+    "omniq.storage.file.shards",
 )
 
 
@@ -90,6 +92,8 @@ class Scenario:
     kill_at: float = 3.0
     visibility_timeout: float = 10.0
     limit_seconds: float = 600.0  # virtual time after which a run is cut short (and fails)
+    shards: int = 1  # the queue's shard count (omniq.storage.file.shards)
+    partitioned: bool = False  # S3 partitions split down to the queue's folders from the start
 
     @property
     def capacity(self) -> float:
@@ -211,6 +215,8 @@ class Fleet:
         self.sc = sc
         self.loop = loop
         self.bucket = SimulatedBucket(sc.profile, seed=seed)
+        if sc.partitioned:
+            self.bucket.partition("tasks/default/")
         self.ledger = Ledger()
         self.workers: dict[str, Worker] = {}
         self.stores: dict[str, SimulatedObjectStore] = {}
@@ -291,8 +297,11 @@ class Fleet:
 
     def unsettled(self) -> bool:
         """Whether a task is still pending or running."""
-        root = "tasks/default/"
-        return self.bucket.count(root + "pending/") + self.bucket.count(root + "running/") > 0
+        places = [location("default", k) for k in range(self.sc.shards)]
+        return any(
+            self.bucket.count(f"tasks/{where}/{state}/")
+            for where in places for state in ("pending", "running")
+        )  # fmt: skip
 
     def kill(self) -> None:
         victims = sorted(self.workers)[: round(len(self.workers) * self.sc.kill_fraction)]
@@ -352,6 +361,9 @@ async def late_finish_is_refused(fleet: Fleet) -> bool:
 async def run_scenario(sc: Scenario, seed: int = 1) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     fleet = Fleet(sc, loop, seed)
+    if sc.shards > 1:
+        setup = fleet.app(SimulatedObjectStore(fleet.bucket, instant=True))
+        await setup.backend.task_queue.set_shards("default", sc.shards)  # type: ignore[attr-defined]
     t0 = loop.time()
     for i in range(sc.workers):
         await fleet.start_worker(f"w{i:04d}")
@@ -597,6 +609,12 @@ def main() -> None:
         help="S3 profile with its per-prefix limits scaled (0.1: a tenth; a throttled fleet "
         "at N = 100 instead of 1,000, in seconds rather than minutes)",
     )  # fmt: skip
+    parser.add_argument("--shards", type=int, default=None, help="the queue's shard count")
+    parser.add_argument(
+        "--partitioned", action="store_true",
+        help="S3 partitions split down to the queue's folders from the start (as after "
+        "sustained load: the simulation otherwise splits one level a minute)",
+    )  # fmt: skip
     parser.add_argument("--label", default="current", help="a name for this run in the JSON")
     parser.add_argument("--out", default=str(RESULTS / "scale_sim.json"))
     args = parser.parse_args()
@@ -611,6 +629,7 @@ def main() -> None:
             given = {
                 "limit_seconds": args.limit, "backlog_seconds": args.backlog,
                 "produce_seconds": args.produce, "task_seconds": args.task_seconds,
+                "shards": args.shards, "partitioned": args.partitioned or None,
             }  # fmt: skip
             overrides = {k: v for k, v in given.items() if v is not None}
             if args.s3_limit_scale is not None:

@@ -203,3 +203,19 @@ def test_worker_log_format_json_and_levels(omniq):
     omniq("enqueue", "add", "2", "2")
     quiet = omniq("worker", "--app", "task_defs:app", "--burst", "--log-level", "warning")
     assert "starting" not in quiet.stderr and "completed 1" in quiet.stdout
+
+
+def test_shards_shows_and_raises_a_queues_count(omniq, data, tmp_path):
+    omniq("shards", "default", code=1)  # no data there yet: nothing to show
+    assert "1 -> 4 shard(s)" in omniq("shards", "default", "4").output
+    assert "queue default: 4 shard(s)" in omniq("shards", "default").output
+    assert "queue other: 1 shard(s)" in omniq("shards", "other").output
+    assert "already has 4 shard(s)" in omniq("shards", "default", "4").output
+    assert (data / "tasks" / "default" / "shards.json").exists()
+    assert "raised, not lowered" in one_error(omniq("shards", "default", "2", code=1))
+    assert "1-64" in one_error(omniq("shards", "default", "0", code=1))
+    assert "queue name" in one_error(omniq("shards", "../x", code=1))
+    db = tmp_path / "omniq.db"
+    sqlite = omniq("shards", "default", "2", "--url", f"sqlite:///{db}", code=2, url=False)
+    assert "directory and bucket locations" in sqlite.output
+    assert not db.exists()

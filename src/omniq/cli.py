@@ -1,5 +1,5 @@
 """The ``omniq`` command: worker, enqueue, status, tasks, inspect, cancel, retry, purge, cleanup,
-schedule, scheduler, migrate, dashboard.
+shards, schedule, scheduler, migrate, dashboard.
 
 Expected errors are one line without a traceback: exit code 2 for a usage mistake, 1 for a
 runtime error (``OmniQError``). ``--url``/``--app`` and the log options go before or after the
@@ -611,6 +611,43 @@ def cleanup(ctx: click.Context) -> None:
         return
     removed = [f"{n} {kind.replace('_', ' ')}" for kind, n in counts.items() if n]
     console.print("removed " + ", ".join(removed))
+
+
+@cli.command()
+@global_options
+@click.argument("queue")
+@click.argument("count", type=int, required=False)
+@click.pass_context
+def shards(ctx: click.Context, queue: str, count: int | None) -> None:
+    """Show QUEUE's shard count, or raise it to COUNT (1-64): a queue on a bucket spread over
+    several prefixes, for fleets past one prefix's request rate (README, "Scaling out").
+    Workers may run meanwhile; the count cannot be lowered."""
+    application = resolve_app(ctx, read_only=count is None)
+    from omniq.storage.file.task_queue import FileTaskQueue
+
+    task_queue = application.backend.task_queue
+    if not isinstance(task_queue, FileTaskQueue):
+        raise click.UsageError(
+            "shards apply to directory and bucket locations; this backend keeps one queue "
+            f"in one place ({type(application.backend).__name__})"
+        )
+
+    async def go() -> tuple[int, int]:
+        async with application:
+            if count is None:
+                return (await task_queue.get_shards(queue),) * 2
+            return await task_queue.set_shards(queue, count), count
+
+    before, after = run(go())
+    if count is None:
+        console.print(f"queue {queue}: {after} shard(s)")
+    elif before == after:
+        console.print(f"queue {queue} already has {after} shard(s)")
+    else:
+        from omniq.storage.file.shards import ShardCounts
+
+        console.print(f"queue {queue}: {before} -> {after} shard(s); running workers follow "
+                      f"within {ShardCounts.TTL:.0f} s")  # fmt: skip
 
 
 @cli.command()

@@ -26,6 +26,8 @@ pytestmark = pytest.mark.file_layout("a simulated bucket under the lease-object 
     [
         ("steady", {"workers": 6, "produce_seconds": 4.0}),
         ("killed", {"workers": 10, "produce_seconds": 2.0}),
+        ("steady", {"workers": 6, "produce_seconds": 4.0, "shards": 4}),
+        ("killed", {"workers": 10, "produce_seconds": 2.0, "shards": 3}),
         # Sub-second tasks on GCS's one write per second per object: the lease object is
         # written three times a task. Left out until refused writes were retried once their
         # second had passed (the random back-off made it fail now and then); 12 runs under
@@ -63,6 +65,20 @@ def test_idle_workers_read_the_doorbell_instead_of_listing():
     # the reaper turn's compare-and-swap PUTs, and the queue times its reaper and listings with
     # time.monotonic() (real time), which looptime does not fast-forward — so their number
     # depends on how fast this machine runs the simulation (18-38 PUTs seen for this run).
+
+
+def test_an_idle_worker_lists_one_shard_a_wake():
+    """On a sharded queue the doorbell wakes an idle worker for every shard; its idle timer
+    (the safety net for a missed ring) lists one shard a wake, in turn, not all of them: an
+    idle worker costs what it does on one shard. The reaper turn's holder lists every shard's
+    running/ each sweep (about 12 sweeps a minute)."""
+    n, shards = 5, 4
+    result = run(scenario("idle", n, shards=shards), seed=3)
+    assert result["problems"] == [], result
+    idle = result["idle_requests"]
+    # Listing every shard at each wake would be 6 x 4 x 5 = 120 listings from the workers.
+    assert idle.get("list", 0) <= 6 * n + 13 * (1 + shards) + 2 * shards + 2, idle
+    assert result["pickup_s"] <= 1.6, result
 
 
 def test_the_doorbell_rings_once_a_second_per_process_and_old_markers_are_swept():

@@ -38,7 +38,6 @@ from omniq.exceptions import (
 )
 from omniq.models._time import utcnow, utcnow_ms
 from omniq.models.event import TaskEvent
-from omniq.models.ids import is_valid_name
 from omniq.models.result import TaskResult
 from omniq.models.task import Lease, Task, TaskStatus
 from omniq.storage.file.cloud import ConflictError, deadline
@@ -55,6 +54,7 @@ from omniq.storage.file.keys import (
 from omniq.storage.file.objects import VersionMismatch
 from omniq.storage.file.reaper_turn import ReaperTurn
 from omniq.storage.file.records import FINISHED_DIRS
+from omniq.storage.file.shards import is_valid_location, lease_key, queue_of
 from omniq.storage.file.task_queue import (
     _DIR_OF_STATUS,
     FINISH_VERB,
@@ -116,7 +116,7 @@ class LeaseTaskQueue(FileTaskQueue):
         self.doorbell = Doorbell(self._objects, tasks_dir)
         self._idle_pause: dict[str, float] = {}  # queue -> the current idle listing interval
         self._idle_until: dict[str, float] = {}  # queue -> monotonic time to list it again
-        self._mine: set[str] = set()  # names this queue object claimed (while still leased)
+        self._mine: dict[str, set[str]] = {}  # location -> names claimed here, still leased
         self.reaper_turn = ReaperTurn(self._objects, tasks_dir, ctx.config.reap_interval)
         #: Leases the reaper's sweeps ``read`` and ``skipped`` (written too recently).
         self.reap_stats: Counter[str] = Counter()
@@ -136,18 +136,25 @@ class LeaseTaskQueue(FileTaskQueue):
         super()._claimed(queue)
         self._idle_pause.pop(queue, None)
 
-    def _rest(self, queue: str, index: PendingIndex, now_ms: int) -> None:
+    def _rest(self, queue: str, now_ms: int) -> None:
         """A listing found nothing due: do not list ``queue`` again for a while (doubling up to
         ``IDLE_LIST_MAX``, but not past the first due time listed), unless its doorbell rings."""
         pause = min(
             self.IDLE_LIST_MAX, self._idle_pause.get(queue, self._config.listing_ttl / 2) * 2
         )
         self._idle_pause[queue] = pause
-        first = index.first_due_ms()
+        first = self._first_due_ms(queue)
         if first is not None:
             pause = min(pause, max(0.0, (first - now_ms) / 1000))
         self._idle_until[queue] = time.monotonic() + pause
         self.doorbell.listen(queue)
+
+    def _listings_to_rest(self, queue: str, shards: int) -> int:
+        """A round of the shards, unless the queue was resting and its idle timer (not its
+        doorbell) ended the rest: then one shard, the next in turn. The doorbell wakes for
+        every shard; the timer is the safety net for a missed ring, and listing every shard
+        at each would multiply an idle consumer's cost by the shard count."""
+        return 1 if queue in self._idle_pause else shards
 
     async def _resting(self, queue: str) -> bool:
         """Whether ``queue`` should not be listed now: it was found empty a moment ago and its
@@ -170,11 +177,11 @@ class LeaseTaskQueue(FileTaskQueue):
         # A lease object is named like the pending payload it holds.
         return super()._is_task_name(PENDING if state == RUNNING else state, name)
 
-    def _lease_key(self, queue: str, name: str) -> str:
-        return f"{self._dir(queue, RUNNING)}/{name}"
+    def _lease_key(self, where: str, name: str) -> str:
+        return f"{self._dir(where, RUNNING)}/{name}"
 
-    def _payload_key(self, queue: str, name: str) -> str:
-        return f"{self._dir(queue, PENDING)}/{name}"
+    def _payload_key(self, where: str, name: str) -> str:
+        return f"{self._dir(where, PENDING)}/{name}"
 
     def _lease_ms(self, seconds: float | None = None) -> int:
         return to_ms(utcnow()) + int((seconds or self._config.visibility_timeout) * 1000)
@@ -194,14 +201,14 @@ class LeaseTaskQueue(FileTaskQueue):
         with contextlib.suppress(VersionMismatch):  # taken over: the new holder deletes it
             await self._objects.delete_version(self._lease_key(queue, name), version)
 
-    async def _state_names(self, queue: str, state: str) -> list[str]:
+    async def _state_names(self, where: str, state: str) -> list[str]:
         if state != PENDING:
-            return await super()._state_names(queue, state)
-        payloads = await self._objects.list(self._dir(queue, PENDING))
-        leased = set(await self._objects.list(self._dir(queue, RUNNING)))
+            return await super()._state_names(where, state)
+        payloads = await self._objects.list(self._dir(where, PENDING))
+        leased = set(await self._objects.list(self._dir(where, RUNNING)))
         return [n for n in payloads if n not in leased]
 
-    async def _fresh_index(self, queue: str) -> PendingIndex:
+    async def _fresh_index(self, where: str) -> PendingIndex:
         """List the head of the queue: pages in name order (priority, then due time) until
         ``HEAD_NAMES`` due, unleased names are in hand. A listing costs a request per page, so
         listing a whole long queue each refresh would make dequeue slow down as it grows.
@@ -211,13 +218,13 @@ class LeaseTaskQueue(FileTaskQueue):
         a name, the listing jumps to the next priority instead of paging through a backlog of
         delayed tasks (retries waiting out their back-off, say).
         """
-        if queue in self._idle_pause and not await self._any_pending(queue):
+        if queue_of(where) in self._idle_pause and not await self._any_pending(where):
             # Idle: an empty queue costs one listing, not two (running/ is not listed).
-            index = self._indexes[queue] = PendingIndex([], time.monotonic())
+            index = self._indexes[where] = PendingIndex([], time.monotonic())
             return index
-        leased = set(await self._objects.list(self._dir(queue, RUNNING)))
-        self._mine &= leased
-        if leased - self._mine:  # others hold tasks here: pick at random from the start
+        leased = set(await self._objects.list(self._dir(where, RUNNING)))
+        mine = self._mine[where] = self._mine.get(where, set()) & leased
+        if leased - mine:  # others hold tasks here: pick at random from the start
             self._contended_until = time.monotonic() + self.CONTENDED_SECONDS
         now_ms = to_ms(utcnow())
         names: list[str] = []
@@ -228,7 +235,7 @@ class LeaseTaskQueue(FileTaskQueue):
         while True:
             jump: str | None = None
             listing = self._objects.list_pages(
-                self._dir(queue, PENDING), self.HEAD_PAGE, start_after
+                self._dir(where, PENDING), self.HEAD_PAGE, start_after
             )
             async with contextlib.aclosing(listing) as pages:
                 async for page in pages:
@@ -253,14 +260,14 @@ class LeaseTaskQueue(FileTaskQueue):
             if jump is None:
                 break
             start_after = jump
-        await self._set_aside_strays(queue, PENDING, strays)
+        await self._set_aside_strays(where, PENDING, strays)
         index = PendingIndex(names, time.monotonic(), horizon)
-        self._indexes[queue] = index
+        self._indexes[where] = index
         return index
 
-    async def _any_pending(self, queue: str) -> bool:
+    async def _any_pending(self, where: str) -> bool:
         """Whether ``pending/`` holds anything (one listing request of one name)."""
-        listing = self._objects.list_pages(self._dir(queue, PENDING), 1)
+        listing = self._objects.list_pages(self._dir(where, PENDING), 1)
         async with contextlib.aclosing(listing) as pages:
             async for page in pages:
                 if page:
@@ -271,17 +278,19 @@ class LeaseTaskQueue(FileTaskQueue):
         """Find a task without a window in which it hides: its payload stays in ``pending/``
         from enqueue until it is finished (a retry writes the new name before deleting the old
         one), and its finished record is written before the payload is deleted. So list the
-        payloads first, then look for a finished record."""
+        payloads first, then look for a finished record. A task keeps its shard until it is
+        finished, so the shards are looked at one after another."""
         for queue in await self.list_queues():
-            names = [
-                n
-                for n in await self._objects.list(self._dir(queue, PENDING))
-                if is_pending_name(n) and task_id_of(n) == task_id
-            ]
-            if names:
-                leased = set(await self._objects.list(self._dir(queue, RUNNING)))
-                held = [n for n in names if n in leased]
-                return (queue, RUNNING, held[0]) if held else (queue, PENDING, names[0])
+            for where in await self._locations(queue):
+                names = [
+                    n
+                    for n in await self._objects.list(self._dir(where, PENDING))
+                    if is_pending_name(n) and task_id_of(n) == task_id
+                ]
+                if names:
+                    leased = set(await self._objects.list(self._dir(where, RUNNING)))
+                    held = [n for n in names if n in leased]
+                    return (where, RUNNING, held[0]) if held else (where, PENDING, names[0])
             for state in FINISHED_DIRS:
                 name = task_id + self._ctx.ext
                 if await self._objects.exists(f"{self._dir(queue, state)}/{name}"):
@@ -292,12 +301,12 @@ class LeaseTaskQueue(FileTaskQueue):
         found = await self._read_lease(queue, name)
         return None if found is None else (found[0].expires_ms, found[0].token)
 
-    async def _load(self, queue: str, state: str, name: str) -> Task:
+    async def _load(self, where: str, state: str, name: str) -> Task:
         if state != RUNNING:
-            return await super()._load(queue, state, name)
-        task = await self._read_task(self._payload_key(queue, name))
+            return await super()._load(where, state, name)
+        task = await self._read_task(self._payload_key(where, name))
         task.status = TaskStatus.RUNNING
-        found = await self._read_lease(queue, name)
+        found = await self._read_lease(where, name)
         if found is not None:
             record, version = found
             task.attempts += 1
@@ -305,7 +314,7 @@ class LeaseTaskQueue(FileTaskQueue):
                 token=record.token,
                 expires_at=from_ms(record.expires_ms),
                 worker_id=record.worker_id or lease_holder(record.token),
-                key=name,
+                key=lease_key(where, name),
                 version=version,
             )
         return task
@@ -313,13 +322,13 @@ class LeaseTaskQueue(FileTaskQueue):
     # -------------------------------------------------------------------------- claims
 
     async def _try_claim(
-        self, queue: str, name: str, now_ms: int, lease_ms: int, worker_id: str | None
+        self, where: str, name: str, now_ms: int, lease_ms: int, worker_id: str | None
     ) -> Task | None:
         self.reaper_turn.learn_lease(lease_ms / 1000)
         record = LeaseRecord(token=_token(worker_id), expires_ms=now_ms + lease_ms,
                              worker_id=worker_id)  # fmt: skip
         try:
-            version = await self._objects.create(self._lease_key(queue, name), _encode(record))
+            version = await self._objects.create(self._lease_key(where, name), _encode(record))
         except FileExistsError:
             self._lost_race()
             return None  # held by another worker (or expired: the reaper's business)
@@ -330,37 +339,38 @@ class LeaseTaskQueue(FileTaskQueue):
         # Read only once the lease is ours: a payload read before could predate a rewrite by
         # the previous holder (a reaper's attempts + 1, an admin update) that settled between.
         try:
-            task = await self._read_task(self._payload_key(queue, name))
+            task = await self._read_task(self._payload_key(where, name))
         except (FileNotFoundError, CorruptFileError):
             # Finished (or set aside) after our listing: give the name back. Another consumer
             # is at work here, and our listing is stale.
             self._contended_until = time.monotonic() + self.CONTENDED_SECONDS
             self.claim_stats["phantom"] += 1
-            await self._drop_lease(queue, name, version)
+            await self._drop_lease(where, name, version)
             return None
-        if await self._refuse_misplaced(task, queue, name, self._payload_key(queue, name)):
-            await self._drop_lease(queue, name, version)
+        if await self._refuse_misplaced(task, where, name, self._payload_key(where, name)):
+            await self._drop_lease(where, name, version)
             return None
-        self._mine.add(name)
+        self._mine.setdefault(where, set()).add(name)
         return _delivered(task, now_ms, Lease(
             token=record.token, expires_at=from_ms(record.expires_ms), worker_id=worker_id,
-            key=name, version=version,
+            key=lease_key(where, name), version=version,
         ))  # fmt: skip
 
-    def _held(self, task: Task) -> tuple[str, str]:
-        lease = task.lease
-        if lease is None or lease.key is None or lease.version is None:
+    def _held(self, task: Task) -> tuple[str, str, str]:
+        """``(location, name, version)`` of the lease ``task`` holds."""
+        place = self._lease_place(task)
+        if place is None or task.lease is None or task.lease.version is None:
             raise LeaseLostError(
                 f"task {task.id} holds no lease from this queue (was it dequeued?)"
             )
-        return lease.key, lease.version
+        return (*place, task.lease.version)
 
     async def _swap(self, task: Task, record: LeaseRecord, action: str) -> str:
         """Compare-and-swap the task's lease object; only its holder can."""
-        name, version = self._held(task)
+        where, name, version = self._held(task)
         try:
             return await self._objects.replace(
-                self._lease_key(task.queue_name, name), _encode(record), version
+                self._lease_key(where, name), _encode(record), version
             )
         except VersionMismatch:
             raise self._lost(task, action) from None
@@ -380,7 +390,7 @@ class LeaseTaskQueue(FileTaskQueue):
 
     async def _release(self, task: Task, settle_to: str, data: bytes, action: str) -> None:
         """Fence with a settle record, then settle: the holder's way out of a lease."""
-        self._held(task)
+        where, name, _ = self._held(task)
         assert task.lease is not None
         # The settle record lives as long as the lease it replaces: if its writer dies mid-way,
         # a reaper completes it as soon as it would have re-delivered.
@@ -390,17 +400,17 @@ class LeaseTaskQueue(FileTaskQueue):
         )  # fmt: skip
         version = await self._swap(task, record, action)
         try:
-            await self._settle(task.queue_name, task.lease.key or "", record, version)
+            await self._settle(where, name, record, version)
         except StorageError as exc:  # the outcome stands in the settle record
             deferred = SettleDeferredError(f"{action} recorded, settle left to a reaper ({exc})")
             deferred.transient = exc.transient
             raise deferred from exc
 
-    async def _settle(self, queue: str, name: str, record: LeaseRecord, version: str) -> None:
+    async def _settle(self, where: str, name: str, record: LeaseRecord, version: str) -> None:
         """Write the task where the settle record says, drop its pending payload (unless that
         is where it goes), then the lease. Every step is idempotent."""
         assert record.settle_to is not None and record.settle_data is not None
-        payload = self._payload_key(queue, name)
+        payload = self._payload_key(where, name)
         # No write may start once a reaper could take the record over: the writes are not
         # conditional, and one landing after the reaper's completion (say after throttled
         # retries) could bring a finished task's payload back, or delete a new one. Stopped
@@ -410,39 +420,39 @@ class LeaseTaskQueue(FileTaskQueue):
         with deadline(record.expires_ms - min(SETTLE_MARGIN_MS, left_ms // 2)):
             hold: str | None = None
             if target is not None:
-                hold = await self._hold(*target, f"{queue}/{name}", record)
+                hold = await self._hold(*target, f"{where}/{name}", record)
             # In this order, not in parallel: a reader must always find the task somewhere
             # (with the payload deleted first, get_task and a waiting caller would see none).
             if target is None or hold is not None:
                 await self._objects.put(record.settle_to, record.settle_data)
             if record.settle_to != payload:
                 await self._objects.discard(payload)
-            await self._drop_lease(queue, name, version)
+            await self._drop_lease(where, name, version)
             if target is not None and hold is not None:
                 await self._drop_lease(*target, hold)
 
     def _new_pending_name(self, settle_to: str, payload: str) -> tuple[str, str] | None:
-        """``(queue, name)`` if a settle writes a pending payload under another name than the
-        one it leaves (a requeue with a new due time, an admin move), else ``None``."""
+        """``(location, name)`` if a settle writes a pending payload under another name than
+        the one it leaves (a requeue with a new due time, an admin move), else ``None``."""
         if settle_to == payload or not settle_to.startswith(self._root + "/"):
             return None
-        parts = settle_to[len(self._root) + 1 :].split("/")
-        if len(parts) != 3 or parts[1] != PENDING:
+        where, _, rest = settle_to[len(self._root) + 1 :].rpartition(f"/{PENDING}/")
+        if "/" in rest or not is_valid_location(where):
             return None
-        return parts[0], parts[2]
+        return where, rest
 
-    async def _hold(self, queue: str, name: str, source: str, record: LeaseRecord) -> str | None:
+    async def _hold(self, where: str, name: str, source: str, record: LeaseRecord) -> str | None:
         """Hold ``name`` for the settle of ``source``; its version, or ``None`` if someone else
         holds the name: the task moved on there (its payload was written by an earlier try of
         this settle, by an older version without holds), and it must not be written again."""
         mark = _encode(LeaseRecord(token=record.token, expires_ms=record.expires_ms,
                                    held_for=source))  # fmt: skip
-        key = self._lease_key(queue, name)
+        key = self._lease_key(where, name)
         try:
             return await self._objects.create(key, mark)
         except FileExistsError:
             pass
-        found = await self._read_lease(queue, name)
+        found = await self._read_lease(where, name)
         if found is not None and found[0].held_for == source:
             return found[1]  # an earlier try of this settle (killed, or out of time)
         logger.warning("%s is held by another lease: the settle of %s does not write it", key,
@@ -471,8 +481,9 @@ class LeaseTaskQueue(FileTaskQueue):
         queued = self._queued_copy(task, eta, error)
         name = pending_stem(queued) + self._ctx.ext
         data = self._ctx.serializer.encode(queued)
-        await self._release(task, self._payload_key(task.queue_name, name), data, "requeue")
-        self._index_add(task.queue_name, name)
+        where = self._held(task)[0]  # a retry stays in its shard
+        await self._release(task, self._payload_key(where, name), data, "requeue")
+        self._index_add(where, name)
         self._wakeup.notify()
         return queued
 
@@ -508,24 +519,35 @@ class LeaseTaskQueue(FileTaskQueue):
         now = utcnow()
         shortest_ms = self.reaper_turn.shortest_lease_ms
         quiet_for = shortest_ms / 2000 if shortest_ms else self._config.visibility_timeout / 2
-        now_ms, quiet_since = to_ms(now), now.timestamp() - quiet_for
+        quiet_since = now.timestamp() - quiet_for
         out: list[Task] = []
         for queue in await self.list_queues():
-            listed = await self._objects.list_modified(self._dir(queue, RUNNING))
-            names = [n for n in listed if self._is_task_name(RUNNING, n)]
-            due = [n for n in names if full or (listed[n] or 0.0) <= quiet_since]
-            self.reap_stats["skipped"] += len(names) - len(due)
-            for start in range(0, len(due), self.SWEEP_READS):
-                turn = self.reaper_turn
-                if turn.held and turn.renewal_due() and not await turn.take():
+            places = await (self._discover(queue) if full else self._locations(queue))
+            for where in places:  # shard by shard
+                if not await self._sweep_location(where, full, quiet_since, now, out):
                     return out  # the turn changed hands: its new holder sweeps
-                batch = due[start : start + self.SWEEP_READS]
-                self.reap_stats["read"] += len(batch)
-                found = await asyncio.gather(
-                    *(self._recover_logged(queue, name, now_ms, now) for name in batch)
-                )
-                out.extend(task for task in found if task is not None)
         return out
+
+    async def _sweep_location(
+        self, where: str, full: bool, quiet_since: float, now: datetime, out: list[Task]
+    ) -> bool:
+        """Sweep one location's leases into ``out``; ``False`` if the turn was lost."""
+        now_ms = to_ms(now)
+        listed = await self._objects.list_modified(self._dir(where, RUNNING))
+        names = [n for n in listed if self._is_task_name(RUNNING, n)]
+        due = [n for n in names if full or (listed[n] or 0.0) <= quiet_since]
+        self.reap_stats["skipped"] += len(names) - len(due)
+        for start in range(0, len(due), self.SWEEP_READS):
+            turn = self.reaper_turn
+            if turn.held and turn.renewal_due() and not await turn.take():
+                return False
+            batch = due[start : start + self.SWEEP_READS]
+            self.reap_stats["read"] += len(batch)
+            found = await asyncio.gather(
+                *(self._recover_logged(where, name, now_ms, now) for name in batch)
+            )
+            out.extend(task for task in found if task is not None)
+        return True
 
     async def _recover_if_expired(
         self, queue: str, name: str, now_ms: int, now: datetime
@@ -579,17 +601,17 @@ class LeaseTaskQueue(FileTaskQueue):
             return None
         return await self._settle_expired(queue, name, task, taken, version)
 
-    async def _release_hold(self, queue: str, name: str, source: str, version: str) -> None:
+    async def _release_hold(self, where: str, name: str, source: str, version: str) -> None:
         """An expired hold: drop it once the settle it was for is done (its record gone)."""
-        source_queue, _, source_name = source.partition("/")
-        if is_valid_name(source_queue) and is_pending_name(source_name):
-            found = await self._read_lease(source_queue, source_name)
+        source_where, _, source_name = source.rpartition("/")
+        if is_valid_location(source_where) and is_pending_name(source_name):
+            found = await self._read_lease(source_where, source_name)
             # Kept only for a settle record that writes this very name: a hold naming
             # anything else (itself, a plain lease, a hostile value) would pin the task.
-            if found is not None and found[0].settle_to == self._payload_key(queue, name):
+            if found is not None and found[0].settle_to == self._payload_key(where, name):
                 return  # that settle is not done: whoever completes it drops the hold
-        await self._drop_lease(queue, name, version)
-        self._index_add(queue, name)
+        await self._drop_lease(where, name, version)
+        self._index_add(where, name)
 
     async def _settle_expired(
         self, queue: str, name: str, task: Task, record: LeaseRecord, version: str
@@ -608,23 +630,23 @@ class LeaseTaskQueue(FileTaskQueue):
         found = await self._find_pending(task_id)
         if found is None:
             return False
-        queue, name = found
+        where, name = found
         try:
-            task = await self._read_task(self._payload_key(queue, name))
+            task = await self._read_task(self._payload_key(where, name))
         except (FileNotFoundError, CorruptFileError):
             return False
         final = self._final_copy(task, TaskStatus.CANCELLED, None)
         record = LeaseRecord(
             token=_token(), expires_ms=self._lease_ms(),
-            settle_to=f"{self._dir(queue, 'cancelled')}/{self._finished_name(task)}",
+            settle_to=f"{self._dir(where, 'cancelled')}/{self._finished_name(task)}",
             settle_data=self._ctx.serializer.encode(final),
         )  # fmt: skip
         try:  # a claim by settle record: fails if a worker claimed it first
-            version = await self._objects.create(self._lease_key(queue, name), _encode(record))
+            version = await self._objects.create(self._lease_key(where, name), _encode(record))
         except FileExistsError:
             return False
-        await self._settle(queue, name, record, version)
-        self._index_discard(queue, name)
+        await self._settle(where, name, record, version)
+        self._index_discard(where, name)
         return True
 
     async def update_task(self, task: Task) -> None:
@@ -632,57 +654,58 @@ class LeaseTaskQueue(FileTaskQueue):
         is taken under a lease first, so no claim or finish races the rewrite; a running task's
         worker thereby loses its lease (its outcome is refused) and the task, left RUNNING under
         a lease nobody holds, is re-delivered when that lease expires."""
-        queue, state, name, stored = await self._update_source(task)
+        where, state, name, stored = await self._update_source(task)
         if state in FINISHED_DIRS:
-            await self._refuse_while_settling(queue, task.id)
+            await self._refuse_while_settling(where, task.id)
         target_state = _DIR_OF_STATUS[task.status]
         if target_state == RUNNING:
             stored.attempts = max(0, stored.attempts - 1)  # payloads count earlier deliveries
+        place = await self._target_location(stored, where)
         if target_state in (PENDING, RUNNING):
             target_name = pending_stem(stored) + self._ctx.ext
-            target = self._payload_key(stored.queue_name, target_name)
+            target = self._payload_key(place, target_name)
         else:
             target_name = self._finished_name(stored)
-            target = f"{self._dir(stored.queue_name, target_state)}/{target_name}"
+            target = f"{self._dir(place, target_state)}/{target_name}"
         data = self._ctx.serializer.encode(stored)
         lease = _encode(LeaseRecord(token=_token(), expires_ms=self._lease_ms()))
         if state in FINISHED_DIRS:
-            source = f"{self._dir(queue, state)}/{name}"
+            source = f"{self._dir(where, state)}/{name}"
             await self._objects.put(target, data)
             if source != target:
                 await self._objects.delete(source)
         else:
             record = LeaseRecord(token=_token(), expires_ms=self._lease_ms(), settle_to=target,
                                  settle_data=data)  # fmt: skip
-            version = await self._take_control(queue, state, name, record)
-            self._index_discard(queue, name)
-            if target_state == RUNNING and target == self._payload_key(queue, name):
+            version = await self._take_control(where, state, name, record)
+            self._index_discard(where, name)
+            if target_state == RUNNING and target == self._payload_key(where, name):
                 # Stays running under the same name: rewrite the payload, keep the lease held.
                 await self._objects.put(target, data)
-                await self._objects.replace(self._lease_key(queue, name), lease, version)
+                await self._objects.replace(self._lease_key(where, name), lease, version)
                 return
-            await self._settle(queue, name, record, version)
+            await self._settle(where, name, record, version)
         if target_state == RUNNING:  # a lease nobody holds: it expires and is re-delivered
             with contextlib.suppress(FileExistsError):  # a worker claimed it meanwhile
-                await self._objects.create(self._lease_key(stored.queue_name, target_name), lease)
+                await self._objects.create(self._lease_key(place, target_name), lease)
         elif target_state == PENDING:
-            self._index_add(stored.queue_name, target_name)
+            self._index_add(place, target_name)
 
     async def _refuse_while_settling(self, queue: str, task_id: str) -> None:
         """A finished record is written before its settle record is gone: until then a
         rewrite (``app.retry`` of a task that just failed) would be undone by whoever
-        completes the settle. One listing of ``running/``, on an admin path only."""
-        for name in await self._objects.list(self._dir(queue, RUNNING)):
+        completes the settle. One listing of ``running/`` per shard, on an admin path only."""
+        for _, name in await self._placed_names(queue, RUNNING):
             if is_pending_name(name) and task_id_of(name) == task_id:
                 raise TaskBusyError(f"task {task_id} is being settled: try again")
 
-    async def _take_control(self, queue: str, state: str, name: str, record: LeaseRecord) -> str:
+    async def _take_control(self, where: str, state: str, name: str, record: LeaseRecord) -> str:
         """Hold a pending or running task's lease with ``record`` (an admin take-over)."""
-        key = self._lease_key(queue, name)
+        key = self._lease_key(where, name)
         try:
             if state == PENDING:
                 return await self._objects.create(key, _encode(record))
-            found = await self._read_lease(queue, name)
+            found = await self._read_lease(where, name)
             if found is not None:
                 if found[0].held_for is not None or found[0].settle_to is not None:
                     raise TaskBusyError(f"task at {key} is being settled: try again")

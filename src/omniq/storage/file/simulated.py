@@ -159,6 +159,16 @@ class SimulatedBucket:
 
     # --------------------------------------------------------------- the limits
 
+    def partition(self, prefix: str) -> None:
+        """Split the partitions down to the children of ``prefix`` (ending in '/') now, as S3
+        has them after sustained load or a partitioning request: every ancestor splits."""
+        cut = 0
+        while True:
+            self._split.add(prefix[:cut])
+            cut = prefix.find("/", cut) + 1
+            if cut == 0:
+                return
+
     def _partition(self, path: str) -> str:
         prefix = ""
         while prefix in self._split:

@@ -13,6 +13,7 @@ counted and raises the count.
 from __future__ import annotations
 
 import functools
+import random
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -52,6 +53,14 @@ from omniq.storage.file.keys import (
     task_id_of,
 )
 from omniq.storage.file.records import FINISHED_DIRS, read_record
+from omniq.storage.file.shards import (
+    ShardCounts,
+    lease_key,
+    location,
+    queue_of,
+    shard_of,
+    split_lease_key,
+)
 from omniq.storage.file.wakeup import Wakeup, notifications_work
 from omniq.storage.lifecycle import (
     at_rest,
@@ -104,7 +113,10 @@ class FileTaskQueue(TaskQueue):
         self._objects = ctx.objects
         self._root = tasks_dir
         self._config = ctx.config
-        self._indexes: dict[str, PendingIndex] = {}
+        self._indexes: dict[str, PendingIndex] = {}  # by location (shards.py)
+        self._shards = ShardCounts(ctx, tasks_dir)
+        self._shard_cursor: dict[str, int] = {}  # queue -> the shard it lists next
+        self._discovered: dict[str, list[str]] = {}  # queue -> locations found by listing
         self._last_reap = 0.0
         root = self._objects.local_directory(tasks_dir)
         self._wakeup = Wakeup(notifications=root is not None and notifications_work(root))
@@ -113,8 +125,40 @@ class FileTaskQueue(TaskQueue):
 
     # ----------------------------------------------------------------- paths and reading
 
-    def _dir(self, queue: str, state: str) -> str:
-        return f"{self._root}/{queue}/{state}"
+    def _dir(self, where: str, state: str) -> str:
+        """The folder of one state at a location (a queue, or a shard of it: ``shards.py``);
+        finished records are kept per queue, whatever the shard."""
+        if state != PENDING and state != RUNNING:
+            where = queue_of(where)
+        return f"{self._root}/{where}/{state}"
+
+    async def _home(self, task: Task) -> str:
+        """The location a new task goes to: the shard its id hashes to."""
+        shards = await self._shards.count(task.queue_name)
+        return location(task.queue_name, shard_of(task.id, shards))
+
+    async def _locations(self, queue: str) -> list[str]:
+        """Every location of ``queue`` that may hold tasks: the stored shard count's, and any
+        shard folder the last ``_discover`` found beyond it."""
+        counted = await self._shards.locations(queue)
+        extra = [w for w in self._discovered.get(queue, ()) if w not in counted]
+        return counted + extra
+
+    async def _discover(self, queue: str) -> list[str]:
+        """List ``queue``'s shard folders (a reaper's full sweep): a shard count lost or
+        lowered by hand must not hide the tasks of a shard from the reaper and the look-ups."""
+        self._discovered[queue] = await self._shards.discover(queue)
+        return await self._locations(queue)
+
+    def _lease_place(self, task: Task) -> tuple[str, str] | None:
+        """``(location, object name)`` of the lease ``task`` holds, ``None`` if none."""
+        key = task.lease.key if task.lease is not None else None
+        if key is None:
+            return None
+        try:
+            return split_lease_key(task.queue_name, key)
+        except ValueError:
+            return None
 
     def state_dir(self, queue: str, state: str) -> str:
         """The folder of one queue's tasks in one state (``pending``, ``completed``...)."""
@@ -142,10 +186,9 @@ class FileTaskQueue(TaskQueue):
         state = _DIR_OF_STATUS[task.status]
         if state == PENDING:
             name = pending_stem(task) + self._ctx.ext
-            await self._objects.put(f"{self._dir(task.queue_name, PENDING)}/{name}", data)
-            index = self._indexes.get(task.queue_name)
-            if index is not None:
-                index.add(name)
+            where = await self._home(task)
+            await self._objects.put(f"{self._dir(where, PENDING)}/{name}", data)
+            self._index_add(where, name)
             self._wakeup.notify()
         else:
             key = f"{self._dir(task.queue_name, state)}/{self._finished_name(task)}"
@@ -186,7 +229,8 @@ class FileTaskQueue(TaskQueue):
         is watched, ``SAFETY_POLL`` or the first delayed task's due time, whichever is sooner."""
         self.idle_waits += 1
         pause = self._config.poll_interval
-        if all(self._watch(queue) for queue in queues):
+        places = [where for queue in queues for where in await self._locations(queue)]
+        if all(self._watch(where) for where in places):
             pause = max(pause, min(self.SAFETY_POLL, self._until_first_due(queues)))
         await self._wakeup.wait(min(pause, remaining))
 
@@ -194,18 +238,22 @@ class FileTaskQueue(TaskQueue):
         """Close the file-system watch of idle dequeues (a later wait opens it again)."""
         self._wakeup.close()
 
-    def _watch(self, queue: str) -> bool:
-        directory = self._objects.local_directory(self._dir(queue, PENDING))
+    def _watch(self, where: str) -> bool:
+        directory = self._objects.local_directory(self._dir(where, PENDING))
         return directory is not None and self._wakeup.watch(directory)
 
     def _until_first_due(self, queues: list[str]) -> float:
         """Seconds until the first listed task that is not due yet is (infinity if none)."""
-        now_ms = utcnow_ms()
+        firsts = [due for q in queues if (due := self._first_due_ms(q)) is not None]
+        return max(0.0, (min(firsts) - utcnow_ms()) / 1000) if firsts else float("inf")
+
+    def _first_due_ms(self, queue: str) -> int | None:
+        """The earliest due time in the listings in hand of ``queue``'s locations."""
         dues = [
-            due for q in queues if (index := self._indexes.get(q)) is not None
+            due for where, index in self._indexes.items() if queue_of(where) == queue
             if (due := index.first_due_ms()) is not None
         ]  # fmt: skip
-        return max(0.0, (min(dues) - now_ms) / 1000) if dues else float("inf")
+        return min(dues) if dues else None
 
     def _is_task_name(self, state: str, name: str) -> bool:
         """Whether ``name`` has the shape of a task's object in ``state``; anything else in a
@@ -216,22 +264,22 @@ class FileTaskQueue(TaskQueue):
             return is_running_name(name)
         return is_finished_name(name)
 
-    async def _set_aside_strays(self, queue: str, state: str, names: list[str]) -> None:
+    async def _set_aside_strays(self, where: str, state: str, names: list[str]) -> None:
         """Move names of ``state`` that are not task names under ``corrupt/`` (reported); the
         consumer that meets them does this, read-only calls only skip them."""
         for name in names:
             if not self._is_task_name(state, name):
                 await self._ctx.set_aside(
-                    f"{self._dir(queue, state)}/{name}",
+                    f"{self._dir(where, state)}/{name}",
                     ValidationError(f"{name!r} is not the name of a {state} task"),
                 )
 
-    async def _fresh_index(self, queue: str) -> PendingIndex:
-        names = await self._objects.list(self._dir(queue, PENDING))
+    async def _fresh_index(self, where: str) -> PendingIndex:
+        names = await self._objects.list(self._dir(where, PENDING))
         tasks = [n for n in names if is_pending_name(n)]
         if len(tasks) < len(names):
-            await self._set_aside_strays(queue, PENDING, names)
-        index = self._indexes[queue] = PendingIndex(tasks, time.monotonic())
+            await self._set_aside_strays(where, PENDING, names)
+        index = self._indexes[where] = PendingIndex(tasks, time.monotonic())
         return index
 
     def _contended(self) -> bool:
@@ -256,48 +304,88 @@ class FileTaskQueue(TaskQueue):
         races the queue is listed again rather than the stale listing walked on. A queue found
         with nothing due is not listed again while it rests (``_rest``, ``_resting``). A name is
         tried once per call: one that keeps failing (a lease left behind, a store answering 409
-        busy) would otherwise come back with every listing and keep the call from ever ending."""
+        busy) would otherwise come back with every listing and keep the call from ever ending.
+
+        A sharded queue (``shards.py``) is listed one shard per refresh, each consumer going
+        round them from a shard of its own: the fleet spreads over the shards, priority holds
+        within a shard and, across shards, within a round of listings. It rests once a round
+        of fresh listings found nothing due."""
         lease_ms = int(lease_seconds * 1000)
-        index = self._indexes.get(queue)
+        places = await self._locations(queue)
+        turn = self._shard_cursor.get(queue)
+        if turn is None:
+            turn = random.randrange(len(places))
+        where = places[turn % len(places)]
+        index = self._indexes.get(where)
         fresh = False
-        lost = 0
+        lost = listed = empty = 0
         tried: set[str] = set()
         while True:
             now_ms = utcnow_ms()
             stale = index is None or time.monotonic() - index.listed_at > self._config.listing_ttl
             if stale or lost >= self.LOST_IN_A_ROW:
-                if stale and not self._has_due(index, now_ms) and await self._resting(queue):
+                if (stale and not listed and not self._has_due(index, now_ms)
+                        and await self._resting(queue)):  # fmt: skip
                     return None
                 if lost >= self.LOST_IN_A_ROW:
                     self.claim_stats["relists"] += 1
-                index, fresh, lost = await self._fresh_index(queue), True, 0
+                if len(places) > 1:  # every refresh lists the next shard
+                    turn = (turn + 1) % len(places)
+                    self._shard_cursor[queue] = turn
+                    where = places[turn]
+                index, fresh, lost = await self._fresh_index(where), True, 0
+                listed += 1
                 for gone in tried:
                     index.discard(gone)
                 now_ms = utcnow_ms()
             assert index is not None
             name = index.pick_due(now_ms) if self._contended() else index.next_due(now_ms)
             if name is None:
-                if fresh:
-                    self._rest(queue, index, now_ms)
+                in_hand = self._due_in_hand(places, turn, now_ms)
+                if in_hand is not None:  # another shard's listing in hand has due names
+                    turn, fresh = in_hand, False
+                    where = places[turn]
+                    index = self._indexes[where]
+                    continue
+                empty += fresh
+                if empty >= self._listings_to_rest(queue, len(places)):
+                    self._rest(queue, now_ms)
                     return None
-                if await self._resting(queue):
+                if not fresh and not listed and await self._resting(queue):
                     return None
-                index = None
+                index, fresh = None, False
                 continue
             index.discard(name)
             tried.add(name)
-            task = await self._try_claim(queue, name, now_ms, lease_ms, worker_id)
+            task = await self._try_claim(where, name, now_ms, lease_ms, worker_id)
             if task is not None:
                 self._claimed(queue)
                 return task
             lost += 1
+
+    def _due_in_hand(self, places: list[str], turn: int, now_ms: int) -> int | None:
+        """The position in ``places`` (after ``turn``) of a location whose listing is not
+        stale and has due names, if there is one."""
+        for step in range(1, len(places)):
+            index = self._indexes.get(places[(turn + step) % len(places)])
+            listed = (
+                index is not None and time.monotonic() - index.listed_at <= self._config.listing_ttl
+            )
+            if listed and self._has_due(index, now_ms):
+                return (turn + step) % len(places)
+        return None
 
     @staticmethod
     def _has_due(index: PendingIndex | None, now_ms: int) -> bool:
         first = None if index is None else index.first_due_ms()
         return first is not None and first <= now_ms
 
-    def _rest(self, queue: str, index: PendingIndex, now_ms: int) -> None:
+    def _listings_to_rest(self, queue: str, shards: int) -> int:
+        """How many fresh listings that find nothing due make a queue of ``shards`` shards
+        rest: all of them (a round)."""
+        return shards
+
+    def _rest(self, queue: str, now_ms: int) -> None:
         """A fresh listing found nothing due. A local listing is a cheap system call, so the
         next poll (or the file-system notification that ends the wait) lists again at once;
         object stores pause the queue's listings (``LeaseTaskQueue``)."""
@@ -311,15 +399,16 @@ class FileTaskQueue(TaskQueue):
         self.claim_stats["won"] += 1
 
     async def _try_claim(
-        self, queue: str, name: str, now_ms: int, lease_ms: int, worker_id: str | None
+        self, where: str, name: str, now_ms: int, lease_ms: int, worker_id: str | None
     ) -> Task | None:
-        """Claim one pending name; ``None`` if another consumer won it or it is unreadable."""
+        """Claim one pending name at location ``where``; ``None`` if another consumer won it
+        or it is unreadable."""
         stem, ext = split_ext(name)
         token = _token(worker_id)
         claimed = running_name(stem, now_ms + lease_ms, token, ext)
-        running_dir = self._dir(queue, RUNNING)
+        running_dir = self._dir(where, RUNNING)
         if not await self._objects.move(
-            f"{self._dir(queue, PENDING)}/{name}", f"{running_dir}/{claimed}"
+            f"{self._dir(where, PENDING)}/{name}", f"{running_dir}/{claimed}"
         ):
             self._lost_race()
             return None  # another consumer won this one
@@ -327,13 +416,14 @@ class FileTaskQueue(TaskQueue):
             task = await self._read_task(f"{running_dir}/{claimed}")
         except (CorruptFileError, FileNotFoundError):
             return None
-        if await self._refuse_misplaced(task, queue, name, f"{running_dir}/{claimed}"):
+        if await self._refuse_misplaced(task, where, name, f"{running_dir}/{claimed}"):
             return None
         return _delivered(task, now_ms, Lease(
-            token=token, expires_at=from_ms(now_ms + lease_ms), worker_id=worker_id, key=claimed
+            token=token, expires_at=from_ms(now_ms + lease_ms), worker_id=worker_id,
+            key=lease_key(where, claimed),
         ))  # fmt: skip
 
-    async def _refuse_misplaced(self, task: Task, queue: str, name: str, key: str) -> bool:
+    async def _refuse_misplaced(self, task: Task, where: str, name: str, key: str) -> bool:
         """Set aside a claimed payload that does not belong under the pending ``name`` it was
         found as (a copy into another queue, a replay under a new name); ``True`` if it was.
 
@@ -342,6 +432,7 @@ class FileTaskQueue(TaskQueue):
         not run again (a finished task copied back into ``pending/``).
         """
         reason = None
+        queue = queue_of(where)
         if task.queue_name != queue:
             reason = f"its payload belongs to queue {task.queue_name!r}, not {queue!r}"
         elif split_ext(name)[0][DUE_END + 1 :] != task.id:
@@ -364,12 +455,13 @@ class FileTaskQueue(TaskQueue):
     # ----------------------------------------------------------------- leases and fencing
 
     def _held_key(self, task: Task) -> tuple[str, str]:
-        key = task.lease.key if task.lease is not None else None
-        if key is None or parse_running(key) is None:
+        """``(running folder, running name)`` of the lease ``task`` holds."""
+        place = self._lease_place(task)
+        if place is None or parse_running(place[1]) is None:
             raise LeaseLostError(
                 f"task {task.id} holds no lease from this queue (was it dequeued?)"
             )
-        return self._dir(task.queue_name, RUNNING), key
+        return self._dir(place[0], RUNNING), place[1]
 
     def _lost(self, task: Task, action: str) -> LeaseLostError:
         logger.warning(
@@ -393,8 +485,11 @@ class FileTaskQueue(TaskQueue):
         new_key = running_name(parsed.stem, expiry_ms, parsed.token, ext)
         if not await self._objects.move(f"{running_dir}/{key}", f"{running_dir}/{new_key}"):
             raise self._lost(task, action)
-        assert task.lease is not None
-        task.lease = msgspec.structs.replace(task.lease, expires_at=from_ms(expiry_ms), key=new_key)
+        assert task.lease is not None and task.lease.key is not None
+        shard = task.lease.key[: len(task.lease.key) - len(key)]  # "s<kk>/", or ""
+        task.lease = msgspec.structs.replace(
+            task.lease, expires_at=from_ms(expiry_ms), key=shard + new_key
+        )
         return running_dir, new_key
 
     async def renew_lease(self, task: Task, visibility_timeout: float | None = None) -> Task:
@@ -460,16 +555,16 @@ class FileTaskQueue(TaskQueue):
         self, task: Task, *, eta: datetime | None = None, error: str | None = None
     ) -> Task:
         queued = self._queued_copy(task, eta, error)
+        place = self._lease_place(task)
         running_dir, key = await self._move_held(task, fence_seconds(task, self._config), "requeue")
+        assert place is not None
         await self._objects.put(f"{running_dir}/{key}", self._ctx.serializer.encode(queued))
         name = pending_stem(queued) + self._ctx.ext
         if not await self._objects.move(
-            f"{running_dir}/{key}", f"{self._dir(task.queue_name, PENDING)}/{name}"
+            f"{running_dir}/{key}", f"{self._dir(place[0], PENDING)}/{name}"
         ):
             raise self._lost(task, "requeue")
-        index = self._indexes.get(task.queue_name)
-        if index is not None:
-            index.add(name)
+        self._index_add(place[0], name)
         self._wakeup.notify()  # a waiting consumer relists and sees the retry's due time
         return queued
 
@@ -489,10 +584,11 @@ class FileTaskQueue(TaskQueue):
         now_ms = to_ms(now)
         out: list[Task] = []
         for queue in await self.list_queues():
-            for name in await self._objects.list(self._dir(queue, RUNNING)):
-                task = await self._recover_logged(queue, name, now_ms, now)
-                if task is not None:
-                    out.append(task)
+            for where in await self._discover(queue):
+                for name in await self._objects.list(self._dir(where, RUNNING)):
+                    task = await self._recover_logged(where, name, now_ms, now)
+                    if task is not None:
+                        out.append(task)
         return out
 
     async def _recover_logged(
@@ -564,13 +660,13 @@ class FileTaskQueue(TaskQueue):
         log_recovered(task, logger)
         return task
 
-    def _index_add(self, queue: str, name: str) -> None:
-        index = self._indexes.get(queue)
+    def _index_add(self, where: str, name: str) -> None:
+        index = self._indexes.get(where)
         if index is not None:
             index.add(name)
 
-    def _index_discard(self, queue: str, name: str) -> None:
-        index = self._indexes.get(queue)
+    def _index_discard(self, where: str, name: str) -> None:
+        index = self._indexes.get(where)
         if index is not None:
             index.discard(name)
 
@@ -592,8 +688,20 @@ class FileTaskQueue(TaskQueue):
     async def list_queues(self) -> list[str]:
         return sorted(q for q in await self._objects.list_dirs(self._root) if is_valid_name(q))
 
+    async def get_shards(self, queue: str = "default") -> int:
+        """How many shards ``queue``'s pending and running tasks are spread over (1 unless
+        raised with ``set_shards``; see ``omniq.storage.file.shards``)."""
+        return await self._shards.count(validate_name(queue))
+
+    async def set_shards(self, queue: str, shards: int) -> int:
+        """Spread ``queue`` over ``shards`` prefixes (1-64), for fleets that outgrow one
+        prefix's request rate on a bucket. Workers may run meanwhile: every process follows
+        within ``ShardCounts.TTL`` seconds. The count can only be raised (``ValidationError``
+        otherwise). Returns the count before."""
+        return await self._shards.set(queue, shards)
+
     async def _locate(self, task_id: str) -> tuple[str, str, str] | None:
-        """(queue, state dir, name) of a task, trying direct keys before listings."""
+        """(location, state dir, name) of a task, trying direct keys before listings."""
         queues = await self.list_queues()
         finished_name = task_id + self._ctx.ext
         for queue in queues:
@@ -606,33 +714,38 @@ class FileTaskQueue(TaskQueue):
                     pass
         for queue in queues:
             for state in STATE_DIRS:
-                for name in await self._state_names(queue, state):
+                for where, name in await self._placed_names(queue, state):
                     if task_id_of(name) == task_id and self._is_task_name(state, name):
-                        return queue, state, name
+                        return where, state, name
         return None
 
-    async def _state_names(self, queue: str, state: str) -> list[str]:
-        """Names of the objects that hold the tasks of one state."""
-        return await self._objects.list(self._dir(queue, state))
+    async def _state_names(self, where: str, state: str) -> list[str]:
+        """Names of the objects that hold the tasks of one state at one location."""
+        return await self._objects.list(self._dir(where, state))
+
+    async def _placed_names(self, queue: str, state: str) -> list[tuple[str, str]]:
+        """``(location, name)`` of the objects of ``queue``'s tasks in one state, every shard."""
+        places = [queue] if state in FINISHED_DIRS else await self._locations(queue)
+        return [(where, name) for where in places for name in await self._state_names(where, state)]
 
     async def _running_lease(self, queue: str, name: str) -> tuple[int, str] | None:
         """(expiry ms, token) of the lease on a running name."""
         parsed = parse_running(name)
         return None if parsed is None else (parsed.expiry_ms, parsed.token)
 
-    async def _load(self, queue: str, state: str, name: str) -> Task:
-        task = await self._read_task(f"{self._dir(queue, state)}/{name}")
+    async def _load(self, where: str, state: str, name: str) -> Task:
+        task = await self._read_task(f"{self._dir(where, state)}/{name}")
         task.status = _STATUS_OF_DIR[state]
         task.lease = None  # a running task's lease is in its name; a payload's is a reaper's mark
         if state == RUNNING:
-            lease = await self._running_lease(queue, name)
+            lease = await self._running_lease(where, name)
             if lease is not None:
                 task.attempts += 1
                 task.lease = Lease(
                     token=lease[1],
                     expires_at=from_ms(lease[0]),
                     worker_id=lease_holder(lease[1]),
-                    key=name,
+                    key=lease_key(where, name),
                 )
         return task
 
@@ -678,20 +791,21 @@ class FileTaskQueue(TaskQueue):
         out: list[Task] = []
         for queue in queues:
             for state in states:
-                names = sorted(await self._state_names(queue, state))
-                for name in names:
+                # In name order across shards: priority, then due time.
+                placed = sorted(await self._placed_names(queue, state), key=lambda p: p[1])
+                for where, name in placed:
                     if not self._is_task_name(state, name):
                         continue
                     if limit is not None and len(out) >= limit:
                         return out
                     try:
-                        out.append(await self._load(queue, state, name))
+                        out.append(await self._load(where, state, name))
                     except (FileNotFoundError, CorruptFileError):
                         continue
         return out
 
     async def _update_source(self, task: Task) -> tuple[str, str, str, Task]:
-        """Check an ``update_task`` argument: (queue, state, name) of the task as it is now,
+        """Check an ``update_task`` argument: (location, state, name) of the task as it is now,
         and the copy to store."""
         if not isinstance(task, Task):
             raise ValidationError(f"update_task takes a Task, got {type(task).__name__}")
@@ -703,8 +817,8 @@ class FileTaskQueue(TaskQueue):
         return (*found, stored)
 
     async def update_task(self, task: Task) -> None:
-        queue, state, name, stored = await self._update_source(task)
-        src = f"{self._dir(queue, state)}/{name}"
+        where, state, name, stored = await self._update_source(task)
+        src = f"{self._dir(where, state)}/{name}"
         target_state = _DIR_OF_STATUS[task.status]
         if target_state == PENDING:
             target_name = pending_stem(stored) + self._ctx.ext
@@ -721,17 +835,22 @@ class FileTaskQueue(TaskQueue):
         else:
             target_name = self._finished_name(stored)
         data = self._ctx.serializer.encode(stored)
-        dst = f"{self._dir(stored.queue_name, target_state)}/{target_name}"
+        target = await self._target_location(stored, where)
+        dst = f"{self._dir(target, target_state)}/{target_name}"
         if src != dst and not await self._objects.move(src, dst):
             raise TaskNotFoundError(f"task {task.id} moved while it was being updated")
         await self._objects.put(dst, data)
-        if state == PENDING and queue in self._indexes:
-            self._indexes[queue].discard(name)
-        if target_state == PENDING and stored.queue_name in self._indexes:
-            self._indexes[stored.queue_name].add(target_name)
+        if state == PENDING:
+            self._index_discard(where, name)
+        if target_state == PENDING:
+            self._index_add(target, target_name)
+
+    async def _target_location(self, stored: Task, where: str) -> str:
+        """Where an updated task goes: its shard, unless it moves to another queue."""
+        return where if stored.queue_name == queue_of(where) else await self._home(stored)
 
     async def _find_pending(self, task_id: str) -> tuple[str, str] | None:
-        """(queue, name) of a task that is pending now, if it is."""
+        """(location, name) of a task that is pending now, if it is."""
         validate_id(task_id, "task id")
         found = await self._locate(task_id)
         return None if found is None or found[1] != PENDING else (found[0], found[2])
@@ -740,12 +859,11 @@ class FileTaskQueue(TaskQueue):
         found = await self._find_pending(task_id)
         if found is None:
             return False
-        queue, name = found
-        target = f"{self._dir(queue, 'cancelled')}/{task_id}{split_ext(name)[1]}"
-        if not await self._objects.move(f"{self._dir(queue, PENDING)}/{name}", target):
+        where, name = found
+        target = f"{self._dir(where, 'cancelled')}/{task_id}{split_ext(name)[1]}"
+        if not await self._objects.move(f"{self._dir(where, PENDING)}/{name}", target):
             return False
-        if queue in self._indexes:
-            self._indexes[queue].discard(name)
+        self._index_discard(where, name)
         try:
             task = await self._read_task(target)
         except CorruptFileError:
@@ -766,8 +884,8 @@ class FileTaskQueue(TaskQueue):
         return removed
 
     async def get_queue_size(self, queue_name: str = "default") -> int:
-        names = await self._state_names(validate_name(queue_name), PENDING)
-        return sum(1 for n in names if is_pending_name(n))
+        placed = await self._placed_names(validate_name(queue_name), PENDING)
+        return sum(1 for _, n in placed if is_pending_name(n))
 
     async def cleanup_expired_tasks(self, now: datetime | None = None) -> int:
         return (await self.cleanup_finished(now))[0]
@@ -802,7 +920,7 @@ class FileTaskQueue(TaskQueue):
         for queue in await self.list_queues():
             stats = QueueStats(queue=queue)
             oldest: int | None = None
-            for name in await self._state_names(queue, PENDING):
+            for _, name in await self._placed_names(queue, PENDING):
                 parsed = parse_pending(split_ext(name)[0])
                 if parsed is None or not is_pending_name(name):
                     continue
@@ -812,10 +930,10 @@ class FileTaskQueue(TaskQueue):
                 elif oldest is None or parsed.due_ms < oldest:
                     oldest = parsed.due_ms
             stats.oldest_due_at = from_ms(oldest) if oldest is not None else None
-            for name in await self._state_names(queue, RUNNING):
+            for where, name in await self._placed_names(queue, RUNNING):
                 if not self._is_task_name(RUNNING, name):
                     continue
-                running = await self._running_lease(queue, name)
+                running = await self._running_lease(where, name)
                 if running is None:
                     continue
                 stats.running += 1
