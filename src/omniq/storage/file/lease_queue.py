@@ -135,6 +135,7 @@ class LeaseTaskQueue(FileTaskQueue):
     def _claimed(self, queue: str) -> None:
         super()._claimed(queue)
         self._idle_pause.pop(queue, None)
+        self._idle_until.pop(queue, None)
 
     def _rest(self, queue: str, now_ms: int) -> None:
         """A listing found nothing due: do not list ``queue`` again for a while (doubling up to
@@ -168,6 +169,7 @@ class LeaseTaskQueue(FileTaskQueue):
             return True
         if rung:
             self._idle_pause.pop(queue, None)
+            self._idle_until.pop(queue, None)  # every shard is listed again, not one
             return False
         return True
 
@@ -281,7 +283,7 @@ class LeaseTaskQueue(FileTaskQueue):
         payloads first, then look for a finished record. A task keeps its shard until it is
         finished, so the shards are looked at one after another."""
         for queue in await self.list_queues():
-            for where in await self._locations(queue):
+            for where in await self._discover(queue):
                 names = [
                     n
                     for n in await self._objects.list(self._dir(where, PENDING))
@@ -522,7 +524,7 @@ class LeaseTaskQueue(FileTaskQueue):
         quiet_since = now.timestamp() - quiet_for
         out: list[Task] = []
         for queue in await self.list_queues():
-            places = await (self._discover(queue) if full else self._locations(queue))
+            places = await self._discover(queue, fresh=full)
             for where in places:  # shard by shard
                 if not await self._sweep_location(where, full, quiet_since, now, out):
                     return out  # the turn changed hands: its new holder sweeps
@@ -611,7 +613,7 @@ class LeaseTaskQueue(FileTaskQueue):
             if found is not None and found[0].settle_to == self._payload_key(where, name):
                 return  # that settle is not done: whoever completes it drops the hold
         await self._drop_lease(where, name, version)
-        self._index_add(where, name)
+        await self._back_to_pending(where, name)
 
     async def _settle_expired(
         self, queue: str, name: str, task: Task, record: LeaseRecord, version: str
@@ -620,7 +622,7 @@ class LeaseTaskQueue(FileTaskQueue):
         await self._report_expired(task)
         await self._settle(queue, name, record, version)
         if task.status is TaskStatus.PENDING:
-            self._index_add(queue, name)
+            await self._back_to_pending(queue, name)
         log_recovered(task, logger)
         return task
 
@@ -660,7 +662,7 @@ class LeaseTaskQueue(FileTaskQueue):
         target_state = _DIR_OF_STATUS[task.status]
         if target_state == RUNNING:
             stored.attempts = max(0, stored.attempts - 1)  # payloads count earlier deliveries
-        place = await self._target_location(stored, where)
+        place = await self._target_location(stored, where, state)
         if target_state in (PENDING, RUNNING):
             target_name = pending_stem(stored) + self._ctx.ext
             target = self._payload_key(place, target_name)
@@ -689,7 +691,13 @@ class LeaseTaskQueue(FileTaskQueue):
             with contextlib.suppress(FileExistsError):  # a worker claimed it meanwhile
                 await self._objects.create(self._lease_key(place, target_name), lease)
         elif target_state == PENDING:
-            self._index_add(place, target_name)
+            await self._back_to_pending(place, target_name)
+
+    async def _back_to_pending(self, where: str, name: str) -> None:
+        """A task pending again (recovered, released, moved): idle consumers elsewhere learn
+        of it by the doorbell, not by their idle listings (one shard a wake)."""
+        self._index_add(where, name)
+        await self.doorbell.ring(queue_of(where))
 
     async def _refuse_while_settling(self, queue: str, task_id: str) -> None:
         """A finished record is written before its settle record is gone: until then a

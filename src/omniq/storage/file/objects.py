@@ -258,8 +258,10 @@ class LocalObjectStore(ObjectStore):
         while len(current) > len(self.root):
             try:
                 mode = os.lstat(current).st_mode
-            except FileNotFoundError:
-                complete = False  # not created yet: check again once it exists
+            except (FileNotFoundError, NotADirectoryError):
+                # Not created yet (check again once it exists), or a file stands where a
+                # directory should: the call itself fails or finds nothing there.
+                complete = False
             except OSError as exc:
                 raise _wrap(exc, "inspect", current) from exc
             else:

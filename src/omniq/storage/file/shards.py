@@ -23,9 +23,10 @@ import zlib
 
 import msgspec
 
-from omniq.exceptions import ValidationError
+from omniq.exceptions import StorageError, ValidationError
 from omniq.models.ids import is_valid_name, validate_name
 from omniq.storage.file.common import FileStoreContext, logger
+from omniq.storage.file.objects import NotAnObjectError, VersionMismatch
 
 __all__ = [
     "SHARDS_FILE",
@@ -107,20 +108,16 @@ class ShardCounts:
         self._ctx = ctx
         self._root = root
         self._known: dict[str, tuple[int, float]] = {}  # queue -> (count, monotonic read time)
+        self._found: dict[str, tuple[list[str], float]] = {}  # queue -> discover()'s, when
 
     def _key(self, queue: str) -> str:
         return f"{self._root}/{queue}/{SHARDS_FILE}"
-
-    def cached(self, queue: str) -> int:
-        """The count last read (1 if never read): for callers that cannot wait."""
-        known = self._known.get(queue)
-        return 1 if known is None else known[0]
 
     async def count(self, queue: str) -> int:
         known = self._known.get(queue)
         if known is not None and time.monotonic() - known[1] < self.TTL:
             return known[0]
-        shards = await self._read(queue)
+        shards = (await self._read(queue))[0]
         self._known[queue] = (shards, time.monotonic())
         return shards
 
@@ -128,39 +125,89 @@ class ShardCounts:
         """The locations consumers claim from: every shard of the stored count."""
         return [location(queue, k) for k in range(await self.count(queue))]
 
-    async def _read(self, queue: str) -> int:
+    async def _read(self, queue: str) -> tuple[int, str | None]:
+        """The stored count and its version (``None``: absent, or a store without versions)."""
         key = self._key(queue)
+        objects = self._ctx.objects
         try:
-            return check_count(msgspec.json.decode(await self._ctx.objects.get(key), type=_Count)
-                               .shards)  # fmt: skip
+            if objects.capabilities.compare_and_swap:
+                data, version = await objects.get_versioned(key)
+            else:
+                data, version = await objects.get(key), None
+            return check_count(msgspec.json.decode(data, type=_Count).shards), version
         except FileNotFoundError:
-            return 1
+            return 1, None
         except (msgspec.DecodeError, msgspec.ValidationError, ValidationError) as exc:
-            await self._ctx.set_aside(key, ValidationError(f"unreadable shard count: {exc}"))
-        # Set aside: claim from every shard folder there is, so that no task is stranded
-        # until an operator writes the count again (`omniq shards`).
-        found = await self.discover(queue)
-        logger.error("the shard count of queue %s was unreadable: using %d", queue, len(found))
-        return len(found)
+            problem: Exception = exc
+        except NotAnObjectError as exc:  # a directory or a link in its place (local disk)
+            problem = exc
+        await self._ctx.set_aside(key, ValidationError(f"unreadable shard count: {problem}"))
+        return await self._restore(queue), None
 
-    async def discover(self, queue: str) -> list[str]:
-        """The locations of ``queue`` that hold or held objects (one folder listing): shard 0
-        and every ``s<kk>`` folder up to the highest found, whatever the stored count says."""
+    async def _restore(self, queue: str) -> int:
+        """After an unreadable count was set aside: write one back (the shard folders found,
+        or the count this process knew if higher) so that every process claims from every
+        shard that holds tasks. A count another process wrote meanwhile is kept."""
+        found = len(await self.discover(queue, fresh=True))
+        shards = max(found, self._known.get(queue, (1, 0.0))[0])
+        try:
+            await self._ctx.objects.put(
+                self._key(queue), msgspec.json.encode(_Count(shards)), exclusive=True
+            )
+        except FileExistsError:
+            return (await self._read(queue))[0]
+        except StorageError as exc:  # a directory still in the way: claims use the folders
+            logger.error("could not write the shard count of queue %s back: %s", queue, exc)
+        logger.error("the shard count of queue %s was unreadable: %d written back (the shard "
+                     "folders found)", queue, shards)  # fmt: skip
+        return shards
+
+    def forget(self) -> None:
+        """Drop the cached counts and folder listings (a look-up that found nothing reads
+        them again: a count raised in the last ``TTL`` seconds may hide a new shard)."""
+        self._known.clear()
+        self._found.clear()
+
+    async def discover(self, queue: str, *, fresh: bool = False) -> list[str]:
+        """The locations of ``queue`` that hold objects (one folder listing, cached ``TTL``
+        unless ``fresh``): shard 0 and every ``s<kk>`` up to the highest folder found."""
+        found = self._found.get(queue)
+        if not fresh and found is not None and time.monotonic() - found[1] < self.TTL:
+            return found[0]
         names = await self._ctx.objects.list_dirs(f"{self._root}/{queue}")
         top = max((k for n in names if (k := shard_dir(n)) is not None), default=0)
-        return [location(queue, k) for k in range(top + 1)]
+        places = [location(queue, k) for k in range(top + 1)]
+        self._found[queue] = (places, time.monotonic())
+        return places
 
     async def set(self, queue: str, shards: int) -> int:
-        """Store ``queue``'s shard count; it can only be raised. Returns the count before."""
+        """Store ``queue``'s shard count; it can only be raised. Returns the count before.
+
+        On stores with compare-and-swap (buckets, memory) two raises at once keep the larger;
+        a local directory writes without one (and gains nothing from shards)."""
         validate_name(queue, "queue name")
         check_count(shards)
-        before = await self._read(queue)
-        if shards < before:
-            raise ValidationError(
-                f"queue {queue!r} has {before} shards: the count can be raised, not lowered "
-                f"(the tasks of the shards above {shards} would no longer be claimed)"
-            )
-        if shards != before:
-            await self._ctx.objects.put(self._key(queue), msgspec.json.encode(_Count(shards)))
+        objects = self._ctx.objects
+        while True:
+            before, version = await self._read(queue)
+            if shards < before:
+                raise ValidationError(
+                    f"queue {queue!r} has {before} shards: the count can be raised, not "
+                    f"lowered (the tasks of the shards above {shards} would no longer be "
+                    "claimed)"
+                )
+            if shards == before:
+                break
+            data = msgspec.json.encode(_Count(shards))
+            try:
+                if not objects.capabilities.compare_and_swap:
+                    await objects.put(self._key(queue), data)
+                elif version is None:
+                    await objects.create(self._key(queue), data)
+                else:
+                    await objects.replace(self._key(queue), data, version)
+            except (FileExistsError, VersionMismatch):
+                continue  # another process wrote a count meanwhile: compare with it
+            break
         self._known[queue] = (shards, time.monotonic())
         return before

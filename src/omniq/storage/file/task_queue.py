@@ -13,6 +13,7 @@ counted and raises the count.
 from __future__ import annotations
 
 import functools
+import os
 import random
 import time
 from collections import Counter
@@ -116,7 +117,6 @@ class FileTaskQueue(TaskQueue):
         self._indexes: dict[str, PendingIndex] = {}  # by location (shards.py)
         self._shards = ShardCounts(ctx, tasks_dir)
         self._shard_cursor: dict[str, int] = {}  # queue -> the shard it lists next
-        self._discovered: dict[str, list[str]] = {}  # queue -> locations found by listing
         self._last_reap = 0.0
         root = self._objects.local_directory(tasks_dir)
         self._wakeup = Wakeup(notifications=root is not None and notifications_work(root))
@@ -138,17 +138,17 @@ class FileTaskQueue(TaskQueue):
         return location(task.queue_name, shard_of(task.id, shards))
 
     async def _locations(self, queue: str) -> list[str]:
-        """Every location of ``queue`` that may hold tasks: the stored shard count's, and any
-        shard folder the last ``_discover`` found beyond it."""
-        counted = await self._shards.locations(queue)
-        extra = [w for w in self._discovered.get(queue, ()) if w not in counted]
-        return counted + extra
+        """The locations consumers claim from: the stored shard count's."""
+        return await self._shards.locations(queue)
 
-    async def _discover(self, queue: str) -> list[str]:
-        """List ``queue``'s shard folders (a reaper's full sweep): a shard count lost or
-        lowered by hand must not hide the tasks of a shard from the reaper and the look-ups."""
-        self._discovered[queue] = await self._shards.discover(queue)
-        return await self._locations(queue)
+    async def _discover(self, queue: str, *, fresh: bool = False) -> list[str]:
+        """Every location of ``queue`` that may hold tasks: the stored count's and every shard
+        folder found by listing the queue's folder (cached, unless ``fresh``). The reaper and
+        the look-ups use it: a count removed or lowered by hand must not hide a shard's tasks
+        from them."""
+        counted = await self._shards.locations(queue)
+        found = await self._shards.discover(queue, fresh=fresh)
+        return counted + [w for w in found if w not in counted]
 
     def _lease_place(self, task: Task) -> tuple[str, str] | None:
         """``(location, object name)`` of the lease ``task`` holds, ``None`` if none."""
@@ -230,13 +230,21 @@ class FileTaskQueue(TaskQueue):
         self.idle_waits += 1
         pause = self._config.poll_interval
         places = [where for queue in queues for where in await self._locations(queue)]
-        if all(self._watch(where) for where in places):
+        watched = {where: self._watch(where) for where in places}
+        if any(watched.values()) and all(w or self._not_yet_made(p) for p, w in watched.items()):
             pause = max(pause, min(self.SAFETY_POLL, self._until_first_due(queues)))
         await self._wakeup.wait(min(pause, remaining))
 
     def stop_watching(self) -> None:
         """Close the file-system watch of idle dequeues (a later wait opens it again)."""
         self._wakeup.close()
+
+    def _not_yet_made(self, where: str) -> bool:
+        """Whether no task has made ``where``'s folder yet: nothing to watch there, and with
+        another shard watched, a task enqueued there by another process is seen within
+        ``SAFETY_POLL`` (with none watched, the consumer polls as before)."""
+        directory = self._objects.local_directory(self._dir(where, PENDING))
+        return directory is not None and not os.path.isdir(directory)
 
     def _watch(self, where: str) -> bool:
         directory = self._objects.local_directory(self._dir(where, PENDING))
@@ -248,9 +256,11 @@ class FileTaskQueue(TaskQueue):
         return max(0.0, (min(firsts) - utcnow_ms()) / 1000) if firsts else float("inf")
 
     def _first_due_ms(self, queue: str) -> int | None:
-        """The earliest due time in the listings in hand of ``queue``'s locations."""
+        """The earliest due time in the listings of ``queue``'s locations that are not stale."""
+        oldest = time.monotonic() - self._config.listing_ttl
         dues = [
-            due for where, index in self._indexes.items() if queue_of(where) == queue
+            due for where, index in self._indexes.items()
+            if queue_of(where) == queue and index.listed_at >= oldest
             if (due := index.first_due_ms()) is not None
         ]  # fmt: skip
         return min(dues) if dues else None
@@ -584,7 +594,7 @@ class FileTaskQueue(TaskQueue):
         now_ms = to_ms(now)
         out: list[Task] = []
         for queue in await self.list_queues():
-            for where in await self._discover(queue):
+            for where in await self._discover(queue, fresh=True):
                 for name in await self._objects.list(self._dir(where, RUNNING)):
                     task = await self._recover_logged(where, name, now_ms, now)
                     if task is not None:
@@ -725,7 +735,7 @@ class FileTaskQueue(TaskQueue):
 
     async def _placed_names(self, queue: str, state: str) -> list[tuple[str, str]]:
         """``(location, name)`` of the objects of ``queue``'s tasks in one state, every shard."""
-        places = [queue] if state in FINISHED_DIRS else await self._locations(queue)
+        places = [queue] if state in FINISHED_DIRS else await self._discover(queue)
         return [(where, name) for where in places for name in await self._state_names(where, state)]
 
     async def _running_lease(self, queue: str, name: str) -> tuple[int, str] | None:
@@ -761,10 +771,12 @@ class FileTaskQueue(TaskQueue):
                 except CorruptFileError:
                     return None
         # A task may move between the listings of one lookup (and so hide from it) or between
-        # the lookup and the read: look again before saying there is none.
+        # the lookup and the read: look again before saying there is none, with the shard
+        # counts and folders read again (a count raised elsewhere may hide a new shard).
         for _ in range(3):
             found = await self._locate(task_id)
             if found is None:
+                self._shards.forget()
                 continue
             try:
                 return await self._load(*found)
@@ -835,7 +847,7 @@ class FileTaskQueue(TaskQueue):
         else:
             target_name = self._finished_name(stored)
         data = self._ctx.serializer.encode(stored)
-        target = await self._target_location(stored, where)
+        target = await self._target_location(stored, where, state)
         dst = f"{self._dir(target, target_state)}/{target_name}"
         if src != dst and not await self._objects.move(src, dst):
             raise TaskNotFoundError(f"task {task.id} moved while it was being updated")
@@ -845,9 +857,12 @@ class FileTaskQueue(TaskQueue):
         if target_state == PENDING:
             self._index_add(target, target_name)
 
-    async def _target_location(self, stored: Task, where: str) -> str:
-        """Where an updated task goes: its shard, unless it moves to another queue."""
-        return where if stored.queue_name == queue_of(where) else await self._home(stored)
+    async def _target_location(self, stored: Task, where: str, state: str) -> str:
+        """Where an updated task goes: the shard it is in, unless it moves to another queue or
+        comes back from a finished state (a retry of the dead letter): then its home shard."""
+        if state in FINISHED_DIRS or stored.queue_name != queue_of(where):
+            return await self._home(stored)
+        return where
 
     async def _find_pending(self, task_id: str) -> tuple[str, str] | None:
         """(location, name) of a task that is pending now, if it is."""
