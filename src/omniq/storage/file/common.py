@@ -71,10 +71,15 @@ class FileStoreContext:
             logger.error("could not set aside corrupt file %s: %s", key, exc)
             moved = False
         moved_to = target if moved else None
-        logger.warning("corrupt file %s set aside to %s: %s", key, moved_to, error)
+        await self.report(key, moved_to, error)
+        return moved_to
+
+    async def report(self, key: str, moved_to: str | None, error: Exception) -> None:
+        """Log and report an unreadable object (set aside to ``moved_to``, or left in place)."""
+        where = f"set aside to {moved_to}" if moved_to else "left in place"
+        logger.warning("corrupt file %s %s: %s", key, where, error)
         for report in self.reporters:
             try:
                 await report(key, moved_to, error)
             except Exception as exc:
                 logger.error("corruption reporter failed for %s: %s", key, exc)
-        return moved_to

@@ -338,6 +338,8 @@ class LocalObjectStore(ObjectStore):
             fd = os.open(path, self._READ_FLAGS)  # ~2x faster than open() for small files
         except FileNotFoundError:
             raise
+        except NotADirectoryError as exc:  # a file stands where a folder of the key should
+            raise FileNotFoundError(exc.errno, exc.strerror, path) from exc
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise NotAnObjectError("refusing to read a symbolic link", path) from exc
@@ -367,11 +369,12 @@ class LocalObjectStore(ObjectStore):
                         continue
                     if want_dirs:
                         wanted = entry.is_dir(follow_symlinks=False)
+                        expected = wanted or entry.is_file(follow_symlinks=False)
                     else:
-                        wanted = entry.is_file(follow_symlinks=False)
+                        wanted = expected = entry.is_file(follow_symlinks=False)
                     if wanted:
                         names.append(name)
-                    else:
+                    elif not expected:  # a link, a device: a file among folders is normal
                         self._refuse(f"{path}/{name}", "a directory" if want_dirs else "a file")
         except (FileNotFoundError, NotADirectoryError):
             return []

@@ -17,15 +17,16 @@ location (``s<kk>/<name>``; bare for shard 0), so renewals and finishes need no 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import zlib
 
 import msgspec
 
-from omniq.exceptions import StorageError, ValidationError
+from omniq.exceptions import ValidationError
 from omniq.models.ids import is_valid_name, validate_name
-from omniq.storage.file.common import FileStoreContext, logger
+from omniq.storage.file.common import FileStoreContext
 from omniq.storage.file.objects import NotAnObjectError, VersionMismatch
 
 __all__ = [
@@ -100,15 +101,24 @@ def check_count(shards: object) -> int:
 
 
 class ShardCounts:
-    """Each queue's shard count as stored, cached for ``TTL`` seconds."""
+    """Each queue's shard count as stored, cached for ``TTL`` seconds.
+
+    Raising the count first writes a marker object in each new shard's folder
+    (``s<kk>/shard``), so that a shard's folder exists from then on, tasks or none: a count
+    that cannot be read (corrupt, or a directory in its place) is reported and replaced by the
+    shard folders found, which is then exact. It is not set aside: the count is shared state,
+    and a set-aside racing an operator's rewrite could move the good one."""
 
     TTL = 30.0
+    MARKER = "shard"
 
     def __init__(self, ctx: FileStoreContext, root: str) -> None:
         self._ctx = ctx
         self._root = root
         self._known: dict[str, tuple[int, float]] = {}  # queue -> (count, monotonic read time)
         self._found: dict[str, tuple[list[str], float]] = {}  # queue -> discover()'s, when
+        self._reading: dict[str, asyncio.Future[int]] = {}  # queue -> the read in flight
+        self._reported: set[str] = set()  # queues whose unreadable count was reported
 
     def _key(self, queue: str) -> str:
         return f"{self._root}/{queue}/{SHARDS_FILE}"
@@ -117,6 +127,13 @@ class ShardCounts:
         known = self._known.get(queue)
         if known is not None and time.monotonic() - known[1] < self.TTL:
             return known[0]
+        reading = self._reading.get(queue)
+        if reading is None:  # one read for every caller that needs it meanwhile
+            reading = self._reading[queue] = asyncio.ensure_future(self._refresh(queue))
+            reading.add_done_callback(lambda _: self._reading.pop(queue, None))
+        return await asyncio.shield(reading)
+
+    async def _refresh(self, queue: str) -> int:
         shards = (await self._read(queue))[0]
         self._known[queue] = (shards, time.monotonic())
         return shards
@@ -129,48 +146,35 @@ class ShardCounts:
         """The stored count and its version (``None``: absent, or a store without versions)."""
         key = self._key(queue)
         objects = self._ctx.objects
+        version = None
         try:
             if objects.capabilities.compare_and_swap:
                 data, version = await objects.get_versioned(key)
             else:
-                data, version = await objects.get(key), None
-            return check_count(msgspec.json.decode(data, type=_Count).shards), version
+                data = await objects.get(key)
+            shards = check_count(msgspec.json.decode(data, type=_Count).shards)
         except FileNotFoundError:
             return 1, None
         except (msgspec.DecodeError, msgspec.ValidationError, ValidationError) as exc:
             problem: Exception = exc
         except NotAnObjectError as exc:  # a directory or a link in its place (local disk)
             problem = exc
-        await self._ctx.set_aside(key, ValidationError(f"unreadable shard count: {problem}"))
-        return await self._restore(queue), None
-
-    async def _restore(self, queue: str) -> int:
-        """After an unreadable count was set aside: write one back (the shard folders found,
-        or the count this process knew if higher) so that every process claims from every
-        shard that holds tasks. A count another process wrote meanwhile is kept."""
+        else:
+            self._reported.discard(queue)
+            return shards, version
         found = len(await self.discover(queue, fresh=True))
-        shards = max(found, self._known.get(queue, (1, 0.0))[0])
-        try:
-            await self._ctx.objects.put(
-                self._key(queue), msgspec.json.encode(_Count(shards)), exclusive=True
+        if queue not in self._reported:
+            self._reported.add(queue)
+            error = ValidationError(
+                f"unreadable shard count ({problem}): using the {found} shard folder(s) found "
+                "until `omniq shards` writes one"
             )
-        except FileExistsError:
-            return (await self._read(queue))[0]
-        except StorageError as exc:  # a directory still in the way: claims use the folders
-            logger.error("could not write the shard count of queue %s back: %s", queue, exc)
-        logger.error("the shard count of queue %s was unreadable: %d written back (the shard "
-                     "folders found)", queue, shards)  # fmt: skip
-        return shards
-
-    def forget(self) -> None:
-        """Drop the cached counts and folder listings (a look-up that found nothing reads
-        them again: a count raised in the last ``TTL`` seconds may hide a new shard)."""
-        self._known.clear()
-        self._found.clear()
+            await self._ctx.report(key, None, error)
+        return found, version
 
     async def discover(self, queue: str, *, fresh: bool = False) -> list[str]:
-        """The locations of ``queue`` that hold objects (one folder listing, cached ``TTL``
-        unless ``fresh``): shard 0 and every ``s<kk>`` up to the highest folder found."""
+        """The locations of ``queue`` that have a folder (one folder listing, cached ``TTL``
+        unless ``fresh``): shard 0 and every ``s<kk>`` up to the highest found."""
         found = self._found.get(queue)
         if not fresh and found is not None and time.monotonic() - found[1] < self.TTL:
             return found[0]
@@ -179,6 +183,11 @@ class ShardCounts:
         places = [location(queue, k) for k in range(top + 1)]
         self._found[queue] = (places, time.monotonic())
         return places
+
+    def forget_folders(self) -> None:
+        """Drop the cached folder listings (a look-up that found nothing lists again: a shard
+        made in the last ``TTL`` seconds may hold the task)."""
+        self._found.clear()
 
     async def set(self, queue: str, shards: int) -> int:
         """Store ``queue``'s shard count; it can only be raised. Returns the count before.
@@ -196,7 +205,9 @@ class ShardCounts:
                     f"lowered (the tasks of the shards above {shards} would no longer be "
                     "claimed)"
                 )
-            if shards == before:
+            for shard in range(max(1, before), shards):  # the folders first, then the count
+                await objects.put(f"{self._root}/{location(queue, shard)}/{self.MARKER}", b"")
+            if shards == before and queue not in self._reported:
                 break
             data = msgspec.json.encode(_Count(shards))
             try:
@@ -209,5 +220,7 @@ class ShardCounts:
             except (FileExistsError, VersionMismatch):
                 continue  # another process wrote a count meanwhile: compare with it
             break
+        self._reported.discard(queue)
         self._known[queue] = (shards, time.monotonic())
+        self._found.pop(queue, None)
         return before

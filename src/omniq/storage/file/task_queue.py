@@ -12,6 +12,7 @@ counted and raises the count.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import random
@@ -148,6 +149,14 @@ class FileTaskQueue(TaskQueue):
         from them."""
         counted = await self._shards.locations(queue)
         found = await self._shards.discover(queue, fresh=fresh)
+        if fresh and len(found) > len(counted):
+            # A count deleted or lowered by hand (or by two raises at once on a local
+            # directory): tasks there would no longer be claimed. Raise it back.
+            logger.error("queue %s has %d shard folders but a count of %d: raised back",
+                         queue, len(found), len(counted))  # fmt: skip
+            with contextlib.suppress(ValidationError):  # raised higher meanwhile
+                await self._shards.set(queue, len(found))
+            counted = await self._shards.locations(queue)
         return counted + [w for w in found if w not in counted]
 
     def _lease_place(self, task: Task) -> tuple[str, str] | None:
@@ -240,11 +249,11 @@ class FileTaskQueue(TaskQueue):
         self._wakeup.close()
 
     def _not_yet_made(self, where: str) -> bool:
-        """Whether no task has made ``where``'s folder yet: nothing to watch there, and with
-        another shard watched, a task enqueued there by another process is seen within
-        ``SAFETY_POLL`` (with none watched, the consumer polls as before)."""
+        """Whether ``where`` is a shard (past 0) whose folder no task has made yet: nothing to
+        watch there, and with another shard watched, a task enqueued there by another process
+        is seen within ``SAFETY_POLL``. (A queue without its folder is polled, as always.)"""
         directory = self._objects.local_directory(self._dir(where, PENDING))
-        return directory is not None and not os.path.isdir(directory)
+        return where != queue_of(where) and directory is not None and not os.path.isdir(directory)
 
     def _watch(self, where: str) -> bool:
         directory = self._objects.local_directory(self._dir(where, PENDING))
@@ -771,12 +780,13 @@ class FileTaskQueue(TaskQueue):
                 except CorruptFileError:
                     return None
         # A task may move between the listings of one lookup (and so hide from it) or between
-        # the lookup and the read: look again before saying there is none, with the shard
-        # counts and folders read again (a count raised elsewhere may hide a new shard).
-        for _ in range(3):
+        # the lookup and the read: look again before saying there is none, the second time with
+        # the queues' folders listed afresh (a shard made elsewhere in the last 30 s).
+        for attempt in range(3):
             found = await self._locate(task_id)
             if found is None:
-                self._shards.forget()
+                if attempt == 0:
+                    self._shards.forget_folders()
                 continue
             try:
                 return await self._load(*found)
