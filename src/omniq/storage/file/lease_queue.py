@@ -188,20 +188,20 @@ class LeaseTaskQueue(FileTaskQueue):
     def _lease_ms(self, seconds: float | None = None) -> int:
         return to_ms(utcnow()) + int((seconds or self._config.visibility_timeout) * 1000)
 
-    async def _read_lease(self, queue: str, name: str) -> tuple[LeaseRecord, str] | None:
+    async def _read_lease(self, where: str, name: str) -> tuple[LeaseRecord, str] | None:
         try:
-            data, version = await self._objects.get_versioned(self._lease_key(queue, name))
+            data, version = await self._objects.get_versioned(self._lease_key(where, name))
         except FileNotFoundError:
             return None
         try:
             return _decode(data), version
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            await self._ctx.set_aside(self._lease_key(queue, name), exc)
+            await self._ctx.set_aside(self._lease_key(where, name), exc)
             return None
 
-    async def _drop_lease(self, queue: str, name: str, version: str) -> None:
+    async def _drop_lease(self, where: str, name: str, version: str) -> None:
         with contextlib.suppress(VersionMismatch):  # taken over: the new holder deletes it
-            await self._objects.delete_version(self._lease_key(queue, name), version)
+            await self._objects.delete_version(self._lease_key(where, name), version)
 
     async def _state_names(self, where: str, state: str) -> list[str]:
         if state != PENDING:
@@ -299,8 +299,8 @@ class LeaseTaskQueue(FileTaskQueue):
                     return queue, state, name
         return None
 
-    async def _running_lease(self, queue: str, name: str) -> tuple[int, str] | None:
-        found = await self._read_lease(queue, name)
+    async def _running_lease(self, where: str, name: str) -> tuple[int, str] | None:
+        found = await self._read_lease(where, name)
         return None if found is None else (found[0].expires_ms, found[0].token)
 
     async def _load(self, where: str, state: str, name: str) -> Task:
@@ -552,21 +552,21 @@ class LeaseTaskQueue(FileTaskQueue):
         return True
 
     async def _recover_if_expired(
-        self, queue: str, name: str, now_ms: int, now: datetime
+        self, where: str, name: str, now_ms: int, now: datetime
     ) -> Task | None:
         if not self._is_task_name(RUNNING, name):
             return None
-        found = await self._read_lease(queue, name)
+        found = await self._read_lease(where, name)
         if found is None or found[0].expires_ms > now_ms:
             return None
-        return await self._recover_lease(queue, name, *found, now)
+        return await self._recover_lease(where, name, *found, now)
 
     async def _recover_lease(
-        self, queue: str, name: str, record: LeaseRecord, version: str, now: datetime
+        self, where: str, name: str, record: LeaseRecord, version: str, now: datetime
     ) -> Task | None:
-        lease_key = self._lease_key(queue, name)
+        lease_key = self._lease_key(where, name)
         if record.held_for is not None:
-            await self._release_hold(queue, name, record.held_for, version)
+            await self._release_hold(where, name, record.held_for, version)
             return None
         if record.settle_to is not None:  # its holder died while settling: finish the job
             record.token, record.expires_ms = _token(), self._lease_ms()
@@ -581,18 +581,18 @@ class LeaseTaskQueue(FileTaskQueue):
                 except SerializationError as exc:  # settled unread, as before; read at the claim
                     logger.error("settle record of %s unreadable, not reported: %s", name, exc)
             if task is None:
-                await self._settle(queue, name, record, version)
+                await self._settle(where, name, record, version)
                 return None
-            return await self._settle_expired(queue, name, task, record, version)
+            return await self._settle_expired(where, name, task, record, version)
         try:
-            task = await self._read_task(self._payload_key(queue, name))
+            task = await self._read_task(self._payload_key(where, name))
         except (FileNotFoundError, CorruptFileError):
-            await self._drop_lease(queue, name, version)  # a lease on nothing: drop it
+            await self._drop_lease(where, name, version)  # a lease on nothing: drop it
             return None
         if self._expired_copy(task, now) == PENDING:
-            settle_to = self._payload_key(queue, name)
+            settle_to = self._payload_key(where, name)
         else:
-            settle_to = f"{self._dir(queue, 'failed')}/{self._finished_name(task)}"
+            settle_to = f"{self._dir(where, 'failed')}/{self._finished_name(task)}"
         taken = LeaseRecord(
             token=_token(), expires_ms=self._lease_ms(), settle_to=settle_to,
             settle_data=self._ctx.serializer.encode(task), expired=True,
@@ -601,7 +601,7 @@ class LeaseTaskQueue(FileTaskQueue):
             version = await self._objects.replace(lease_key, _encode(taken), version)
         except VersionMismatch:
             return None
-        return await self._settle_expired(queue, name, task, taken, version)
+        return await self._settle_expired(where, name, task, taken, version)
 
     async def _release_hold(self, where: str, name: str, source: str, version: str) -> None:
         """An expired hold: drop it once the settle it was for is done (its record gone)."""
@@ -616,13 +616,13 @@ class LeaseTaskQueue(FileTaskQueue):
         await self._back_to_pending(where, name)
 
     async def _settle_expired(
-        self, queue: str, name: str, task: Task, record: LeaseRecord, version: str
+        self, where: str, name: str, task: Task, record: LeaseRecord, version: str
     ) -> Task:
         """Report a recovery, then settle it (see ``LeaseRecord.expired``)."""
         await self._report_expired(task)
-        await self._settle(queue, name, record, version)
+        await self._settle(where, name, record, version)
         if task.status is TaskStatus.PENDING:
-            await self._back_to_pending(queue, name)
+            await self._back_to_pending(where, name)
         log_recovered(task, logger)
         return task
 

@@ -123,9 +123,10 @@ class ShardCounts:
     def _key(self, queue: str) -> str:
         return f"{self._root}/{queue}/{SHARDS_FILE}"
 
-    async def count(self, queue: str) -> int:
+    async def count(self, queue: str, *, fresh: bool = False) -> int:
+        """The stored count (cached ``TTL`` seconds unless ``fresh``; 1 if none is stored)."""
         known = self._known.get(queue)
-        if known is not None and time.monotonic() - known[1] < self.TTL:
+        if not fresh and known is not None and time.monotonic() - known[1] < self.TTL:
             return known[0]
         reading = self._reading.get(queue)
         if reading is None:  # one read for every caller that needs it meanwhile

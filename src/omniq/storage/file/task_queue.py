@@ -150,12 +150,14 @@ class FileTaskQueue(TaskQueue):
         counted = await self._shards.locations(queue)
         found = await self._shards.discover(queue, fresh=fresh)
         if fresh and len(found) > len(counted):
-            # A count deleted or lowered by hand (or by two raises at once on a local
-            # directory): tasks there would no longer be claimed. Raise it back.
-            logger.error("queue %s has %d shard folders but a count of %d: raised back",
-                         queue, len(found), len(counted))  # fmt: skip
-            with contextlib.suppress(ValidationError):  # raised higher meanwhile
-                await self._shards.set(queue, len(found))
+            stored = await self._shards.count(queue, fresh=True)  # not just raised elsewhere?
+            if stored < len(found):
+                # A count deleted or lowered by hand (or by two raises at once on a local
+                # directory): tasks there would no longer be claimed. Raise it back.
+                logger.error("queue %s has %d shard folders but a count of %d: raised back",
+                             queue, len(found), stored)  # fmt: skip
+                with contextlib.suppress(ValidationError):  # raised higher meanwhile
+                    await self._shards.set(queue, len(found))
             counted = await self._shards.locations(queue)
         return counted + [w for w in found if w not in counted]
 
@@ -611,28 +613,28 @@ class FileTaskQueue(TaskQueue):
         return out
 
     async def _recover_logged(
-        self, queue: str, name: str, now_ms: int, now: datetime
+        self, where: str, name: str, now_ms: int, now: datetime
     ) -> Task | None:
         """``_recover_if_expired``; a storage error is logged and leaves the name as it was."""
         try:
-            return await self._recover_if_expired(queue, name, now_ms, now)
+            return await self._recover_if_expired(where, name, now_ms, now)
         except StorageError as exc:
             # A full disk, say: the lease stays expired and the next reaper retries;
             # the task's delivery count was not raised (its payload is unchanged).
-            logger.error("could not recover expired task %s in %s: %s", name, queue, exc)
+            logger.error("could not recover expired task %s in %s: %s", name, where, exc)
             return None
 
     async def _recover_if_expired(
-        self, queue: str, name: str, now_ms: int, now: datetime
+        self, where: str, name: str, now_ms: int, now: datetime
     ) -> Task | None:
         """Re-queue (or dead-letter) the task of one running name if its lease has expired."""
         parsed = parse_running(name)
         if parsed is None or parsed.expiry_ms > now_ms:
             return None
-        return await self._recover(queue, self._dir(queue, RUNNING), name, parsed, now)
+        return await self._recover(where, self._dir(where, RUNNING), name, parsed, now)
 
     async def _recover(
-        self, queue: str, running_dir: str, name: str, previous: RunningName, now: datetime
+        self, where: str, running_dir: str, name: str, previous: RunningName, now: datetime
     ) -> Task | None:
         _, ext = split_ext(name)
         stem = previous.stem
@@ -669,13 +671,13 @@ class FileTaskQueue(TaskQueue):
         await self._objects.put(f"{running_dir}/{mine}", self._ctx.serializer.encode(task))
         task.lease = None
         if dead:
-            target = f"{self._dir(queue, 'failed')}/{self._finished_name(task)}"
+            target = f"{self._dir(where, 'failed')}/{self._finished_name(task)}"
         else:
-            target = f"{self._dir(queue, PENDING)}/{stem}{ext}"
+            target = f"{self._dir(where, PENDING)}/{stem}{ext}"
         if not await self._objects.move(f"{running_dir}/{mine}", target):
             return None
         if not dead:
-            self._index_add(queue, stem + ext)
+            self._index_add(where, stem + ext)
         log_recovered(task, logger)
         return task
 
@@ -747,7 +749,7 @@ class FileTaskQueue(TaskQueue):
         places = [queue] if state in FINISHED_DIRS else await self._discover(queue)
         return [(where, name) for where in places for name in await self._state_names(where, state)]
 
-    async def _running_lease(self, queue: str, name: str) -> tuple[int, str] | None:
+    async def _running_lease(self, where: str, name: str) -> tuple[int, str] | None:
         """(expiry ms, token) of the lease on a running name."""
         parsed = parse_running(name)
         return None if parsed is None else (parsed.expiry_ms, parsed.token)
