@@ -390,3 +390,32 @@ async def test_a_ring_wakes_an_idle_consumer_for_every_shard(clock):
 
 async def _nothing() -> None:
     return None
+
+
+async def test_a_ring_costs_an_idle_consumer_one_listing_per_empty_shard(clock):
+    """Woken by a ring for a task another consumer already took, an idle consumer lists each
+    shard's pending/ once (one request: empty) and not running/ (two requests a shard before)."""
+    bucket = SimulatedBucket("s3", seed=1)
+    store = SimulatedObjectStore
+    async with (
+        SimBackend(store(bucket, instant=True)) as producer,
+        SimBackend(store(bucket, instant=True)) as consumer,
+    ):
+        q = consumer.task_queue
+        q._maybe_reap = _nothing
+        producer.task_queue._maybe_reap = _nothing
+        await producer.task_queue.set_shards("default", 4)
+        for _ in range(3):
+            assert await q.dequeue("default") is None  # idle: resting
+        await producer.task_queue.enqueue(Task(func="f"))
+        taken = await producer.task_queue.dequeue("default")
+        await producer.task_queue.finish_task(taken)
+        heard = iter([True])
+
+        async def one_ring(queue: str) -> bool:
+            return next(heard, False)
+
+        q.doorbell.heard = one_ring
+        before = q._objects.requests["list"]
+        assert await q.dequeue("default") is None
+        assert q._objects.requests["list"] - before == 4

@@ -115,6 +115,7 @@ class LeaseTaskQueue(FileTaskQueue):
         super().__init__(ctx, tasks_dir)
         self.doorbell = Doorbell(self._objects, tasks_dir)
         self._idle_pause: dict[str, float] = {}  # queue -> the current idle listing interval
+        self._quiet: set[str] = set()  # queues found empty and not claimed from since
         self._idle_until: dict[str, float] = {}  # queue -> monotonic time to list it again
         self._mine: dict[str, set[str]] = {}  # location -> names claimed here, still leased
         self.reaper_turn = ReaperTurn(self._objects, tasks_dir, ctx.config.reap_interval)
@@ -136,6 +137,7 @@ class LeaseTaskQueue(FileTaskQueue):
         super()._claimed(queue)
         self._idle_pause.pop(queue, None)
         self._idle_until.pop(queue, None)
+        self._quiet.discard(queue)
 
     def _rest(self, queue: str, now_ms: int) -> None:
         """A listing found nothing due: do not list ``queue`` again for a while (doubling up to
@@ -144,6 +146,7 @@ class LeaseTaskQueue(FileTaskQueue):
             self.IDLE_LIST_MAX, self._idle_pause.get(queue, self._config.listing_ttl / 2) * 2
         )
         self._idle_pause[queue] = pause
+        self._quiet.add(queue)
         first = self._first_due_ms(queue)
         if first is not None:
             pause = min(pause, max(0.0, (first - now_ms) / 1000))
@@ -220,8 +223,9 @@ class LeaseTaskQueue(FileTaskQueue):
         a name, the listing jumps to the next priority instead of paging through a backlog of
         delayed tasks (retries waiting out their back-off, say).
         """
-        if queue_of(where) in self._idle_pause and not await self._any_pending(where):
-            # Idle: an empty queue costs one listing, not two (running/ is not listed).
+        if queue_of(where) in self._quiet and not await self._any_pending(where):
+            # Idle (and woken by the doorbell, until a claim): an empty shard costs one
+            # listing, not two (running/ is not listed).
             index = self._indexes[where] = PendingIndex([], time.monotonic())
             return index
         leased = set(await self._objects.list(self._dir(where, RUNNING)))
