@@ -151,3 +151,22 @@ def test_cli_dry_run_copies_nothing_and_a_mismatch_exits_non_zero(tmp_path, monk
     assert wrong.exit_code == 2 and "jobs" in wrong.output
     with pytest.raises(ValidationError):
         migrate(src, dst, what=[])
+
+
+async def test_a_sharded_queue_stays_sharded(tmp_path):
+    """Between directory and bucket locations the shard count travels, set before the tasks
+    are copied so that they spread as at the source; SQLite has no shards (nothing to carry)."""
+    source = FileBackend(base_dir=str(tmp_path / "src"), fs_protocol="file")
+    async with source:
+        await source.task_queue.set_shards("default", 4)
+        ids = {await source.task_queue.enqueue(Task(func="f")) for _ in range(20)}
+    dest = f"memory://migrate-shards-{tmp_path.name}"
+    report = await migrate_async(tmp_path / "src", dest, what="tasks")
+    assert report.ok, report.stores
+    async with FileBackend.from_url(dest) as copy:
+        assert await copy.task_queue.get_shards("default") == 4
+        shards = [await copy.objects.list(f"tasks/default/s0{k}/pending") for k in (1, 2, 3)]
+        assert any(shards)
+        assert {t.id for t in await copy.task_queue.list_tasks("default")} == ids
+    report = await migrate_async(tmp_path / "src", f"sqlite:///{tmp_path / 'q.db'}")
+    assert report.ok, report.stores

@@ -19,6 +19,7 @@ from typing import Any
 from omniq.app import make_backend
 from omniq.backend.base import Backend
 from omniq.exceptions import ValidationError
+from omniq.storage.file.task_queue import FileTaskQueue
 from omniq.sync import run_sync
 
 STORES = ("tasks", "results", "events", "schedules")
@@ -134,6 +135,19 @@ async def _copy_store(
     return count
 
 
+async def _carry_shards(src: Backend, dst: Backend) -> None:
+    """A sharded queue stays sharded: its count is raised at the destination before its tasks
+    are copied (directory and bucket locations; a destination with more shards keeps them,
+    SQLite has none)."""
+    source, dest = src.task_queue, dst.task_queue
+    if not (isinstance(source, FileTaskQueue) and isinstance(dest, FileTaskQueue)):
+        return
+    for queue in await source.list_queues():
+        shards = await source.get_shards(queue)
+        if shards > await dest.get_shards(queue):
+            await dest.set_shards(queue, shards)
+
+
 def _describe(location: Location) -> str:
     return repr(location) if isinstance(location, Backend) else os.fspath(location)
 
@@ -159,6 +173,8 @@ async def migrate_async(
     for b in owned:
         await b.open()
     try:
+        if "tasks" in stores and not dry_run:
+            await _carry_shards(src, dst)
         for name in stores:
             report.stores.append(await _copy_store(name, src, dst, dry_run, progress))
     finally:

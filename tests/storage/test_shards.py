@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from benchmarks.scale_sim import SimBackend
 
 from conftest import backend_param
-from omniq.exceptions import LeaseLostError, ValidationError
+from omniq.exceptions import LeaseLostError, StorageError, ValidationError
 from omniq.models.event import EventType
 from omniq.models.task import Task, TaskStatus
 from omniq.storage.file.keys import task_id_of
@@ -419,3 +420,90 @@ async def test_a_ring_costs_an_idle_consumer_one_listing_per_empty_shard(clock):
         before = q._objects.requests["list"]
         assert await q.dequeue("default") is None
         assert q._objects.requests["list"] - before == 4
+
+
+async def test_cancel_and_update_find_a_task_in_a_shard_made_elsewhere(backend_factory):
+    """A process that looked at the queue before another raised its count (its count and
+    folder listing cached for 30 s) still cancels and updates a task in a new shard: a look-up
+    that finds nothing lists the folders again."""
+    async with backend_factory() as web, backend_factory() as admin:
+        await web.task_queue.enqueue(Task(func="f"))
+        assert await web.task_queue.get_queue_size("default") == 1  # cached: one shard
+        await admin.task_queue.set_shards("default", 4)
+        far = next(t for t in (Task(func="f") for _ in range(100)) if shard_of(t.id, 4))
+        await admin.task_queue.enqueue(far)
+        found = await web.task_queue.get_task(far.id)
+        found.priority = 3
+        await web.task_queue.update_task(found)
+        assert await web.task_queue.cancel_task(far.id)
+
+
+async def test_a_stray_named_like_a_shard_does_not_raise_the_count(backend_factory):
+    """Only folders holding the marker ``set`` writes count: a stray object under ``s63/``
+    (or named ``s05``) is swept and searched, never counted — the count cannot be lowered, and
+    every idle consumer would list 64 shards a ring from then on."""
+    async with backend_factory() as backend:
+        q = backend.task_queue
+        await q.set_shards("default", 4)
+        await backend.objects.put("tasks/default/s63/junk", b"stray")
+        await backend.objects.put("tasks/default/s05", b"stray")
+        await q.requeue_expired()  # the sweep that raises a lowered count back
+        assert await q.get_shards("default") == 4
+        await backend.objects.put("tasks/default/shards.json", b"not a count")
+    async with backend_factory() as backend:
+        assert await backend.task_queue.get_shards("default") == 4  # the marked folders
+
+
+async def test_an_odd_queue_folder_stops_no_other_queues_reaping(tmp_path, clock):
+    """Local disk: queue ``aa`` has a file ``s01`` and a folder ``s02/`` (no count can be
+    raised over them); an expired lease of queue ``zz`` is still recovered."""
+    from omniq.backend.file import FileBackend
+
+    base = tmp_path / "d"
+    async with FileBackend(base_dir=str(base), fs_protocol="file") as backend:
+        q = backend.task_queue
+        await q.enqueue(Task(func="f", queue_name="zz"))
+        held = await q.dequeue("zz", visibility_timeout=5)
+        (base / "tasks" / "aa" / "s02").mkdir(parents=True)
+        (base / "tasks" / "aa" / "s02" / "shard").write_text("")
+        (base / "tasks" / "aa" / "s01").write_text("stray")
+        clock.advance(60)
+        assert [t.id for t in await q.requeue_expired()] == [held.id]
+
+
+async def test_something_else_in_the_counts_place_is_an_error_not_a_hang():
+    """memory://: an object below ``shards.json/`` makes the count read as absent and its
+    create as existing; ``set`` gives up with a StorageError instead of looping."""
+    from omniq.backend.file import FileBackend
+
+    async with FileBackend.from_url(f"memory://shards-{uuid.uuid4().hex}") as backend:
+        await backend.objects.put("tasks/q/shards.json/x", b"stray")
+        with pytest.raises(StorageError, match="not an object"):
+            await asyncio.wait_for(backend.task_queue.set_shards("q", 2), 10)
+
+
+async def test_one_backend_on_two_event_loops(tmp_path, monkeypatch):
+    """The blocking view (the sync wrapper's loop, in its thread) and this loop share one
+    backend: each loop has its own read of the count in flight (a future belongs to one)."""
+    from omniq.backend.file import FileBackend
+
+    read = ShardCounts._read
+
+    async def slow_read(self, queue):  # a bucket round trip, on local disk
+        await asyncio.sleep(0.01)
+        return await read(self, queue)
+
+    monkeypatch.setattr(ShardCounts, "_read", slow_read)
+    monkeypatch.setattr(ShardCounts, "TTL", 0.0)  # every call reads (as every 30 s)
+    async with FileBackend(base_dir=str(tmp_path / "d"), fs_protocol="file") as backend:
+        blocking = backend.get_task_queue(async_mode=False)
+
+        def from_thread() -> None:
+            for i in range(40):
+                blocking.enqueue(Task(func="thread", args=(i,)))
+
+        thread = asyncio.get_running_loop().run_in_executor(None, from_thread)
+        for i in range(40):
+            await backend.task_queue.enqueue(Task(func="loop", args=(i,)))
+        await thread
+        assert await backend.task_queue.get_queue_size() == 80

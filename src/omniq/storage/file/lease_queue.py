@@ -280,7 +280,7 @@ class LeaseTaskQueue(FileTaskQueue):
                     return True
         return False
 
-    async def _locate(self, task_id: str) -> tuple[str, str, str] | None:
+    async def _find(self, task_id: str) -> tuple[str, str, str] | None:
         """Find a task without a window in which it hides: its payload stays in ``pending/``
         from enqueue until it is finished (a retry writes the new name before deleting the old
         one), and its finished record is written before the payload is deleted. So list the
@@ -528,7 +528,11 @@ class LeaseTaskQueue(FileTaskQueue):
         quiet_since = now.timestamp() - quiet_for
         out: list[Task] = []
         for queue in await self.list_queues():
-            places = await self._discover(queue, fresh=full)
+            try:
+                places = await self._discover(queue, fresh=full)
+            except StorageError as exc:  # one queue's odd layout stops no other queue's sweep
+                logger.error("could not list the shards of queue %s: %s", queue, exc)
+                places = [queue]
             for where in places:  # shard by shard
                 if not await self._sweep_location(where, full, quiet_since, now, out):
                     return out  # the turn changed hands: its new holder sweeps

@@ -419,7 +419,7 @@ class LocalObjectStore(ObjectStore):
         path = self._path(key)
         try:
             os.lstat(path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # a file where a folder should be
             return False
         except OSError as exc:
             raise _wrap(exc, "inspect", path) from exc

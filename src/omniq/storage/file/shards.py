@@ -24,7 +24,7 @@ import zlib
 
 import msgspec
 
-from omniq.exceptions import ValidationError
+from omniq.exceptions import StorageError, ValidationError
 from omniq.models.ids import is_valid_name, validate_name
 from omniq.storage.file.common import FileStoreContext
 from omniq.storage.file.objects import NotAnObjectError, VersionMismatch
@@ -116,8 +116,10 @@ class ShardCounts:
         self._ctx = ctx
         self._root = root
         self._known: dict[str, tuple[int, float]] = {}  # queue -> (count, monotonic read time)
-        self._found: dict[str, tuple[list[str], float]] = {}  # queue -> discover()'s, when
-        self._reading: dict[str, asyncio.Future[int]] = {}  # queue -> the read in flight
+        self._found: dict[str, tuple[list[int], float]] = {}  # queue -> shard folders, when
+        # (queue, event loop) -> the read in flight: a backend may serve several loops (its
+        # blocking view runs on the sync wrapper's), and a future belongs to one.
+        self._reading: dict[tuple[str, asyncio.AbstractEventLoop], asyncio.Future[int]] = {}
         self._reported: set[str] = set()  # queues whose unreadable count was reported
 
     def _key(self, queue: str) -> str:
@@ -128,10 +130,11 @@ class ShardCounts:
         known = self._known.get(queue)
         if not fresh and known is not None and time.monotonic() - known[1] < self.TTL:
             return known[0]
-        reading = self._reading.get(queue)
-        if reading is None:  # one read for every caller that needs it meanwhile
-            reading = self._reading[queue] = asyncio.ensure_future(self._refresh(queue))
-            reading.add_done_callback(lambda _: self._reading.pop(queue, None))
+        loop = asyncio.get_running_loop()
+        reading = self._reading.get((queue, loop))
+        if reading is None:  # one read for every caller on this loop that needs it meanwhile
+            reading = self._reading[queue, loop] = loop.create_task(self._refresh(queue))
+            reading.add_done_callback(lambda _: self._reading.pop((queue, loop), None))
         return await asyncio.shield(reading)
 
     async def _refresh(self, queue: str) -> int:
@@ -163,7 +166,7 @@ class ShardCounts:
         else:
             self._reported.discard(queue)
             return shards, version
-        found = len(await self.discover(queue, fresh=True))
+        found = await self.marked(queue)
         if queue not in self._reported:
             self._reported.add(queue)
             error = ValidationError(
@@ -174,16 +177,30 @@ class ShardCounts:
         return found, version
 
     async def discover(self, queue: str, *, fresh: bool = False) -> list[str]:
-        """The locations of ``queue`` that have a folder (one folder listing, cached ``TTL``
-        unless ``fresh``): shard 0 and every ``s<kk>`` up to the highest found."""
+        """The locations of ``queue`` up to its highest shard folder (one folder listing,
+        cached ``TTL`` unless ``fresh``): shard 0 and every ``s<kk>`` up to the highest found."""
+        top = max(await self._folders(queue, fresh), default=0)
+        return [location(queue, k) for k in range(top + 1)]
+
+    async def _folders(self, queue: str, fresh: bool) -> list[int]:
+        """The shard numbers (past 0) that have a folder, highest first."""
         found = self._found.get(queue)
         if not fresh and found is not None and time.monotonic() - found[1] < self.TTL:
             return found[0]
         names = await self._ctx.objects.list_dirs(f"{self._root}/{queue}")
-        top = max((k for n in names if (k := shard_dir(n)) is not None), default=0)
-        places = [location(queue, k) for k in range(top + 1)]
-        self._found[queue] = (places, time.monotonic())
-        return places
+        shards = sorted({k for n in names if (k := shard_dir(n)) is not None}, reverse=True)
+        self._found[queue] = (shards, time.monotonic())
+        return shards
+
+    async def marked(self, queue: str) -> int:
+        """The shard count the folders show: one past the highest shard folder holding the
+        marker ``set`` writes (a folder without it, a stray object named like a shard, is
+        not counted: it must not raise the count of every consumer for good)."""
+        for shard in await self._folders(queue, fresh=True):
+            marker = f"{self._root}/{location(queue, shard)}/{self.MARKER}"
+            if await self._ctx.objects.exists(marker):
+                return shard + 1
+        return 1
 
     def forget_folders(self) -> None:
         """Drop the cached folder listings (a look-up that found nothing lists again: a shard
@@ -198,6 +215,7 @@ class ShardCounts:
         validate_name(queue, "queue name")
         check_count(shards)
         objects = self._ctx.objects
+        unreadable = 0
         while True:
             before, version = await self._read(queue)
             if shards < before:
@@ -219,7 +237,16 @@ class ShardCounts:
                 else:
                     await objects.replace(self._key(queue), data, version)
             except (FileExistsError, VersionMismatch):
-                continue  # another process wrote a count meanwhile: compare with it
+                # Another process wrote a count meanwhile: compare with it. Twice "exists"
+                # with no version to read is something else in the count's place.
+                unreadable += version is None
+                if unreadable >= 2:
+                    raise StorageError(
+                        "cannot write the shard count: something that is not an object is in "
+                        "its place (remove it)",
+                        self._key(queue),
+                    ) from None
+                continue
             break
         self._reported.discard(queue)
         self._known[queue] = (shards, time.monotonic())

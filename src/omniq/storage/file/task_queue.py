@@ -12,7 +12,6 @@ counted and raises the count.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import random
@@ -150,16 +149,28 @@ class FileTaskQueue(TaskQueue):
         counted = await self._shards.locations(queue)
         found = await self._shards.discover(queue, fresh=fresh)
         if fresh and len(found) > len(counted):
-            stored = await self._shards.count(queue, fresh=True)  # not just raised elsewhere?
-            if stored < len(found):
-                # A count deleted or lowered by hand (or by two raises at once on a local
-                # directory): tasks there would no longer be claimed. Raise it back.
-                logger.error("queue %s has %d shard folders but a count of %d: raised back",
-                             queue, len(found), stored)  # fmt: skip
-                with contextlib.suppress(ValidationError):  # raised higher meanwhile
-                    await self._shards.set(queue, len(found))
+            await self._raise_back(queue)
             counted = await self._shards.locations(queue)
         return counted + [w for w in found if w not in counted]
+
+    async def _raise_back(self, queue: str) -> None:
+        """A count deleted or lowered by hand (or by two raises at once on a local directory)
+        leaves shards whose tasks no consumer claims: raise it back to the marked shard
+        folders (``ShardCounts.marked``). Logged, never raised: the sweep goes on."""
+        stored = await self._shards.count(queue, fresh=True)  # not just raised elsewhere?
+        marked = await self._shards.marked(queue)
+        if marked <= stored:
+            return
+        try:
+            await self._shards.set(queue, marked)
+        except ValidationError:  # raised higher meanwhile
+            return
+        except StorageError as exc:
+            logger.error("queue %s has %d marked shard folders but a count of %d, which could "
+                         "not be raised: %s", queue, marked, stored, exc)  # fmt: skip
+            return
+        logger.error("queue %s had %d marked shard folders but a count of %d: raised back",
+                     queue, marked, stored)  # fmt: skip
 
     def _lease_place(self, task: Task) -> tuple[str, str] | None:
         """``(location, object name)`` of the lease ``task`` holds, ``None`` if none."""
@@ -605,7 +616,12 @@ class FileTaskQueue(TaskQueue):
         now_ms = to_ms(now)
         out: list[Task] = []
         for queue in await self.list_queues():
-            for where in await self._discover(queue, fresh=True):
+            try:
+                places = await self._discover(queue, fresh=True)
+            except StorageError as exc:  # one queue's odd layout stops no other queue's reaping
+                logger.error("could not list the shards of queue %s: %s", queue, exc)
+                places = [queue]
+            for where in places:
                 for name in await self._objects.list(self._dir(where, RUNNING)):
                     task = await self._recover_logged(where, name, now_ms, now)
                     if task is not None:
@@ -722,6 +738,16 @@ class FileTaskQueue(TaskQueue):
         return await self._shards.set(queue, shards)
 
     async def _locate(self, task_id: str) -> tuple[str, str, str] | None:
+        """(location, state dir, name) of a task (``_find``), looking a second time with the
+        queues' folders listed afresh if it found nothing: a shard made elsewhere in the last
+        ``ShardCounts.TTL`` seconds may hold the task."""
+        found = await self._find(task_id)
+        if found is None:
+            self._shards.forget_folders()
+            found = await self._find(task_id)
+        return found
+
+    async def _find(self, task_id: str) -> tuple[str, str, str] | None:
         """(location, state dir, name) of a task, trying direct keys before listings."""
         queues = await self.list_queues()
         finished_name = task_id + self._ctx.ext
@@ -782,13 +808,10 @@ class FileTaskQueue(TaskQueue):
                 except CorruptFileError:
                     return None
         # A task may move between the listings of one lookup (and so hide from it) or between
-        # the lookup and the read: look again before saying there is none, the second time with
-        # the queues' folders listed afresh (a shard made elsewhere in the last 30 s).
-        for attempt in range(3):
+        # the lookup and the read: look again before saying there is none.
+        for _ in range(3):
             found = await self._locate(task_id)
             if found is None:
-                if attempt == 0:
-                    self._shards.forget_folders()
                 continue
             try:
                 return await self._load(*found)
