@@ -507,3 +507,30 @@ async def test_one_backend_on_two_event_loops(tmp_path, monkeypatch):
             await backend.task_queue.enqueue(Task(func="loop", args=(i,)))
         await thread
         assert await backend.task_queue.get_queue_size() == 80
+
+
+async def test_a_read_that_started_before_a_raise_does_not_undo_it(backend_factory, monkeypatch):
+    """A read of the count still in flight when this process raises it finishes later with
+    the old value: the raise stays what this process uses."""
+    read = ShardCounts._read
+    first = asyncio.Event()
+    calls = 0
+
+    async def first_read_waits(self, queue):
+        nonlocal calls
+        calls += 1
+        found = await read(self, queue)
+        if calls == 1:
+            await first.wait()
+        return found
+
+    monkeypatch.setattr(ShardCounts, "_read", first_read_waits)
+    async with backend_factory() as backend:
+        q = backend.task_queue
+        early = asyncio.create_task(q.get_shards("default"))
+        while calls == 0:  # the early read has started
+            await asyncio.sleep(0)
+        await q.set_shards("default", 4)
+        first.set()
+        assert await early in (1, 4)
+        assert await q.get_shards("default") == 4

@@ -138,7 +138,11 @@ class ShardCounts:
         return await asyncio.shield(reading)
 
     async def _refresh(self, queue: str) -> int:
+        started = time.monotonic()
         shards = (await self._read(queue))[0]
+        known = self._known.get(queue)
+        if known is not None and known[1] > started:  # this process's own set() meanwhile
+            return known[0]
         self._known[queue] = (shards, time.monotonic())
         return shards
 
