@@ -209,6 +209,8 @@ def test_shards_shows_and_raises_a_queues_count(omniq, data, tmp_path):
     omniq("shards", "default", code=1)  # no data there yet: nothing to show
     assert "1 -> 4 shard(s)" in omniq("shards", "default", "4").output
     assert "queue default: 4 shard(s)" in omniq("shards", "default").output
+    assert "default (4 shards)" in omniq("status").output
+    assert '"shards": 4' in omniq("status", "--json").output
     assert "queue other: 1 shard(s)" in omniq("shards", "other").output
     assert "already has 4 shard(s)" in omniq("shards", "default", "4").output
     assert (data / "tasks" / "default" / "shards.json").exists()

@@ -387,8 +387,9 @@ def status_table(rows: list[QueueStats], where: str) -> Table | str:
         workers = ", ".join(f"{w} ({n})" for w, n in sorted(s.workers.items()))
         if s.expired_leases:
             workers += f" [{s.expired_leases} expired lease(s)]"
+        name = s.queue if s.shards == 1 else f"{s.queue} ({s.shards} shards)"
         table.add_row(
-            s.queue, str(s.pending), str(s.delayed), str(s.running), str(s.completed),
+            name, str(s.pending), str(s.delayed), str(s.running), str(s.completed),
             str(s.failed), str(s.cancelled), age(s.oldest_due_at), workers or "-",
         )  # fmt: skip
     return table

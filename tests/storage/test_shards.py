@@ -95,7 +95,7 @@ async def test_a_sharded_queue_spreads_its_tasks_and_delivers_each_once(backend_
         assert await q.get_queue_size("default") == 24
         assert len(await q.list_tasks("default", TaskStatus.PENDING)) == 24
         (stats,) = await q.queue_stats()
-        assert stats.pending == 24
+        assert (stats.pending, stats.shards) == (24, 4)
 
         delivered = []
         while (task := await q.dequeue("default")) is not None:

@@ -63,6 +63,7 @@ def queue_row(stats: QueueStats, now: datetime) -> dict[str, Any]:
         else max(0.0, round((now - oldest).total_seconds(), 1)),
         "workers": dict(sorted(stats.workers.items())),
         "expired_leases": stats.expired_leases,
+        "shards": stats.shards,
     }
 
 

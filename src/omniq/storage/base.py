@@ -31,6 +31,7 @@ class QueueStats:
     oldest_due_at: datetime | None = None  # the longest-waiting runnable task
     workers: dict[str, int] = field(default_factory=dict)  # live lease holders -> tasks held
     expired_leases: int = 0
+    shards: int = 1  # prefixes the queue's pending and running tasks spread over (buckets)
 
 
 class TaskQueue(ABC):

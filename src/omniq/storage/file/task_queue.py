@@ -968,7 +968,7 @@ class FileTaskQueue(TaskQueue):
         now_ms = to_ms(now or utcnow())
         out = []
         for queue in await self.list_queues():
-            stats = QueueStats(queue=queue)
+            stats = QueueStats(queue=queue, shards=await self._shards.count(queue))
             oldest: int | None = None
             for _, name in await self._placed_names(queue, PENDING):
                 parsed = parse_pending(split_ext(name)[0])
