@@ -1,6 +1,7 @@
 """A fleet of workers on one simulated bucket, under virtual time (issue 14).
 
     python benchmarks/scale_sim.py [--workers 10,100,1000] [--scenarios steady,idle,...]
+                                   [--shards K] [--partitioned] [--s3-limit-scale 0.1]
 
 Runs the real ``LeaseTaskQueue`` and ``Worker`` code for N workers (4 slots each, async) in one
 process, each worker with its own backend and client of one ``SimulatedBucket``
@@ -16,6 +17,10 @@ capacity, then tasks arriving at capacity for ``produce_seconds``), ``burst`` (a
 6 s of capacity arrives at once while every worker is idle), ``killed`` (10%
 of the workers freeze mid-task, as if SIGKILLed: their tasks come back when their leases
 expire), ``gcs-short`` (0.2-s tasks on the GCS profile, one write per second per object).
+
+``--shards K`` spreads the queue over K prefixes (``omniq.storage.file.shards``);
+``--partitioned`` starts with S3's partitions split down to the queue's folders (the simulated
+bucket otherwise splits one level of the key path per minute of throttling).
 
 Every run checks the invariants: every task finished exactly once by a live worker (a second
 run only for tasks of killed workers, after the kill), nothing left pending or running, and a
