@@ -7,8 +7,10 @@ real S3 server (moto)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -364,59 +366,56 @@ async def test_a_task_back_in_pending_rings_the_doorbell(clock):
         assert len([p for p in bucket.paths() if "/doorbell/" in p]) == len(rung) + 1
 
 
-async def test_a_ring_wakes_an_idle_consumer_for_every_shard(clock):
-    """After a ring an idle consumer claims the tasks of every shard, not one shard's share
-    and then a rest (its idle back-off is over once it hears the ring or claims)."""
+@contextlib.asynccontextmanager
+async def _resting_consumer() -> AsyncIterator[tuple[SimBackend, SimBackend]]:
+    """A producer and a consumer of a queue sharded 4 ways on one simulated bucket, the
+    consumer idle (a round of empty listings, then a rest) and no reaper in the way."""
     bucket = SimulatedBucket("s3", seed=1)
-    store = SimulatedObjectStore
     async with (
-        SimBackend(store(bucket, instant=True)) as producer,
-        SimBackend(store(bucket, instant=True)) as consumer,
+        SimBackend(SimulatedObjectStore(bucket, instant=True)) as producer,
+        SimBackend(SimulatedObjectStore(bucket, instant=True)) as consumer,
     ):
-        q = consumer.task_queue
-        q._maybe_reap = _nothing
+        producer.task_queue._maybe_reap = _nothing
+        consumer.task_queue._maybe_reap = _nothing
         await producer.task_queue.set_shards("default", 4)
-        for _ in range(3):  # idle: a round of empty listings, then a rest
-            assert await q.dequeue("default") is None
-        ids = {await producer.task_queue.enqueue(Task(func="f")) for _ in range(16)}
-        heard = iter([True])
+        for _ in range(3):
+            assert await consumer.task_queue.dequeue("default") is None
+        yield producer, consumer
 
-        async def one_ring(queue: str) -> bool:
-            return next(heard, False)
 
-        q.doorbell.heard = one_ring
-        got = [await q.dequeue("default") for _ in ids]
-        assert {t.id for t in got if t is not None} == ids
+def _ring_once(q) -> None:
+    """The consumer's doorbell is heard once (as a second's marker read after a ring)."""
+    heard = iter([True])
+
+    async def one_ring(queue: str) -> bool:
+        return next(heard, False)
+
+    q.doorbell.heard = one_ring
 
 
 async def _nothing() -> None:
     return None
 
 
+async def test_a_ring_wakes_an_idle_consumer_for_every_shard(clock):
+    """After a ring an idle consumer claims the tasks of every shard, not one shard's share
+    and then a rest (its idle back-off is over once it hears the ring or claims)."""
+    async with _resting_consumer() as (producer, consumer):
+        ids = {await producer.task_queue.enqueue(Task(func="f")) for _ in range(16)}
+        _ring_once(consumer.task_queue)
+        got = [await consumer.task_queue.dequeue("default") for _ in ids]
+        assert {t.id for t in got if t is not None} == ids
+
+
 async def test_a_ring_costs_an_idle_consumer_one_listing_per_empty_shard(clock):
     """Woken by a ring for a task another consumer already took, an idle consumer lists each
     shard's pending/ once (one request: empty) and not running/ (two requests a shard before)."""
-    bucket = SimulatedBucket("s3", seed=1)
-    store = SimulatedObjectStore
-    async with (
-        SimBackend(store(bucket, instant=True)) as producer,
-        SimBackend(store(bucket, instant=True)) as consumer,
-    ):
-        q = consumer.task_queue
-        q._maybe_reap = _nothing
-        producer.task_queue._maybe_reap = _nothing
-        await producer.task_queue.set_shards("default", 4)
-        for _ in range(3):
-            assert await q.dequeue("default") is None  # idle: resting
+    async with _resting_consumer() as (producer, consumer):
         await producer.task_queue.enqueue(Task(func="f"))
         taken = await producer.task_queue.dequeue("default")
         await producer.task_queue.finish_task(taken)
-        heard = iter([True])
-
-        async def one_ring(queue: str) -> bool:
-            return next(heard, False)
-
-        q.doorbell.heard = one_ring
+        q = consumer.task_queue
+        _ring_once(q)
         before = q._objects.requests["list"]
         assert await q.dequeue("default") is None
         assert q._objects.requests["list"] - before == 4
