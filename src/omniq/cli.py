@@ -32,6 +32,8 @@ from omniq.models._time import utcnow
 from omniq.models.schedule import Misfire, Schedule, ScheduleType
 from omniq.models.task import Task, TaskStatus
 from omniq.storage.base import QueueStats
+from omniq.storage.file.shards import ShardCounts
+from omniq.storage.file.task_queue import FileTaskQueue
 from omniq.worker import KINDS
 
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -624,8 +626,6 @@ def shards(ctx: click.Context, queue: str, count: int | None) -> None:
     several prefixes, for fleets past one prefix's request rate (README, "Scaling out").
     Workers may run meanwhile; the count cannot be lowered."""
     application = resolve_app(ctx, read_only=count is None)
-    from omniq.storage.file.task_queue import FileTaskQueue
-
     task_queue = application.backend.task_queue
     if not isinstance(task_queue, FileTaskQueue):
         raise click.UsageError(
@@ -645,8 +645,6 @@ def shards(ctx: click.Context, queue: str, count: int | None) -> None:
     elif before == after:
         console.print(f"queue {queue} already has {after} shard(s)")
     else:
-        from omniq.storage.file.shards import ShardCounts
-
         console.print(f"queue {queue}: {before} -> {after} shard(s); running workers follow "
                       f"within {ShardCounts.TTL:.0f} s")  # fmt: skip
 

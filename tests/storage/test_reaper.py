@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -204,18 +204,26 @@ async def test_a_lease_nobody_told_the_turn_about_is_recovered_by_the_next_full_
         assert (await holder.task_queue.get_task(task_id)).status is TaskStatus.PENDING
 
 
+@contextlib.asynccontextmanager
+async def _one_claimed(**backoff: int) -> AsyncIterator[tuple[SimBackend, Task]]:
+    """A simulated bucket (leases of 30 s, throttled requests retried at once; ``backoff``:
+    more ``Backoff`` settings) holding one task, claimed."""
+    backend = _backend(SimulatedBucket("s3", seed=1), visibility_timeout=30)
+    async with backend:
+        backend.objects.backoff = Backoff(base=0.001, **backoff)
+        await backend.task_queue.enqueue(Task(func="f"))
+        task = await backend.task_queue.dequeue("default")
+        assert task is not None
+        yield backend, task
+
+
 async def test_a_settle_throttled_past_its_record_s_expiry_is_left_to_the_reaper(clock):
     """The settle's writes are not conditional: one landing after a reaper completed the same
     settle (after throttled retries, say) could bring a finished task's payload back (it ran
     twice in the 1,000-worker simulation) or delete a new one. So a settle starts no request
     within two seconds of its record's expiry; the reaper completes what is left."""
-    backend = _backend(SimulatedBucket("s3", seed=1), visibility_timeout=30)
-    async with backend:
-        q, store = backend.task_queue, backend.objects
-        store.backoff = Backoff(base=0.001)
-        task_id = await q.enqueue(Task(func="f"))
-        task = await q.dequeue("default")
-        assert task is not None
+    async with _one_claimed() as (backend, task):
+        q, store, task_id = backend.task_queue, backend.objects, task.id
         original, attempts = store._put, []
 
         async def slow_down(path, data, *, create, version):
@@ -278,13 +286,8 @@ async def test_a_requeue_to_a_new_name_is_held_until_the_old_settle_is_done(cloc
     the old settle record stays until the settle is done: if the new name were claimable in
     between, a reaper completing that record could write the payload back after the task ran
     and finished (it ran twice in the throttled fleet simulation). A hold keeps it unclaimed."""
-    backend = _backend(SimulatedBucket("s3", seed=1), visibility_timeout=30)
-    async with backend:
-        q, store = backend.task_queue, backend.objects
-        store.backoff = Backoff(base=0.001)
-        task_id = await q.enqueue(Task(func="f"))
-        task = await _listing_anew(q)
-        assert task is not None
+    async with _one_claimed() as (backend, task):
+        q, store, task_id = backend.task_queue, backend.objects, task.id
         with _deletes_refused(store, "/pending/"), pytest.raises(StorageError):
             # the old payload's delete: the settle stops there
             await q.requeue_task(task, eta=utcnow() + timedelta(seconds=1))
@@ -305,13 +308,8 @@ async def test_a_requeue_to_a_new_name_is_held_until_the_old_settle_is_done(cloc
 async def test_an_expired_hold_is_dropped_once_its_settle_is_done(clock):
     """A settler that completed everything but the hold's delete: the reaper drops the hold
     once the settle record it names is gone (not before), and the task runs."""
-    backend = _backend(SimulatedBucket("s3", seed=1), visibility_timeout=30)
-    async with backend:
-        q, store = backend.task_queue, backend.objects
-        store.backoff = Backoff(base=0.001)
-        task_id = await q.enqueue(Task(func="f"))
-        task = await _listing_anew(q)
-        assert task is not None
+    async with _one_claimed() as (backend, task):
+        q, store, task_id = backend.task_queue, backend.objects, task.id
         original, deletes = store._delete, []
 
         async def refuse_the_last(path, version):
@@ -342,13 +340,8 @@ async def _requeue_stopped_after_the_new_payload(q, store, task) -> None:
 async def test_an_update_of_a_task_being_settled_is_refused(clock):
     """An admin rewrite must not take over a hold (or a settle record): the settle, completed
     later, would write the task back beside the rewritten one."""
-    backend = _backend(SimulatedBucket("s3", seed=1), visibility_timeout=30)
-    async with backend:
-        q, store = backend.task_queue, backend.objects
-        store.backoff = Backoff(base=0.001, attempts=1)
-        task_id = await q.enqueue(Task(func="f"))
-        task = await q.dequeue("default")
-        assert task is not None
+    async with _one_claimed(attempts=1) as (backend, task):
+        q, store, task_id = backend.task_queue, backend.objects, task.id
         await _requeue_stopped_after_the_new_payload(q, store, task)
         stored = await q.get_task(task_id)
         assert stored is not None
@@ -372,13 +365,8 @@ async def test_an_update_of_a_task_being_settled_is_refused(clock):
 async def test_a_retry_of_a_failed_task_waits_for_its_settle(clock):
     """The failed record is written before the settle record goes: a retry in between would be
     undone by whoever completes the settle (it deletes the pending payload). Refused until then."""
-    backend = _backend(SimulatedBucket("s3", seed=1), visibility_timeout=30)
-    async with backend:
-        q, store = backend.task_queue, backend.objects
-        store.backoff = Backoff(base=0.001, attempts=1)
-        task_id = await q.enqueue(Task(func="f"))
-        task = await q.dequeue("default")
-        assert task is not None
+    async with _one_claimed(attempts=1) as (backend, task):
+        q, store, task_id = backend.task_queue, backend.objects, task.id
         with _deletes_refused(store, "/running/"), pytest.raises(StorageError):
             await q.finish_task(task, TaskStatus.FAILED, "boom")
         failed = await q.get_task(task_id)

@@ -196,11 +196,12 @@ class ShardCounts:
         self._found[queue] = (shards, time.monotonic())
         return shards
 
-    async def marked(self, queue: str) -> int:
+    async def marked(self, queue: str, *, fresh: bool = True) -> int:
         """The shard count the folders show: one past the highest shard folder holding the
         marker ``set`` writes (a folder without it, a stray object named like a shard, is
-        not counted: it must not raise the count of every consumer for good)."""
-        for shard in await self._folders(queue, fresh=True):
+        not counted: it must not raise the count of every consumer for good). The folders
+        are listed again unless ``fresh`` is false (just listed)."""
+        for shard in await self._folders(queue, fresh):
             marker = f"{self._root}/{location(queue, shard)}/{self.MARKER}"
             if await self._ctx.objects.exists(marker):
                 return shard + 1

@@ -158,7 +158,7 @@ class FileTaskQueue(TaskQueue):
         leaves shards whose tasks no consumer claims: raise it back to the marked shard
         folders (``ShardCounts.marked``). Logged, never raised: the sweep goes on."""
         stored = await self._shards.count(queue, fresh=True)  # not just raised elsewhere?
-        marked = await self._shards.marked(queue)
+        marked = await self._shards.marked(queue, fresh=False)  # _discover just listed them
         if marked <= stored:
             return
         try:
