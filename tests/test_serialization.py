@@ -82,3 +82,35 @@ async def test_secret_key_from_environment(backend_factory, monkeypatch):
         await b.get_task_queue().enqueue(Task(func="f"))
         [name] = await b.objects.list("tasks/default/pending")
         assert (await b.objects.get(f"tasks/default/pending/{name}")).startswith(b"#omniq-hmac")
+
+
+def test_appended_json_reads_as_its_last_document():
+    s = Serializer("json")
+    payload = Task(func="f", args=(1,))
+    done = Task(func="f", args=(1,), id=payload.id, status="completed")
+    data = s.encode(payload) + s.appended(done)
+    assert data.count(b"\n") == 1  # JSON Lines: one document per line
+    assert s.decode(data, Task, "t.json").status.value == "completed"
+
+
+@pytest.mark.parametrize("cut", [1, 2, 40])
+def test_a_partial_append_reads_as_the_document_before_it(cut):
+    """A writer killed in the middle of an append leaves part of a line: it does not count."""
+    s = Serializer("json")
+    payload = Task(func="f", args=(1,))
+    tail = s.appended(Task(func="f", id=payload.id, status="completed"))
+    got = s.decode(s.encode(payload) + tail[:cut], Task, "t.json")
+    assert got.status.value == "pending" and got.args == (1,)
+
+
+def test_json_written_with_line_breaks_still_reads():
+    text = b'{\n  "func": "f",\n  "args": [1]\n}\n'
+    assert Serializer("json").decode(text, Task, "t.json").args == (1,)
+    with pytest.raises(SerializationError):
+        Serializer("json").decode(b'{\n  "func": "f",\n  "args": [1\n', Task, "t.json")
+
+
+def test_only_unsigned_json_appends():
+    assert Serializer("json").appends
+    assert not Serializer("json", secret_key="k").appends  # the signature covers all bytes
+    assert not Serializer("msgpack").appends and not Serializer("pickle").appends

@@ -146,3 +146,46 @@ async def test_retry_from_the_dead_letter_keeps_the_failed_runs_events(backend):
         kinds = [e.event_type for e in await backend.event_storage.get_events(task_id=h.id)]
         assert kinds == [EventType.ENQUEUED, EventType.STARTED, EventType.FAILED,
                          EventType.ENQUEUED], kinds  # fmt: skip
+
+
+@pytest.mark.file_layout("reads the finished object's bytes")
+async def test_the_record_joins_the_payload_on_local_disk_and_replaces_it_elsewhere(
+    backend, backend_kind
+):
+    """Local disk appends the record to the task's file (JSON Lines, the last line is the
+    state: no file created or freed); stores that cannot append rewrite the object whole."""
+    q = backend.task_queue
+    await q.enqueue(Task(func="f", args=(7,)))
+    task = await q.dequeue("default")
+    result, events = outcome(task)
+    await q.finish_task(task, result=result, events=events)
+    data = await backend.objects.get(f"tasks/default/completed/{task.id}.json")
+    lines = data.split(b"\n")
+    assert len(lines) == (2 if backend_kind == "local" else 1)
+    assert b'"status":"completed"' in lines[-1] and b'"result"' in lines[-1]
+    if backend_kind == "local":
+        assert b'"status":"pending"' in lines[0] and b'"result"' not in lines[0]
+    assert (await backend.result_storage.get(task.id)).result == 42
+    assert (await q.get_task(task.id)).status is TaskStatus.COMPLETED
+    # The record can be rewritten whole afterwards (a result dropped), and still reads.
+    assert await backend.result_storage.delete(task.id) is True
+    assert (await q.get_task(task.id)).status is TaskStatus.COMPLETED
+    assert await backend.result_storage.get(task.id) is None
+
+
+async def test_local_appends_refuse_what_is_not_a_task_file(tmp_path):
+    from omniq.storage.file.objects import LocalObjectStore, NotAnObjectError
+
+    store = LocalObjectStore(str(tmp_path))
+    await store.open()
+    await store.put("a/x.json", b"{}")
+    await store.append("a/x.json", b"\n{}")
+    assert await store.get("a/x.json") == b"{}\n{}"
+    with pytest.raises(FileNotFoundError):
+        await store.append("a/missing.json", b"\n{}")
+    with pytest.raises(FileNotFoundError):  # a file where a folder of the key should be
+        await store.append("a/x.json/y.json", b"\n{}")
+    (tmp_path / "a" / "link.json").symlink_to(tmp_path / "a" / "x.json")
+    with pytest.raises(NotAnObjectError):
+        await store.append("a/link.json", b"\n{}")
+    assert await store.get("a/x.json") == b"{}\n{}"

@@ -54,6 +54,17 @@ class Serializer:
     def signs(self) -> bool:
         return self._key is not None
 
+    @property
+    def appends(self) -> bool:
+        """Whether a newer document can be appended to an object of this format instead of
+        rewriting it: unsigned JSON, read as JSON Lines (``decode`` takes the last complete
+        line). Compact JSON never holds a raw newline, so the lines cannot be confused."""
+        return self.format == "json" and self._key is None
+
+    def appended(self, obj: Any) -> bytes:
+        """The bytes to append to an object to make ``obj`` its state (see ``appends``)."""
+        return b"\n" + self.encode(obj)
+
     def encode(self, obj: Any) -> bytes:
         try:
             if self.format == "json":
@@ -92,7 +103,10 @@ class Serializer:
                 if not isinstance(obj, type):
                     raise SerializationError(f"{name} holds a {obj.__class__.__name__}")
                 return obj
-            return self._decoder(fmt, type).decode(data)  # type: ignore[no-any-return]
+            decoder = self._decoder(fmt, type)
+            if fmt == "json" and b"\n" in data:
+                return _last_document(decoder, data)  # type: ignore[no-any-return]
+            return decoder.decode(data)  # type: ignore[no-any-return]
         except SerializationError:
             raise
         except Exception as exc:  # any decoder failure means unreadable data
@@ -109,3 +123,30 @@ class Serializer:
     def _sign(self, data: bytes) -> str:
         assert self._key is not None
         return hmac.new(self._key, data, hashlib.sha256).hexdigest()
+
+
+# An appended object holds one document per append; more than this many lines is not ours.
+_MAX_LINES = 4
+
+
+def _last_document(decoder: Any, data: bytes) -> Any:
+    """The state of a JSON object that may have had documents appended (``Serializer.appends``):
+    the last line that decodes. A writer killed in the middle of an append leaves a partial
+    last line, and the document before it holds. The whole text is tried too, so that JSON a
+    person wrote with line breaks still reads."""
+    end = len(data)
+    for _ in range(_MAX_LINES):
+        cut = data.rfind(b"\n", 0, end)
+        if cut < 0:
+            break
+        line = data[cut + 1 : end]
+        if line.strip():
+            try:
+                return decoder.decode(line)
+            except Exception:  # a torn or foreign line: try what is before it
+                pass
+        try:
+            return decoder.decode(data[:end])
+        except Exception:
+            end = cut
+    return decoder.decode(data[:end])

@@ -8,6 +8,7 @@ expiry; a schedule moving between statuses gets its next run.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import re
@@ -105,7 +106,9 @@ def expiry_for(task: Task, when: datetime, config: Settings) -> datetime | None:
 
 def at_rest(task: Task) -> Task:
     """The task as stored: a lease lives with the store's claim record, not in the payload."""
-    return msgspec.structs.replace(task, lease=None)
+    stored = copy.copy(task)  # not structs.replace: that validates the task again (~20x slower)
+    stored.lease = None
+    return stored
 
 
 def final_copy(task: Task, status: TaskStatus, error: str | None, config: Settings) -> Task:

@@ -549,13 +549,16 @@ class FileTaskQueue(TaskQueue):
 
     def _finished_record(
         self, task: Task, status: TaskStatus, error: str | None,
-        result: TaskResult | None, events: Sequence[TaskEvent],
+        result: TaskResult | None, events: Sequence[TaskEvent], *, appended: bool = False,
     ) -> tuple[Task, bytes]:  # fmt: skip
         """The final task and the encoded record that holds it with its result and events
-        (encoded before anything is written: a result that cannot be stored changes nothing)."""
+        (encoded before anything is written: a result that cannot be stored changes nothing);
+        ``appended``: encoded to be appended to the task's object."""
         final = self._final_copy(task, status, error)
         final.expires_at = record_expiry(final, result, self._config)
-        return final, self._ctx.serializer.encode(as_record(final, result, events))
+        record = as_record(final, result, events)
+        serializer = self._ctx.serializer
+        return final, serializer.appended(record) if appended else serializer.encode(record)
 
     def _finished_key(self, task: Task, status: TaskStatus) -> str:
         return f"{self._dir(task.queue_name, _DIR_OF_STATUS[status])}/{self._finished_name(task)}"
@@ -571,14 +574,22 @@ class FileTaskQueue(TaskQueue):
     ) -> Task:
         status = self._check_final(status)
         self._held_key(task)
-        final, data = self._finished_record(task, status, error, result, events)
+        append = self._objects.appends and self._ctx.serializer.appends
+        final, data = self._finished_record(task, status, error, result, events, appended=append)
         verb = FINISH_VERB[status]
         # The fence is a renewal (it fails once a reaper took the lease over); the record then
-        # replaces the payload under the fresh lease, and a rename publishes it. A holder killed
-        # before the rename leaves a running object that a reaper re-delivers (still the
-        # payload) or moves on to its finished folder (already the record).
+        # joins the payload under the fresh lease (appended on local disk, where readers take
+        # the last line; rewritten elsewhere), and a rename publishes it. A holder killed
+        # before the rename leaves a running object that a reaper re-delivers (the payload, or
+        # a partial append read as the payload) or moves on to its finished folder (the record).
         running_dir, key = await self._move_held(task, fence_seconds(task, self._config), verb)
-        await self._objects.put(f"{running_dir}/{key}", data)
+        if append:
+            try:
+                await self._objects.append(f"{running_dir}/{key}", data)
+            except FileNotFoundError:  # removed under a live lease (a purge): nothing to finish
+                raise self._lost(task, verb) from None
+        else:
+            await self._objects.put(f"{running_dir}/{key}", data)
         if not await self._objects.move(f"{running_dir}/{key}", self._finished_key(task, status)):
             raise self._lost(task, verb)
         return final
