@@ -114,3 +114,28 @@ def test_only_unsigned_json_appends():
     assert Serializer("json").appends
     assert not Serializer("json", secret_key="k").appends  # the signature covers all bytes
     assert not Serializer("msgpack").appends and not Serializer("pickle").appends
+
+
+def test_a_whole_last_line_this_reader_cannot_take_is_unreadable_not_skipped():
+    """Only a line cut short is passed over: a complete document that does not decode (a
+    status from a later version, say) must not read as the payload before it."""
+    s = Serializer("json")
+    payload = Task(func="f")
+    later = s.appended(Task(func="f", id=payload.id)).replace(b'"pending"', b'"exploded"')
+    with pytest.raises(SerializationError):
+        s.decode(s.encode(payload) + later, Task, "t.json")
+
+
+def test_a_value_nested_too_deep_is_a_serialization_error():
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    for fmt in ("json", "msgpack", "pickle"):
+        with pytest.raises(SerializationError, match="cannot serialize"):
+            Serializer(fmt).encode(Task(func="f", args=(deep,)))
+
+
+def test_only_json_objects_take_appends():
+    s = Serializer("json")
+    assert s.appends_to("tasks/q/running/a~1~t.json")
+    assert not s.appends_to("tasks/q/running/a~1~t.msgpack")  # read by its extension

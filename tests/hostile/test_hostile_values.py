@@ -12,7 +12,7 @@ from omniq import AsyncOmniQ
 from omniq.exceptions import ConfigError, SerializationError, ValidationError
 from omniq.models.config import FileConfig
 from omniq.models.schedule import Schedule, ScheduleType
-from omniq.models.task import Task
+from omniq.models.task import Task, TaskStatus
 
 NAN, INF = float("nan"), float("inf")
 
@@ -120,3 +120,21 @@ async def test_pickle_delivers_anything_picklable(backend_factory):
         h = await kinds.delay((1, 2), {3}, decimal.Decimal("1.5"), b"x")
         await app.run_worker(burst=True)
         assert await h.result(timeout=5) == ["tuple", "set", "Decimal", "bytes"]
+
+
+async def test_a_result_nested_too_deep_fails_the_task_instead_of_stranding_it(backend):
+    app = AsyncOmniQ(backend)
+
+    @app.task(name="deep")
+    def deep():
+        value: list = []
+        for _ in range(5000):
+            value = [value]
+        return value
+
+    async with app:
+        h = await app.enqueue("deep")
+        stats = await app.run_worker(burst=True)
+        assert (stats.completed, stats.failed) == (0, 1)
+        task = await backend.task_queue.get_task(h.id)
+        assert task.status is TaskStatus.FAILED and "recursion" in task.error

@@ -3,10 +3,13 @@ file stores one object per finished task (the record), old data still read."""
 
 from __future__ import annotations
 
+import os
+
+import msgspec
 import pytest
 
 from omniq import AsyncOmniQ
-from omniq.exceptions import LeaseLostError, SerializationError
+from omniq.exceptions import LeaseLostError, SerializationError, StorageError
 from omniq.models.event import EventType, TaskEvent
 from omniq.models.result import ResultStatus, TaskResult
 from omniq.models.task import Task, TaskStatus
@@ -189,3 +192,30 @@ async def test_local_appends_refuse_what_is_not_a_task_file(tmp_path):
     with pytest.raises(NotAnObjectError):
         await store.append("a/link.json", b"\n{}")
     assert await store.get("a/x.json") == b"{}\n{}"
+
+
+async def test_a_fifo_under_the_name_fails_the_append_instead_of_blocking(tmp_path):
+    from omniq.storage.file.objects import LocalObjectStore, NotAnObjectError
+
+    store = LocalObjectStore(str(tmp_path))
+    await store.open()
+    (tmp_path / "a").mkdir()
+    os.mkfifo(tmp_path / "a" / "pipe.json")
+    with pytest.raises((NotAnObjectError, StorageError)):
+        await store.append("a/pipe.json", b"\n{}")
+
+
+async def test_a_task_stored_in_another_format_is_rewritten_not_appended(tmp_path):
+    """A JSON worker finishing a task a msgpack client enqueued writes its record whole (an
+    append would turn a torn msgpack object into an unreadable one)."""
+    from omniq.backend.file import FileBackend
+
+    producer = FileBackend(str(tmp_path), serialization_format="msgpack")
+    worker = FileBackend(str(tmp_path))
+    async with producer, worker:
+        await producer.task_queue.enqueue(Task(func="f"))
+        task = await worker.task_queue.dequeue("default")
+        await worker.task_queue.finish_task(task, result=outcome(task)[0])
+        key = f"tasks/default/completed/{task.id}.json"  # the finisher's format
+        assert msgspec.json.decode(await worker.objects.get(key))["status"] == "completed"
+        assert (await worker.result_storage.get(task.id)).result == 42

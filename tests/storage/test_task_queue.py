@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -162,6 +162,21 @@ async def test_update_task_moves_between_states(backend):
     await q.update_task(t)
     assert (await q.get_task(t.id)).status is TaskStatus.CANCELLED
     assert len(await q.list_tasks()) == 1
+
+
+async def test_update_task_validates_what_it_is_handed(backend):
+    """Fields set after construction are checked and normalized when the task is stored."""
+    q = backend.get_task_queue()
+    t = Task(func="f")
+    await q.enqueue(t)
+    t.priority = 10**6
+    with pytest.raises(ValidationError, match="priority"):
+        await q.update_task(t)
+    t.priority = 0
+    t.eta = datetime(2030, 1, 1, 12, 0)  # naive: local time
+    await q.update_task(t)
+    stored = await q.get_task(t.id)
+    assert stored.priority == 0 and stored.eta == t.eta.astimezone(timezone.utc)
 
 
 async def test_update_unknown_task_raises(backend):

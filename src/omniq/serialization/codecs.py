@@ -61,6 +61,10 @@ class Serializer:
         line). Compact JSON never holds a raw newline, so the lines cannot be confused."""
         return self.format == "json" and self._key is None
 
+    def appends_to(self, name: str) -> bool:
+        """Whether ``appends`` holds for the object ``name``, which is read by its extension."""
+        return self.appends and codec_for_extension(name) == "json"
+
     def appended(self, obj: Any) -> bytes:
         """The bytes to append to an object to make ``obj`` its state (see ``appends``)."""
         return b"\n" + self.encode(obj)
@@ -73,7 +77,10 @@ class Serializer:
                 data = self._msgpack_encoder.encode(obj)
             else:
                 data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-        except (TypeError, ValueError, OverflowError, pickle.PicklingError, AttributeError) as exc:
+        except (
+            TypeError, ValueError, OverflowError, RecursionError, pickle.PicklingError,
+            AttributeError,
+        ) as exc:  # fmt: skip
             raise SerializationError(
                 f"cannot serialize {type(obj).__name__} as {self.format}: {exc}"
             ) from exc
@@ -129,6 +136,14 @@ class Serializer:
 _MAX_LINES = 4
 
 
+def _is_json(line: bytes) -> bool:
+    try:
+        msgspec.json.decode(line)
+    except Exception:
+        return False
+    return True
+
+
 def _last_document(decoder: Any, data: bytes) -> Any:
     """The state of a JSON object that may have had documents appended (``Serializer.appends``):
     the last line that decodes. A writer killed in the middle of an append leaves a partial
@@ -143,8 +158,10 @@ def _last_document(decoder: Any, data: bytes) -> Any:
         if line.strip():
             try:
                 return decoder.decode(line)
-            except Exception:  # a torn or foreign line: try what is before it
-                pass
+            except Exception:
+                if _is_json(line):  # a whole document this reader cannot take: unreadable
+                    raise
+                # a line cut short (or the end of JSON written with line breaks): go back
         try:
             return decoder.decode(data[:end])
         except Exception:

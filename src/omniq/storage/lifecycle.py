@@ -105,15 +105,15 @@ def expiry_for(task: Task, when: datetime, config: Settings) -> datetime | None:
 
 
 def at_rest(task: Task) -> Task:
-    """The task as stored: a lease lives with the store's claim record, not in the payload."""
-    stored = copy.copy(task)  # not structs.replace: that validates the task again (~20x slower)
-    stored.lease = None
-    return stored
+    """The task as stored: a lease lives with the store's claim record, not in the payload
+    (validated again: ``update_task`` stores what a caller handed in this way)."""
+    return msgspec.structs.replace(task, lease=None)
 
 
 def final_copy(task: Task, status: TaskStatus, error: str | None, config: Settings) -> Task:
     now = utcnow()
-    final = at_rest(task)
+    final = copy.copy(task)  # a claimed task, already valid: not validated again (~20x slower)
+    final.lease = None
     final.status, final.completed_at, final.updated_at = status, now, now
     final.error = error if error is not None else final.error
     final.expires_at = expiry_for(final, now, config)

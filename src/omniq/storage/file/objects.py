@@ -341,7 +341,10 @@ class LocalObjectStore(ObjectStore):
             raise _wrap(exc, "write", path) from exc
 
     appends = True
-    _APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
+    # O_NONBLOCK: a FIFO planted under the name fails to open (ENXIO) instead of blocking.
+    _APPEND_FLAGS = (
+        os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    )
 
     async def append(self, key: str, data: bytes) -> None:
         # No new inode and none freed: on the measured disk, rewriting a small file through a
@@ -365,11 +368,13 @@ class LocalObjectStore(ObjectStore):
                 raise NotAnObjectError(f"refusing to {action} a symbolic link", path) from exc
             raise _wrap(exc, action, path) from exc
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise NotAnObjectError("not a regular file", path)
-        except BaseException:
+            mode = os.fstat(fd).st_mode
+        except OSError as exc:
             os.close(fd)
-            raise
+            raise _wrap(exc, action, path) from exc
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            raise NotAnObjectError("not a regular file", path)
         return fd
 
     def _append_sync(self, key: str, data: bytes) -> None:

@@ -573,8 +573,9 @@ class FileTaskQueue(TaskQueue):
         events: Sequence[TaskEvent] = (),
     ) -> Task:
         status = self._check_final(status)
-        self._held_key(task)
-        append = self._objects.appends and self._ctx.serializer.appends
+        _, held = self._held_key(task)
+        # By the object's own format too: a task enqueued as msgpack stays one document.
+        append = self._objects.appends and self._ctx.serializer.appends_to(held)
         final, data = self._finished_record(task, status, error, result, events, appended=append)
         verb = FINISH_VERB[status]
         # The fence is a renewal (it fails once a reaper took the lease over); the record then
