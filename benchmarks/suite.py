@@ -212,7 +212,10 @@ def plot(scale: dict[str, Any], sizes: list[int], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(8, 5))
     for name, by_n in scale.items():
-        xs = [n for n in sizes if "drain_us" in by_n.get(str(n), {})]
+        xs = [  # a run that lost or changed messages is not a cost
+            n for n in sizes
+            if "drain_us" in by_n.get(str(n), {}) and by_n[str(n)].get("correct", True)
+        ]  # fmt: skip
         ys = [by_n[str(n)]["drain_us"] + by_n[str(n)]["enqueue_us"] for n in xs]
         if xs:
             ax.plot(xs, ys, marker="o", label=name)

@@ -186,7 +186,13 @@ class KombuFS(System):
     def __init__(self, path: str) -> None:
         super().__init__(path)
         from kombu import Connection
+        from kombu.transport import filesystem
 
+        # Its transport keeps declared exchanges and bindings in a process-wide state: a second
+        # connection to a new folder thinks the queue bound, writes no exchange table there,
+        # and every message it publishes is dropped (kombu 5.7: the runs after the first
+        # drained nothing).
+        filesystem.Transport.global_state.clear()
         os.makedirs(path, exist_ok=True)
         # Its exchange table goes to ./control unless told otherwise: keep it in the run's folder.
         options = {
