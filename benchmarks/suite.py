@@ -191,7 +191,7 @@ def concurrent(root: str, n: int, consumers: int = 4) -> dict[str, Any]:
 
 
 def worker_end_to_end(tasks: int, samples: int, repeats: int) -> dict[str, Any]:
-    """OmniQ's worker against Huey's consumers, interleaved (benchmarks/worker_latency.py)."""
+    """OmniQ's worker against its peers' workers, interleaved (benchmarks/worker_latency.py)."""
     from benchmarks.worker_latency import measure
 
     return measure(tasks, samples, repeats, ["thread", "async"], log=sys.stderr)
@@ -307,8 +307,9 @@ def report(data: dict[str, Any], sizes: list[int]) -> str:
     if data["worker"]:
         from benchmarks.worker_latency import table
 
-        lines += ["", "Workers end to end, no-op tasks, local disk, 4 slots (per repeat: tasks/s"
-                  " divided by SqliteHuey's)", "", table(data["worker"])]  # fmt: skip
+        lines += ["", "Workers end to end, no-op tasks, local disk or a local redis-server, 4 slots"
+                  " (per repeat: tasks/s divided by SqliteHuey's)", "",
+                  table(data["worker"])]  # fmt: skip
     return "\n".join(lines)
 
 

@@ -1,31 +1,39 @@
-"""Workers end to end on local disk, no-op tasks: OmniQ against Huey's consumers, interleaved.
+"""Workers end to end, no-op tasks: OmniQ against its peers' workers, interleaved.
 
     python -m benchmarks.worker_latency [--tasks 2000] [--latency-samples 200] [--repeats 3]
-        [--kinds thread,async] [--base-src /path/to/another/omniq/src]
+        [--kinds thread,async] [--peers all] [--base-src /path/to/another/omniq/src]
 
 Every measurement runs in a fresh process, and each repeat runs every system in turn: on a
 shared machine compare the ratios within a repeat (printed per repeat), not absolute numbers.
 
 - throughput: N tasks queued up front, then one worker process with 4 slots drains them (OmniQ:
-  a burst worker; Huey: its consumer with 4 worker threads, polling every 10 ms). Wall time and
-  the worker process's CPU time per task.
+  a burst worker; Huey: its consumer with 4 worker threads, polling every 10 ms; the Redis peers
+  below: their workers, paused with SIGSTOP while the tasks are queued). Wall time and the
+  worker processes' CPU time per task.
 - latency: an idle worker is running; one task at a time is enqueued; latency is the task's
   start (taken inside it) minus the time just before the enqueue call. p50 and p99.
-- idle CPU: the worker process's CPU time over 2 s with nothing to do, in % of one core.
+- idle CPU: the worker processes' CPU time over 2 s with nothing to do, in % of one core.
 
 Systems: OmniQ per worker kind; with ``--base-src``, OmniQ imported from that source tree as
-well (``base <kind>``: an older commit, for before/after); Huey's SqliteHuey; and RedisHuey
-when a ``redis-server`` binary is on the PATH (started on a free port, no persistence).
+well (``base <kind>``: an older commit, for before/after); Huey's SqliteHuey and FileHuey; and
+when a ``redis-server`` binary is on the PATH (started on a free port, no persistence, emptied
+before each Redis peer): RedisHuey, and RQ, SAQ and Celery with their own worker CLIs (see
+``PEERS``: RQ runs one job at a time per worker, so it gets four SimpleWorker processes).
+``--peers`` picks a subset by key. A peer whose package is missing is skipped with the reason.
 Results go to benchmarks/results/worker_latency.json.
 """
 
 from __future__ import annotations
 
+import abc
 import argparse
 import asyncio
+import functools
+import importlib.util
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -33,6 +41,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 from benchmarks import bench_tasks
 
+ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results"
 SLOTS = 4
 IDLE_SECONDS = 2.0
@@ -136,13 +147,19 @@ class HueyCompletions:
                 self._finished.set()
 
 
-def huey_child(store: str, n: int, samples: int, tmp: str) -> dict[str, Any]:
-    from huey import RedisHuey, SqliteHuey
+def make_huey(store: str, tmp: str) -> Any:
+    """Huey on ``store``: sqlite (a database file), file (a folder) or redis."""
+    from huey import FileHuey, RedisHuey, SqliteHuey
 
     if store == "sqlite":
-        huey: Any = SqliteHuey("bench", filename=os.path.join(tmp, "huey.db"))
-    else:
-        huey = RedisHuey(f"bench-{os.getpid()}", port=int(os.environ["BENCH_REDIS_PORT"]))
+        return SqliteHuey("bench", filename=os.path.join(tmp, "huey.db"))
+    if store == "file":
+        return FileHuey("bench", path=os.path.join(tmp, "huey"))
+    return RedisHuey(f"bench-{os.getpid()}", port=int(os.environ["BENCH_REDIS_PORT"]))
+
+
+def huey_child(store: str, n: int, samples: int, tmp: str) -> dict[str, Any]:
+    huey = make_huey(store, tmp)
     completions = HueyCompletions(huey)
     noop = huey.task(name="noop")(bench_tasks.started_at)
 
@@ -174,6 +191,298 @@ def huey_child(store: str, n: int, samples: int, tmp: str) -> dict[str, Any]:
         lat.append((result.get() - before) * 1000)
         time.sleep(0.02)
     idle_consumer.stop(graceful=True)
+    return {"tasks_per_s": n / elapsed, "cpu_us_per_task": cpu / n * 1e6, "latency_ms": lat,
+            "idle_cpu": idle}  # fmt: skip
+
+
+# ------------------------------------------------ Redis peers: workers from their CLIs (child)
+
+
+def session_cpu(sessions: Collection[int]) -> float:
+    """CPU seconds of the live processes in these sessions and of the children they reaped."""
+    ticks = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue  # exited meanwhile
+        fields = stat.rsplit(")", 1)[1].split()  # from field 3 on: the name may hold spaces
+        if int(fields[3]) in sessions:
+            ticks += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class WorkerGroup:
+    """Worker processes, each leading a session of its own so the processes it forks are counted,
+    paused and resumed with it; their output goes to log files, shown when something fails."""
+
+    def __init__(self, commands: list[list[str]], tmp: str) -> None:
+        self.logs = [os.path.join(tmp, f"worker-{i}.log") for i in range(len(commands))]
+        self.procs: list[subprocess.Popen[bytes]] = []
+        for cmd, log in zip(commands, self.logs, strict=True):
+            with open(log, "wb") as out:
+                self.procs.append(subprocess.Popen(
+                    cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                ))  # fmt: skip
+
+    def cpu(self) -> float:
+        return session_cpu({p.pid for p in self.procs})
+
+    def signal(self, sig: int) -> None:
+        for p in self.procs:
+            os.killpg(p.pid, sig)
+
+    def wait_until(self, done: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            if any(p.poll() is not None for p in self.procs):
+                raise RuntimeError(f"a worker exited while waiting for {what}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"timed out waiting for {what}")
+            time.sleep(0.005)
+
+    def output(self) -> str:
+        return "\n".join(Path(log).read_text(errors="replace")[-1500:] for log in self.logs)
+
+    def stop(self) -> None:
+        """Resume them if paused, and ask for a warm shutdown (SIGTERM); SIGKILL after 15 s."""
+        live = [p for p in self.procs if p.poll() is None]
+        for p in live:
+            os.killpg(p.pid, signal.SIGCONT)
+            p.terminate()
+        for p in live:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+
+class RedisPeer(abc.ABC):
+    """A peer whose workers are processes started from its CLI; the child talks to its Redis."""
+
+    def __init__(self, port: int) -> None:
+        import redis
+
+        self.url = f"redis://127.0.0.1:{port}"
+        self.redis = redis.Redis(port=port)
+        self.redis.flushall()  # every Redis peer starts on an empty server
+        self.sent = 0
+
+    @abc.abstractmethod
+    def commands(self) -> list[list[str]]:
+        """The worker processes to start."""
+
+    @abc.abstractmethod
+    def send_many(self, n: int) -> None:
+        """Enqueue ``n`` no-op tasks."""
+
+    @abc.abstractmethod
+    def send_one(self, timeout: float) -> float:
+        """Enqueue one no-op task, wait for it to finish and return when it started."""
+
+    @abc.abstractmethod
+    def finished(self) -> int:
+        """How many tasks have finished so far."""
+
+    def ready(self) -> bool:
+        """Whether every worker process is up and waiting for work."""
+        return True
+
+    def enqueue(self, n: int) -> None:
+        self.send_many(n)
+        self.sent += n
+
+    def run_one(self, timeout: float = 30) -> float:
+        started = self.send_one(timeout)
+        self.sent += 1
+        return started
+
+    def close(self) -> None:
+        self.redis.close()
+
+
+class RqWorkers(RedisPeer):
+    """RQ: an RQ worker runs one job at a time, so SLOTS SimpleWorker processes on one queue."""
+
+    def __init__(self, port: int) -> None:
+        from rq import Queue
+
+        super().__init__(port)
+        self.queue = Queue("bench", connection=self.redis)
+
+    def commands(self) -> list[list[str]]:
+        cmd = [sys.executable, "-m", "rq.cli", "worker", "--worker-class", "rq.worker.SimpleWorker",
+               "--url", self.url, "--quiet", "bench"]  # fmt: skip
+        return [cmd] * SLOTS
+
+    def ready(self) -> bool:
+        from rq import Worker
+
+        workers = Worker.all(queue=self.queue)
+        return len(workers) == SLOTS and all(w.get_state() == "idle" for w in workers)
+
+    def send_many(self, n: int) -> None:
+        for _ in range(n):
+            self.queue.enqueue(bench_tasks.started_at)
+
+    def send_one(self, timeout: float) -> float:
+        result = self.queue.enqueue(bench_tasks.started_at).latest_result(timeout=int(timeout))
+        if result is None or result.return_value is None:
+            raise RuntimeError(f"RQ job failed or timed out: {result}")
+        return float(result.return_value)
+
+    def finished(self) -> int:
+        return int(self.queue.finished_job_registry.count)
+
+
+def saq_queue() -> Any:
+    from saq import Queue
+
+    return Queue.from_url(f"redis://127.0.0.1:{os.environ['BENCH_REDIS_PORT']}")
+
+
+def saq_settings() -> dict[str, Any]:
+    """The SAQ worker's settings: its CLI loads ``benchmarks.worker_latency.saq_settings``."""
+    return {"queue": saq_queue(), "functions": [("noop", bench_tasks.started_at_ctx)],
+            "concurrency": SLOTS}  # fmt: skip
+
+
+class SaqWorker(RedisPeer):
+    """SAQ: one worker process running up to SLOTS async jobs at once."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(port)
+        self.loop = asyncio.new_event_loop()
+        self.queue = saq_queue()
+        self.loop.run_until_complete(self.queue.connect())
+
+    def commands(self) -> list[list[str]]:
+        return [[sys.executable, "-m", "saq", "benchmarks.worker_latency.saq_settings", "--quiet"]]
+
+    def ready(self) -> bool:
+        """Its first sweep has run (it aborts any job dequeued but not yet started, as at start)."""
+        return bool(self.redis.exists(self.queue.namespace("sweep")))
+
+    def send_many(self, n: int) -> None:
+        async def send() -> None:
+            for _ in range(n):
+                await self.queue.enqueue("noop")
+
+        self.loop.run_until_complete(send())
+
+    def send_one(self, timeout: float) -> float:
+        return float(self.loop.run_until_complete(asyncio.wait_for(self._one(), timeout)))
+
+    async def _one(self) -> Any:
+        from saq.job import Status
+
+        job = await self.queue.enqueue("noop")
+        while job.status != Status.COMPLETE:  # SAQ's own wait subscribes after it looks: racy
+            if job.status in (Status.FAILED, Status.ABORTED):
+                raise RuntimeError(f"SAQ job {job.status}: {job.error}")
+            await asyncio.sleep(0.002)
+            await job.refresh()
+        return job.result
+
+    def finished(self) -> int:
+        return self.sent - int(self.loop.run_until_complete(self.queue.count("incomplete")))
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.queue.disconnect())
+        self.loop.close()
+        super().close()
+
+
+@functools.cache
+def make_celery_app(results: bool) -> Any:
+    """Celery on the benchmark's Redis; with ``results``, results go to its database 1."""
+    from celery import Celery
+
+    url = f"redis://127.0.0.1:{os.environ['BENCH_REDIS_PORT']}"
+    app = Celery("bench", broker=f"{url}/0", backend=f"{url}/1" if results else None)
+    app.conf.broker_connection_retry_on_startup = True
+    app.task(name="noop")(bench_tasks.started_at)
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    """``celery_app``, built on first use: the Celery worker loads it with ``-A``."""
+    if name == "celery_app":
+        return make_celery_app(results=True)
+    raise AttributeError(name)
+
+
+class CeleryWorker(RedisPeer):
+    """Celery: one prefork worker with SLOTS processes; a finished task is its stored result."""
+
+    def __init__(self, port: int) -> None:
+        import redis
+
+        super().__init__(port)
+        self.results = redis.Redis(port=port, db=1)
+
+    def commands(self) -> list[list[str]]:
+        return [[sys.executable, "-m", "celery", "-A", "benchmarks.worker_latency:celery_app",
+                 "worker", "-P", "prefork", "-c", str(SLOTS), "-l", "WARNING"]]  # fmt: skip
+
+    def send_many(self, n: int) -> None:
+        sender = make_celery_app(results=False)  # no subscription to each result
+        for _ in range(n):
+            sender.send_task("noop")
+
+    def send_one(self, timeout: float) -> float:
+        return float(make_celery_app(results=True).send_task("noop").get(timeout=timeout))
+
+    def finished(self) -> int:
+        return int(self.results.dbsize())
+
+    def close(self) -> None:
+        self.results.close()
+        super().close()
+
+
+REDIS_PEERS: dict[str, type[RedisPeer]] = {
+    "rq": RqWorkers, "saq": SaqWorker, "celery": CeleryWorker,
+}  # fmt: skip
+
+
+def redis_peer_child(system: str, n: int, samples: int, tmp: str) -> dict[str, Any]:
+    peer = REDIS_PEERS[system](int(os.environ["BENCH_REDIS_PORT"]))
+    workers = WorkerGroup(peer.commands(), tmp)
+    try:
+        return measure_workers(peer, workers, n, samples)
+    except Exception as e:
+        raise RuntimeError(f"{system}: {e}\n--- worker output:\n{workers.output()}") from e
+    finally:
+        workers.stop()
+        peer.close()
+
+
+def measure_workers(peer: RedisPeer, workers: WorkerGroup, n: int, samples: int) -> dict[str, Any]:
+    """The child's measurements on worker processes: paused while the tasks are queued."""
+    workers.wait_until(peer.ready, 60, "the workers to be ready")
+    peer.run_one(timeout=60)  # a first task has run: the workers are up
+    time.sleep(0.5)  # let them go idle
+    workers.signal(signal.SIGSTOP)
+    peer.enqueue(n)
+    t0, c0 = time.perf_counter(), workers.cpu()
+    workers.signal(signal.SIGCONT)
+    workers.wait_until(lambda: peer.finished() >= peer.sent, 60 + n / 20, f"{n} tasks")
+    elapsed, cpu = time.perf_counter() - t0, workers.cpu() - c0
+    time.sleep(0.5)
+    c0 = workers.cpu()
+    time.sleep(IDLE_SECONDS)
+    idle = (workers.cpu() - c0) / IDLE_SECONDS * 100
+    lat = []
+    for _ in range(samples):
+        before = time.time()
+        lat.append((peer.run_one() - before) * 1000)
+        time.sleep(0.02)
+    if peer.finished() != peer.sent:
+        raise RuntimeError(f"{peer.sent} tasks sent, {peer.finished()} finished")
     return {"tasks_per_s": n / elapsed, "cpu_us_per_task": cpu / n * 1e6, "latency_ms": lat,
             "idle_cpu": idle}  # fmt: skip
 
@@ -211,28 +520,69 @@ class RedisServer:
         self.proc.wait(10)
 
 
-def systems(kinds: list[str], base_src: str | None) -> tuple[list[dict[str, Any]], list[str]]:
-    """The systems to run, and why any peer is skipped."""
-    out = [{"name": f"omniq {k}", "system": "omniq", "arg": k, "src": None} for k in kinds]
+@dataclass(frozen=True)
+class Peer:
+    key: str  # what --peers names it
+    name: str  # its row
+    child: str  # the child function that measures it
+    arg: str
+    package: str
+    redis: bool  # needs a redis-server
+    note: str  # what runs, for the notes under the table
+
+
+PEERS = (
+    Peer("huey-sqlite", "huey SqliteHuey", "huey", "sqlite", "huey", False,
+         "Huey's consumer in the process, 4 worker threads polling every 10 ms"),
+    Peer("huey-file", "huey FileHuey", "huey", "file", "huey", False,
+         "Huey's consumer in the process, 4 worker threads polling every 10 ms, in a temp folder"),
+    Peer("huey-redis", "huey RedisHuey", "huey", "redis", "huey", True,
+         "Huey's consumer in the process, 4 worker threads (a blocking pop: no polling)"),
+    Peer("rq", "rq SimpleWorker x4 (Redis)", "redis", "rq", "rq", True,
+         "4 processes of `rq worker --worker-class rq.worker.SimpleWorker --quiet` on one queue"),
+    Peer("saq", "saq Worker c=4 (Redis)", "redis", "saq", "saq", True,
+         "1 process of `saq benchmarks.worker_latency.saq_settings --quiet` (concurrency=4),"
+         " async no-op"),
+    Peer("celery", "celery prefork -c 4 (Redis)", "redis", "celery", "celery", True,
+         "`celery worker -P prefork -c 4 -l WARNING`, Redis broker, results in Redis"),
+)  # fmt: skip
+
+
+def unavailable(peer: Peer) -> str | None:
+    """Why ``peer`` cannot run here, if it cannot."""
+    if importlib.util.find_spec(peer.package) is None:
+        return f"{peer.package} not installed (pip install -e '.[bench]')"
+    if peer.redis and not shutil.which("redis-server"):
+        return "no redis-server binary on the PATH"
+    if peer.child == "redis" and not os.path.isdir("/proc"):
+        return "reads its worker processes' CPU time from /proc (Linux)"
+    return None
+
+
+def systems(
+    kinds: list[str], base_src: str | None, peers: Collection[str] | None = None
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The systems to run (``peers``: keys of PEERS, None for all), and why any is skipped."""
+    out = [{"name": f"omniq {k}", "system": "omniq", "arg": k, "src": None, "redis": False}
+           for k in kinds]  # fmt: skip
     if base_src:
-        out += [{"name": f"base {k}", "system": "omniq", "arg": k, "src": base_src} for k in kinds]
+        out += [{"name": f"base {k}", "system": "omniq", "arg": k, "src": base_src,
+                 "redis": False} for k in kinds]  # fmt: skip
     skipped = []
-    try:
-        import huey  # noqa: F401
-    except ImportError:
-        skipped.append("Huey: not installed (pip install -e '.[bench]')")
-    else:
-        out.append({"name": "huey SqliteHuey", "system": "huey", "arg": "sqlite", "src": None})
-        if shutil.which("redis-server"):
-            out.append({"name": "huey RedisHuey", "system": "huey", "arg": "redis", "src": None})
+    for peer in PEERS:
+        if peers is not None and peer.key not in peers:
+            continue
+        if reason := unavailable(peer):
+            skipped.append(f"{peer.name}: {reason}")
         else:
-            skipped.append("RedisHuey: no redis-server binary on the PATH")
+            out.append({"name": peer.name, "system": peer.child, "arg": peer.arg, "src": None,
+                        "redis": peer.redis, "note": peer.note})  # fmt: skip
     return out, skipped
 
 
 def run_child(system: dict[str, Any], n: int, samples: int, env: dict[str, str]) -> dict[str, Any]:
     env = dict(os.environ, **env)
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(ROOT)
     src = system["src"] or os.path.join(root, "src")
     env["PYTHONPATH"] = os.pathsep.join([src, root, env.get("PYTHONPATH", "")])
     cmd = [sys.executable, "-m", "benchmarks.worker_latency", "--child", system["system"],
@@ -246,16 +596,16 @@ def run_child(system: dict[str, Any], n: int, samples: int, env: dict[str, str])
 
 def measure(
     n: int, samples: int, repeats: int, kinds: list[str], base_src: str | None = None,
-    log: Any = None,
+    log: Any = None, peers: Collection[str] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Run every system ``repeats`` times, interleaved; medians and per-repeat ratios."""
-    chosen, skipped = systems(kinds, base_src)
+    chosen, skipped = systems(kinds, base_src, peers)
     runs: dict[str, list[dict[str, Any]]] = {s["name"]: [] for s in chosen}
     tmp = tempfile.mkdtemp(prefix="omniq-worker-bench-")
     redis = None
     try:
         env = {}
-        if any(s["arg"] == "redis" for s in chosen):
+        if any(s["redis"] for s in chosen):
             redis = RedisServer(tmp)
             env["BENCH_REDIS_PORT"] = str(redis.port)
         for r in range(repeats):
@@ -267,8 +617,10 @@ def measure(
         if redis:
             redis.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+    notes = {s["name"]: s["note"] for s in chosen if "note" in s}
     out: dict[str, Any] = {"cpus": os.cpu_count(), "tasks": n, "samples": samples,
-                           "repeats": repeats, "skipped": skipped, "systems": {}}  # fmt: skip
+                           "repeats": repeats, "skipped": skipped, "notes": notes,
+                           "systems": {}}  # fmt: skip
     reference = "huey SqliteHuey" if "huey SqliteHuey" in runs else None
     for name, reps in runs.items():
         lat = [statistics.median(r["latency_ms"]) for r in reps]
@@ -307,6 +659,7 @@ def table(data: dict[str, Any]) -> str:
             f" | {r['latency_ms_p50']:.1f} ms / {r['latency_ms_p99']:.1f} ms"
             f" | {r['idle_cpu_percent']:.1f}% |"
         )
+    lines += [f"\n{name}: {note}" for name, note in data.get("notes", {}).items()]
     lines += [f"\nskipped: {s}" for s in data["skipped"]]
     return "\n".join(lines)
 
@@ -316,7 +669,11 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--latency-samples", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--kinds", default="thread,async")
+    parser.add_argument("--kinds", default="thread,async", help="OmniQ worker kinds ('' for none)")
+    parser.add_argument(
+        "--peers", default="all",
+        help=f"'all', 'none' or some of {','.join(p.key for p in PEERS)}",
+    )  # fmt: skip
     parser.add_argument("--base-src", help="also run OmniQ from this src directory ('base')")
     parser.add_argument("--child", nargs=2, metavar=("SYSTEM", "ARG"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -324,13 +681,18 @@ def main() -> None:
         system, arg = args.child
         tmp = tempfile.mkdtemp(prefix="omniq-worker-child-")
         try:
-            child = omniq_child if system == "omniq" else huey_child
+            child = {"omniq": omniq_child, "huey": huey_child, "redis": redis_peer_child}[system]
             print(json.dumps(child(arg, args.tasks, args.latency_samples, tmp)))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return
     kinds = [k for k in args.kinds.split(",") if k]
-    data = measure(args.tasks, args.latency_samples, args.repeats, kinds, args.base_src, sys.stderr)
+    peers = None if args.peers == "all" else [p for p in args.peers.split(",") if p != "none"]
+    if unknown := set(peers or ()) - {p.key for p in PEERS}:
+        parser.error(f"unknown peers: {', '.join(sorted(unknown))}")
+    data = measure(
+        args.tasks, args.latency_samples, args.repeats, kinds, args.base_src, sys.stderr, peers
+    )
     print(table(data))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "worker_latency.json").write_text(json.dumps(data, indent=2))
