@@ -89,6 +89,7 @@ class Scenario:
     workers: int
     slots: int = 4
     task_seconds: float = 2.0
+    task_jitter: float = 0.0  # each task lasts task_seconds x (1 ± up to this), mean unchanged
     backlog_seconds: float = 4.0  # the backlog at the start: seconds of the fleet's capacity
     produce_seconds: float = 10.0  # then tasks arrive at the fleet's capacity for this long
     profile: str = "s3"
@@ -223,6 +224,7 @@ class Fleet:
         if sc.partitioned:
             self.bucket.partition("tasks/default/")
         self.ledger = Ledger()
+        self.lengths = random.Random(seed)  # task lengths (task_jitter), apart from latencies
         self.workers: dict[str, Worker] = {}
         self.stores: dict[str, SimulatedObjectStore] = {}
         self.runs: dict[str, asyncio.Task[Any]] = {}
@@ -285,7 +287,8 @@ class Fleet:
         app = self.app(SimulatedObjectStore(self.bucket, instant=True))
         ids = []
         for key in range(start, start + count):
-            task = Task(func="job", args=(key, self.sc.task_seconds), max_retries=3)
+            seconds = self.sc.task_seconds * (1 + self.sc.task_jitter * self.lengths.uniform(-1, 1))
+            task = Task(func="job", args=(key, seconds), max_retries=3)
             await app.backend.task_queue.enqueue(task)
             ids.append(task.id)
         return ids
@@ -621,6 +624,11 @@ def main() -> None:
     parser.add_argument("--produce", type=float, default=None, help="produce_seconds")
     parser.add_argument("--task-seconds", type=float, default=None, help="task_seconds")
     parser.add_argument(
+        "--task-jitter", type=float, default=None,
+        help="task lengths spread ± this fraction around task_seconds (0.5: 1-3 s for 2-s "
+        "tasks), so that the fleet does not run in lockstep waves",
+    )  # fmt: skip
+    parser.add_argument(
         "--s3-limit-scale", type=float, default=None,
         help="S3 profile with its per-prefix limits scaled (0.1: a tenth; a throttled fleet "
         "at N = 100 instead of 1,000, in seconds rather than minutes)",
@@ -645,6 +653,7 @@ def main() -> None:
             given = {
                 "limit_seconds": args.limit, "backlog_seconds": args.backlog,
                 "produce_seconds": args.produce, "task_seconds": args.task_seconds,
+                "task_jitter": args.task_jitter,
                 "shards": args.shards, "partitioned": args.partitioned or None,
             }  # fmt: skip
             overrides = {k: v for k, v in given.items() if v is not None}

@@ -27,6 +27,7 @@ pytestmark = pytest.mark.file_layout("a simulated bucket under the lease-object 
         ("steady", {"workers": 6, "produce_seconds": 4.0}),
         ("killed", {"workers": 10, "produce_seconds": 2.0}),
         ("steady", {"workers": 6, "produce_seconds": 4.0, "shards": 4}),
+        ("steady", {"workers": 6, "produce_seconds": 4.0, "task_jitter": 0.5}),  # 1-3 s tasks
         ("killed", {"workers": 10, "produce_seconds": 2.0, "shards": 3}),
         # Sub-second tasks on GCS's one write per second per object: the lease object is
         # written three times a task. Left out until refused writes were retried once their
