@@ -219,3 +219,20 @@ async def test_a_task_stored_in_another_format_is_rewritten_not_appended(tmp_pat
         key = f"tasks/default/completed/{task.id}.json"  # the finisher's format
         assert msgspec.json.decode(await worker.objects.get(key))["status"] == "completed"
         assert (await worker.result_storage.get(task.id)).result == 42
+
+
+async def test_a_finish_validates_the_task_it_is_handed(backend):
+    """A holder that changed its task to something invalid gets ValidationError at the finish,
+    and nothing is written: the task stays claimed until it finishes properly."""
+    from omniq.exceptions import ValidationError
+
+    q = backend.task_queue
+    await q.enqueue(Task(func="f"))
+    task = await q.dequeue("default")
+    task.priority = 10**6
+    with pytest.raises(ValidationError, match="priority"):
+        await q.finish_task(task, result=outcome(task)[0])
+    assert (await q.get_task(task.id)).status is TaskStatus.RUNNING
+    task.priority = 0
+    await q.finish_task(task, result=outcome(task)[0])
+    assert (await backend.result_storage.get(task.id)).result == 42
