@@ -178,19 +178,36 @@ def huey_child(store: str, n: int, samples: int, tmp: str) -> dict[str, Any]:
     huey.flush()
     idle_consumer = consumer()
     idle_consumer.start()
-    time.sleep(0.5)
-    c0 = time.process_time()
-    time.sleep(IDLE_SECONDS)
-    idle = (time.process_time() - c0) / IDLE_SECONDS * 100
-    lat = []
-    for _ in range(samples):
+
+    def run_one() -> float:
         completions.expect(1)
-        before = time.time()
         result = noop()
         completions.wait(30)
-        lat.append((result.get() - before) * 1000)
-        time.sleep(0.02)
+        return float(result.get())
+
+    idle, lat = idle_then_latency(time.process_time, run_one, samples)
     idle_consumer.stop(graceful=True)
+    return figures(n, elapsed, cpu, lat, idle)
+
+
+def idle_then_latency(
+    cpu: Callable[[], float], run_one: Callable[[], float], samples: int
+) -> tuple[float, list[float]]:
+    """Idle CPU (% of a core, by ``cpu``: seconds used) of workers with nothing to do, then
+    ``samples`` enqueue-to-start latencies in ms (``run_one`` returns a task's start time)."""
+    time.sleep(0.5)  # let them go idle
+    c0 = cpu()
+    time.sleep(IDLE_SECONDS)
+    idle = (cpu() - c0) / IDLE_SECONDS * 100
+    lat = []
+    for _ in range(samples):
+        before = time.time()
+        lat.append((run_one() - before) * 1000)
+        time.sleep(0.02)
+    return idle, lat
+
+
+def figures(n: int, elapsed: float, cpu: float, lat: list[float], idle: float) -> dict[str, Any]:
     return {"tasks_per_s": n / elapsed, "cpu_us_per_task": cpu / n * 1e6, "latency_ms": lat,
             "idle_cpu": idle}  # fmt: skip
 
@@ -472,19 +489,10 @@ def measure_workers(peer: RedisPeer, workers: WorkerGroup, n: int, samples: int)
     workers.signal(signal.SIGCONT)
     workers.wait_until(lambda: peer.finished() >= peer.sent, 60 + n / 20, f"{n} tasks")
     elapsed, cpu = time.perf_counter() - t0, workers.cpu() - c0
-    time.sleep(0.5)
-    c0 = workers.cpu()
-    time.sleep(IDLE_SECONDS)
-    idle = (workers.cpu() - c0) / IDLE_SECONDS * 100
-    lat = []
-    for _ in range(samples):
-        before = time.time()
-        lat.append((peer.run_one() - before) * 1000)
-        time.sleep(0.02)
+    idle, lat = idle_then_latency(workers.cpu, peer.run_one, samples)
     if peer.finished() != peer.sent:
         raise RuntimeError(f"{peer.sent} tasks sent, {peer.finished()} finished")
-    return {"tasks_per_s": n / elapsed, "cpu_us_per_task": cpu / n * 1e6, "latency_ms": lat,
-            "idle_cpu": idle}  # fmt: skip
+    return figures(n, elapsed, cpu, lat, idle)
 
 
 # ------------------------------------------------------------------------------ orchestration

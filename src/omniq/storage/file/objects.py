@@ -314,11 +314,7 @@ class LocalObjectStore(ObjectStore):
         try:
             tmp, fd = self._open_temp(directory)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                if self.fsync:
-                    os.fsync(fd)
+                self._write_all(fd, data)
             finally:
                 os.close(fd)
             if exclusive:
@@ -377,15 +373,19 @@ class LocalObjectStore(ObjectStore):
             raise NotAnObjectError("not a regular file", path)
         return fd
 
+    def _write_all(self, fd: int, data: bytes) -> None:
+        """Write all of ``data`` (a write may take part of it), flushed to disk with ``fsync``."""
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if self.fsync:
+            os.fsync(fd)
+
     def _append_sync(self, key: str, data: bytes) -> None:
         path = self._path(key)
         fd = self._open_file(path, self._APPEND_FLAGS, "append to")
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if self.fsync:
-                os.fsync(fd)
+            self._write_all(fd, data)
         except OSError as exc:
             raise _wrap(exc, "append to", path) from exc
         finally:
