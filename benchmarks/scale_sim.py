@@ -644,6 +644,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.s3_limit_scale is not None and not args.s3_limit_scale > 0:
         parser.error("--s3-limit-scale must be a number above 0")
+    if args.task_jitter is not None and not 0 <= args.task_jitter < 1:
+        parser.error("--task-jitter must be at least 0 and below 1 (a task cannot last 0 s)")
     logging.getLogger("omniq").setLevel(logging.ERROR)  # expected expiries and lost leases
     results: list[dict[str, Any]] = []
     out = Path(args.out)
