@@ -411,3 +411,45 @@ async def test_poison_task_dead_lettered_by_reaper_fails_its_waiter(backend_fact
         with pytest.raises(TaskFailedError, match="dead letter"):
             await h.result(timeout=1)
         assert (await events_of(app, h.id))[-1] is EventType.FAILED
+
+
+async def test_a_slot_takes_the_next_task_while_the_outcome_is_written(app):
+    """A slot is free once its function returns: the next claim overlaps the finish (on a
+    bucket both take round trips), and at most ``concurrency`` outcomes are written at once."""
+    queue = app.backend.task_queue
+    finish = queue.finish_task
+    release = asyncio.Event()
+    finishing: list[str] = []
+    ran: list[int] = []
+
+    async def held_finish(task, *args, **kwargs):
+        finishing.append(task.id)
+        await release.wait()
+        return await finish(task, *args, **kwargs)
+
+    queue.finish_task = held_finish
+
+    @app.task
+    async def step(n):
+        ran.append(n)
+        return n
+
+    handles = [await step.delay(n) for n in range(3)]
+    worker = app.worker(concurrency=1, kind="async")
+    runner = asyncio.create_task(worker.run())
+    try:
+        for _ in range(500):  # two functions ran; two outcomes wait to be written
+            if len(ran) == 2 and len(finishing) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert ran == [0, 1] and len(finishing) == 2
+        await asyncio.sleep(0.3)  # the third is not claimed: two outcomes are in flight
+        assert ran == [0, 1]
+        assert (await queue.get_task(handles[2].id)).status is TaskStatus.PENDING
+        release.set()
+        assert [await h.result(timeout=10) for h in handles] == [0, 1, 2]
+    finally:
+        release.set()
+        worker.stop()
+        await asyncio.wait_for(runner, 10)
+    assert worker.stats.completed == 3

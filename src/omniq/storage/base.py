@@ -100,6 +100,11 @@ class TaskQueue(ABC):
     async def requeue_expired(self, now: datetime | None = None) -> list[Task]:
         """Re-deliver tasks whose lease expired (worker died); return them as re-queued."""
 
+    async def reap_at_start(self) -> None:
+        """A long-running worker's reap as it starts (it claims meanwhile): ``requeue_expired``
+        where that is cheap. A bucket reads there only the leases that missed a renewal."""
+        await self.requeue_expired()
+
     @abstractmethod
     async def cancel_task(self, task_id: str) -> bool:
         """Cancel a pending task; ``False`` if it is not pending (running or finished)."""

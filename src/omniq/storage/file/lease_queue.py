@@ -228,10 +228,21 @@ class LeaseTaskQueue(FileTaskQueue):
             # listing, not two (running/ is not listed).
             index = self._indexes[where] = PendingIndex([], time.monotonic())
             return index
-        leased = set(await self._objects.list(self._dir(where, RUNNING)))
-        mine = self._mine[where] = self._mine.get(where, set()) & leased
-        if leased - mine:  # others hold tasks here: pick at random from the start
-            self._contended_until = time.monotonic() + self.CONTENDED_SECONDS
+        # The leases are listed while the first page of payloads comes: a round trip less
+        # per refresh. (Either order only decides which names are tried: a name claimed
+        # between the two listings is a lost race, as it would be a moment later.)
+        running = asyncio.ensure_future(self._objects.list(self._dir(where, RUNNING)))
+        try:
+            return await self._head_index(where, running)
+        finally:
+            if not running.done():
+                running.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StorageError):
+                    await running
+
+    async def _head_index(self, where: str, running: asyncio.Future[list[str]]) -> PendingIndex:
+        """``_fresh_index`` once the listing of the leases (``running``) is under way."""
+        leased: set[str] | None = None
         now_ms = to_ms(utcnow())
         names: list[str] = []
         strays: list[str] = []
@@ -245,6 +256,11 @@ class LeaseTaskQueue(FileTaskQueue):
             )
             async with contextlib.aclosing(listing) as pages:
                 async for page in pages:
+                    if leased is None:
+                        leased = set(await running)
+                        mine = self._mine[where] = self._mine.get(where, set()) & leased
+                        if leased - mine:  # others hold tasks here: pick at random at once
+                            self._contended_until = time.monotonic() + self.CONTENDED_SECONDS
                     for name in page:
                         if name in leased:
                             continue
@@ -511,7 +527,23 @@ class LeaseTaskQueue(FileTaskQueue):
             except StorageError as exc:  # claiming goes on; the next interval tries again
                 logger.error("reaping expired leases failed: %s", exc)
 
-    async def _sweep_expired(self, *, full: bool = False) -> list[Task]:
+    async def requeue_expired(self, now: datetime | None = None) -> list[Task]:
+        """Every lease read, ``SWEEP_READS`` at a time (a worker's start-up reap: one after
+        another, the 4,000 leases of a busy fleet took a starting worker 80 s at 20 ms)."""
+        return await self._sweep_expired(full=True, now=now)
+
+    async def reap_at_start(self) -> None:
+        """The sweep's light form without the turn: the leases that missed a renewal. (A
+        thousand workers starting beside a busy fleet would otherwise read 4,000 leases each;
+        a lease of another's that is still quiet expires into the turn holder's sweeps.)"""
+        try:
+            await self._sweep_expired()
+        except StorageError as exc:
+            logger.error("start-up reaping failed: %s", exc)
+
+    async def _sweep_expired(
+        self, *, full: bool = False, now: datetime | None = None
+    ) -> list[Task]:
         """The reaper's sweep: ``requeue_expired``, reading (unless ``full``) only the leases
         the listing shows unwritten for at least half the shortest lease known to the fleet
         (the reaper turn's; the configured visibility timeout if no consumer said).
@@ -522,7 +554,7 @@ class LeaseTaskQueue(FileTaskQueue):
         consumer told the turn, waits for the next full sweep (once a minute, fleet-wide).
         Reads run ``SWEEP_READS`` at a time; a long sweep renews the turn as it goes, and stops
         if the turn changed hands meanwhile."""
-        now = utcnow()
+        now = now or utcnow()
         shortest_ms = self.reaper_turn.shortest_lease_ms
         quiet_for = shortest_ms / 2000 if shortest_ms else self._config.visibility_timeout / 2
         quiet_since = now.timestamp() - quiet_for
