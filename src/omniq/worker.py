@@ -276,7 +276,7 @@ class Worker:
             if self.burst:  # what it re-delivers is work for this burst
                 await self._reap()
             else:  # claims start at once: on a bucket the reap reads every lease there is
-                reaping = asyncio.create_task(self._reap())
+                reaping = asyncio.create_task(self._reap_beside())
             while not self._stop.is_set():
                 if not await self._free_slot():
                     break
@@ -424,9 +424,10 @@ class Worker:
         """Wait until fewer than ``concurrency`` task functions run; ``False`` if a stop comes
         first. A slot is free once its function returns: the next claim overlaps the writing
         of the outcome (on a bucket both take a few round trips, and a fleet of 2-s tasks spent
-        ~7% of its time finishing with the slot idle), with at most ``concurrency`` outcomes
-        being written at once. (One future per wait, woken by ``_done``, ``_slot_freed`` and a
-        stop: a semaphore raced against the stop event cost two tasks and a wait per claim.)"""
+        ~7% of its time finishing with the slot idle); a worker holds at most twice
+        ``concurrency`` tasks, running or being finished. (One future per wait, woken by
+        ``_done``, ``_slot_freed`` and a stop: a semaphore raced against the stop event cost
+        two tasks and a wait per claim.)"""
         while (
             len(self._executing) >= self.concurrency or len(self._running) >= 2 * self.concurrency
         ) and not self._stop.is_set():
@@ -468,6 +469,14 @@ class Worker:
             logger.error(
                 "worker %s: start-up reaping failed (%s); carrying on", self.worker_id, exc
             )
+
+    async def _reap_beside(self) -> None:
+        """``_reap`` beside the claims: whatever goes wrong is logged, and claiming goes on
+        (the reaper's turns come back to it)."""
+        try:
+            await self._reap()
+        except Exception:
+            logger.exception("worker %s: start-up reaping failed; carrying on", self.worker_id)
 
     async def _shutdown(self) -> None:
         if not self._running:

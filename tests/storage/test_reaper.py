@@ -396,3 +396,84 @@ async def test_a_hold_naming_anything_but_its_settle_is_dropped(clock):
         await q._sweep_expired(full=True)
         again = await _listing_anew(q)
         assert again is not None and again.id == task_id
+
+
+async def test_requeue_expired_reads_every_lease_whoever_holds_the_turn(clock):
+    """An explicit ``requeue_expired`` (a burst worker's start, the tools) reaps whatever the
+    turn says: a consumer that held the turn and lost it to another still re-queues every
+    expired lease (it used to stop at the first renewal it could not make, having read none)."""
+    bucket = SimulatedBucket("s3", seed=1)
+    a, b = _backend(bucket, reap_interval=10), _backend(bucket, reap_interval=10)
+    async with a, b:
+        ta, tb = _on(clock, a, b)
+        qa = a.task_queue
+        for n in range(20):
+            await qa.enqueue(Task(func=f"t{n}"))
+        held = [await qa.dequeue("default", visibility_timeout=30) for _ in range(20)]
+        assert all(held)
+        assert await ta.take()
+        assert not await tb.take()  # first sight
+        clock.advance(40)  # a's turn lapses (not renewed); every lease has expired
+        tb.learn_lease(30)  # b grants leases as long: a has no demand to take the turn back
+        assert await tb.take()
+        assert ta.held and ta.renewal_due()  # a still thinks it holds the turn
+        recovered = await qa.requeue_expired()
+        assert sorted(t.id for t in recovered) == sorted(t.id for t in held)
+
+
+async def test_a_starting_worker_reads_only_the_leases_that_missed_a_renewal(clock):
+    """``reap_at_start`` (a long-running worker's start, beside its claims) reads only leases
+    unwritten for half the lease, holds no turn, and re-queues the expired ones."""
+    bucket = SimulatedBucket("s3", seed=1)
+    a, b = _backend(bucket, visibility_timeout=30), _backend(bucket, visibility_timeout=30)
+    async with a, b:
+        qa, qb = a.task_queue, b.task_queue
+        await qa.enqueue(Task(func="live"))
+        await qa.enqueue(Task(func="dead"))
+        first, second = await qa.dequeue("default"), await qa.dequeue("default")
+        assert first is not None and second is not None
+        live, dead = (first, second) if first.func == "live" else (second, first)
+        clock.advance(25)
+        live = await qa.renew_lease(live)
+        clock.advance(10)  # the dead lease expired at 30 s; the live one was renewed at 25 s
+        await qb.reap_at_start()
+        assert qb.reap_stats == {"skipped": 1, "read": 1}, qb.reap_stats
+        assert not qb.reaper_turn.held
+        assert (await qb.get_task(dead.id)).status is TaskStatus.PENDING
+        assert (await qb.get_task(live.id)).status is TaskStatus.RUNNING
+        assert (await qa.finish_task(live)).status is TaskStatus.COMPLETED
+
+
+async def test_a_failed_lease_listing_is_not_left_unretrieved(clock, caplog):
+    """The refresh lists ``running/`` beside ``pending/``: when both fail, the pending error
+    is raised and the other is retrieved (asyncio would log "exception was never retrieved")."""
+    import asyncio
+    import gc
+
+    backend = _backend(SimulatedBucket("s3", seed=1))
+    async with backend:
+        q = backend.task_queue
+        await q.enqueue(Task(func="t"))
+        objects = q._objects
+
+        async def failing_list(path, *args, **kwargs):
+            raise StorageError(f"listing {path} failed")
+
+        def failing_pages(path, *args, **kwargs):
+            async def pages():
+                await asyncio.sleep(0)  # the running/ listing fails first
+                raise StorageError(f"listing {path} failed")
+                yield []
+
+            return pages()
+
+        objects.list = failing_list
+        objects.list_pages = failing_pages
+        with caplog.at_level("ERROR", logger="asyncio"):
+            for _ in range(3):
+                with pytest.raises(StorageError, match="pending"):
+                    await q._fresh_index("default")
+            await asyncio.sleep(0)
+            gc.collect()
+            await asyncio.sleep(0)
+        assert "never retrieved" not in caplog.text

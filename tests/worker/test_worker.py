@@ -453,3 +453,28 @@ async def test_a_slot_takes_the_next_task_while_the_outcome_is_written(app):
         worker.stop()
         await asyncio.wait_for(runner, 10)
     assert worker.stats.completed == 3
+
+
+async def test_a_failing_start_up_reap_is_logged_and_the_worker_stops_cleanly(app, caplog):
+    """A long-running worker reaps beside its claims: whatever goes wrong there is logged at
+    once, claiming goes on, and the stop shuts down the scheduler and the pool as usual."""
+
+    async def broken_reap():
+        raise RuntimeError("reap broke")
+
+    app.backend.task_queue.reap_at_start = broken_reap
+
+    @app.task
+    async def one():
+        return 1
+
+    h = await one.delay()
+    worker = app.worker(kind="async")
+    runner = asyncio.create_task(worker.run())
+    assert await h.result(timeout=30) == 1
+    assert "start-up reaping failed" in caplog.text and "reap broke" in caplog.text
+    worker.stop()
+    stats = await asyncio.wait_for(runner, 30)
+    assert stats.completed == 1
+    assert worker.scheduler is not None and worker._threads is not None
+    assert worker._threads._closed

@@ -94,6 +94,13 @@ class LeaseRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(LeaseRecord).decode
 
+
+def _retrieved(future: asyncio.Future[list[str]]) -> None:
+    """Mark a future's outcome seen (a cancelled one has none)."""
+    if not future.cancelled():
+        future.exception()
+
+
 #: A settle starts no request later than this before its record expires: a request sent
 #: before lands before a reaper (whose clock is within this of ours) may take the record over.
 SETTLE_MARGIN_MS = 2000
@@ -235,10 +242,10 @@ class LeaseTaskQueue(FileTaskQueue):
         try:
             return await self._head_index(where, running)
         finally:
-            if not running.done():
-                running.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StorageError):
-                    await running
+            # Not awaited: an error of the pending/ listing stands; the outcome of the running/
+            # one (if it was not taken) is retrieved so that it is not reported as lost.
+            running.cancel()
+            running.add_done_callback(_retrieved)
 
     async def _head_index(self, where: str, running: asyncio.Future[list[str]]) -> PendingIndex:
         """``_fresh_index`` once the listing of the leases (``running``) is under way."""
@@ -521,7 +528,7 @@ class LeaseTaskQueue(FileTaskQueue):
             self._last_reap = now
             try:
                 if await self.reaper_turn.take():
-                    await self._sweep_expired(full=self.reaper_turn.full_sweep_due())
+                    await self._sweep_expired(full=self.reaper_turn.full_sweep_due(), turn=True)
                     if self.doorbell.sweep_due():
                         await self.doorbell.sweep(await self.list_queues())
             except StorageError as exc:  # claiming goes on; the next interval tries again
@@ -542,7 +549,7 @@ class LeaseTaskQueue(FileTaskQueue):
             logger.error("start-up reaping failed: %s", exc)
 
     async def _sweep_expired(
-        self, *, full: bool = False, now: datetime | None = None
+        self, *, full: bool = False, now: datetime | None = None, turn: bool = False
     ) -> list[Task]:
         """The reaper's sweep: ``requeue_expired``, reading (unless ``full``) only the leases
         the listing shows unwritten for at least half the shortest lease known to the fleet
@@ -552,8 +559,8 @@ class LeaseTaskQueue(FileTaskQueue):
         lease is read once its holder has missed a renewal. The margin of half a lease absorbs
         a store clock ahead of this one by less; a larger skew, or a lease shorter than any
         consumer told the turn, waits for the next full sweep (once a minute, fleet-wide).
-        Reads run ``SWEEP_READS`` at a time; a long sweep renews the turn as it goes, and stops
-        if the turn changed hands meanwhile."""
+        Reads run ``SWEEP_READS`` at a time. The reaper turn's sweep (``turn``) renews the turn
+        as it goes, and stops if the turn changed hands meanwhile; other sweeps leave it alone."""
         now = now or utcnow()
         shortest_ms = self.reaper_turn.shortest_lease_ms
         quiet_for = shortest_ms / 2000 if shortest_ms else self._config.visibility_timeout / 2
@@ -566,22 +573,24 @@ class LeaseTaskQueue(FileTaskQueue):
                 logger.error("could not list the shards of queue %s: %s", queue, exc)
                 places = [queue]
             for where in places:  # shard by shard
-                if not await self._sweep_location(where, full, quiet_since, now, out):
+                if not await self._sweep_location(where, full, quiet_since, now, out, turn):
                     return out  # the turn changed hands: its new holder sweeps
         return out
 
     async def _sweep_location(
-        self, where: str, full: bool, quiet_since: float, now: datetime, out: list[Task]
-    ) -> bool:
-        """Sweep one location's leases into ``out``; ``False`` if the turn was lost."""
+        self, where: str, full: bool, quiet_since: float, now: datetime, out: list[Task],
+        turn: bool,
+    ) -> bool:  # fmt: skip
+        """Sweep one location's leases into ``out``; ``False`` if the turn was lost (``turn``:
+        the reaper turn's sweep)."""
         now_ms = to_ms(now)
         listed = await self._objects.list_modified(self._dir(where, RUNNING))
         names = [n for n in listed if self._is_task_name(RUNNING, n)]
         due = [n for n in names if full or (listed[n] or 0.0) <= quiet_since]
         self.reap_stats["skipped"] += len(names) - len(due)
         for start in range(0, len(due), self.SWEEP_READS):
-            turn = self.reaper_turn
-            if turn.held and turn.renewal_due() and not await turn.take():
+            held = self.reaper_turn
+            if turn and held.held and held.renewal_due() and not await held.take():
                 return False
             batch = due[start : start + self.SWEEP_READS]
             self.reap_stats["read"] += len(batch)
