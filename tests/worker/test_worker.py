@@ -478,3 +478,46 @@ async def test_a_failing_start_up_reap_is_logged_and_the_worker_stops_cleanly(ap
     assert stats.completed == 1
     assert worker.scheduler is not None and worker._threads is not None
     assert worker._threads._closed
+
+
+async def test_while_the_store_throttles_a_slot_waits_for_its_outcome(app, monkeypatch):
+    """Overlapping claims with outcome writes adds writes to a throttled store: once the store
+    has answered "slow down", a slot waits for its outcome again (tasks ran twice without)."""
+    objects = getattr(app.backend, "objects", None)
+    if objects is None:
+        pytest.skip("SQLite has no object store that throttles")
+    monkeypatch.setattr(type(objects), "throttled", property(lambda self: 1))  # one 503 seen
+    queue = app.backend.task_queue
+    finish = queue.finish_task
+    release = asyncio.Event()
+    finishing: list[str] = []
+    ran: list[int] = []
+
+    async def held_finish(task, *args, **kwargs):
+        finishing.append(task.id)
+        await release.wait()
+        return await finish(task, *args, **kwargs)
+
+    queue.finish_task = held_finish
+
+    @app.task
+    async def step(n):
+        ran.append(n)
+        return n
+
+    handles = [await step.delay(n) for n in range(2)]
+    worker = app.worker(concurrency=1, kind="async")
+    runner = asyncio.create_task(worker.run())
+    try:
+        for _ in range(500):
+            if finishing:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)
+        assert ran == [0] and len(finishing) == 1  # the next claim waits for the outcome
+        release.set()
+        assert [await h.result(timeout=10) for h in handles] == [0, 1]
+    finally:
+        release.set()
+        worker.stop()
+        await asyncio.wait_for(runner, 10)

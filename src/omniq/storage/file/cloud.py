@@ -245,6 +245,10 @@ class CloudObjectStore(ObjectStore):
             seen = seen.__cause__ or seen.__context__
         return False
 
+    @property
+    def throttled(self) -> int:
+        return self.requests["throttled"]
+
     async def _throttled(self, exc: Exception, retry: int, action: str, key: str) -> None:
         """Wait before retrying a request that may succeed on another try (``_transient``);
         raise the error (wrapped) if it may not, or the retries are used up. The drivers' own

@@ -110,6 +110,11 @@ class ObjectStore(ABC):
 
     # Whether list_pages can start after a name server-side (else it filters what it lists).
     seeks = False
+
+    @property
+    def throttled(self) -> int:
+        """Throttling answers (429, 503 SlowDown) met so far; 0 where a store never throttles."""
+        return 0
     # Whether ``append`` works (local files); elsewhere an object is only ever rewritten whole.
     appends = False
 
