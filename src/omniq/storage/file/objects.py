@@ -115,6 +115,7 @@ class ObjectStore(ABC):
     def throttled(self) -> int:
         """Throttling answers (429, 503 SlowDown) met so far; 0 where a store never throttles."""
         return 0
+
     # Whether ``append`` works (local files); elsewhere an object is only ever rewritten whole.
     appends = False
 
