@@ -438,7 +438,7 @@ async def test_a_slot_takes_the_next_task_while_the_outcome_is_written(app):
     worker = app.worker(concurrency=1, kind="async")
     runner = asyncio.create_task(worker.run())
     try:
-        for _ in range(500):  # two functions ran; two outcomes wait to be written
+        for _ in range(3000):  # two functions ran; two outcomes wait to be written
             if len(ran) == 2 and len(finishing) == 2:
                 break
             await asyncio.sleep(0.01)
@@ -447,11 +447,11 @@ async def test_a_slot_takes_the_next_task_while_the_outcome_is_written(app):
         assert ran == [0, 1]
         assert (await queue.get_task(handles[2].id)).status is TaskStatus.PENDING
         release.set()
-        assert [await h.result(timeout=10) for h in handles] == [0, 1, 2]
+        assert [await h.result(timeout=60) for h in handles] == [0, 1, 2]
     finally:
         release.set()
         worker.stop()
-        await asyncio.wait_for(runner, 10)
+        await asyncio.wait_for(runner, 60)
     assert worker.stats.completed == 3
 
 
@@ -509,15 +509,15 @@ async def test_while_the_store_throttles_a_slot_waits_for_its_outcome(app, monke
     worker = app.worker(concurrency=1, kind="async")
     runner = asyncio.create_task(worker.run())
     try:
-        for _ in range(500):
+        for _ in range(3000):
             if finishing:
                 break
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.3)
         assert ran == [0] and len(finishing) == 1  # the next claim waits for the outcome
         release.set()
-        assert [await h.result(timeout=10) for h in handles] == [0, 1]
+        assert [await h.result(timeout=60) for h in handles] == [0, 1]
     finally:
         release.set()
         worker.stop()
-        await asyncio.wait_for(runner, 10)
+        await asyncio.wait_for(runner, 60)
