@@ -80,6 +80,12 @@ class WorkerStats:
     started_at: float = field(default_factory=time.time)
 
 
+def _claim(task: Task) -> tuple[str, int]:
+    """A claim's key: its task's id and the object the worker holds it by (one per claim, kept
+    from the dequeue to the last event; a later claim of the same task is another object)."""
+    return task.id, id(task)
+
+
 def default_worker_id() -> str:
     host = "".join(c if c.isalnum() or c in "_-" else "_" for c in socket.gethostname())[:40]
     return f"{host or 'host'}_{os.getpid()}"
@@ -204,7 +210,9 @@ class Worker:
         self._throttled_at = -math.inf  # monotonic time the store last throttled us
         self._throttles_seen = 0  # the store's count of throttling answers, as last seen
         self._wake: asyncio.Future[None] | None = None  # the main loop waiting for a slot
-        self._events: dict[str, list[TaskEvent]] = {}  # buffered events of running tasks
+        #: Buffered events of each claim (``_claim``): a task retried at once can be claimed
+        #: again here while the outcome of its last attempt is still being written.
+        self._events: dict[tuple[str, int], list[TaskEvent]] = {}
         self._processes: concurrent.futures.ProcessPoolExecutor | None = None
         self._threads: DaemonThreadPool | None = None
         self._trouble = 0  # claims in a row that failed with a storage error
@@ -531,7 +539,7 @@ class Worker:
     def _note(self, task: Task, kind: EventType, message: str | None = None) -> None:
         """Buffer an event of a running task; ``_flush`` writes the buffer as one object, or
         the finish stores it in the task's record."""
-        self._events.setdefault(task.id, []).append(self._event_of(task, kind, message))
+        self._events.setdefault(_claim(task), []).append(self._event_of(task, kind, message))
 
     async def _finish(
         self, task: Task, status: TaskStatus, result: TaskResult, event: TaskEvent,
@@ -539,7 +547,7 @@ class Worker:
     ) -> None:  # fmt: skip
         """Finish the task with its result and events in one step (its record). The buffered
         events stay buffered if it fails, so that ``_execute`` still writes them."""
-        buffered = self._events.pop(task.id, [])
+        buffered = self._events.pop(_claim(task), [])
         try:
             await self.backend.task_queue.finish_task(
                 task, status, error, result=result, events=[*buffered, event]
@@ -548,11 +556,11 @@ class Worker:
             logger.warning("task %s: %s", task.id, exc)
         except BaseException:
             if buffered:
-                self._events[task.id] = buffered + self._events.get(task.id, [])
+                self._events[_claim(task)] = buffered + self._events.get(_claim(task), [])
             raise
 
     async def _flush(self, task: Task) -> None:
-        events = self._events.pop(task.id, None)
+        events = self._events.pop(_claim(task), None)
         if not events:
             return
         try:

@@ -521,3 +521,41 @@ async def test_while_the_store_throttles_a_slot_waits_for_its_outcome(app, monke
         release.set()
         worker.stop()
         await asyncio.wait_for(runner, 60)
+
+
+async def test_a_task_claimed_again_at_once_keeps_each_attempt_s_events_apart(app):
+    """A slot takes its next task while the last outcome is written: a task retried at once can
+    be claimed again here meanwhile, and each attempt's buffered events stay its own."""
+    batches: list[list[tuple[EventType, int]]] = []
+    log = app.backend.event_storage.log_events
+
+    async def slow_log(events):
+        batches.append([(e.event_type, e.attempt) for e in events])
+        await asyncio.sleep(0.2)  # the retry is claimed and started meanwhile
+        return await log(events)
+
+    app.backend.event_storage.log_events = slow_log
+    calls: list[int] = []
+
+    @app.task(max_retries=1, retry_delay=0)
+    async def flaky():
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("first attempt")
+        await asyncio.sleep(0.5)  # still running when the first attempt's runner ends
+        return "second"
+
+    h = await flaky.delay()
+    worker = app.worker(concurrency=1, kind="async")
+    runner = asyncio.create_task(worker.run())
+    try:
+        assert await h.result(timeout=30) == "second"
+    finally:
+        worker.stop()
+        await asyncio.wait_for(runner, 30)
+    batches = [b for b in batches if b != [(EventType.ENQUEUED, None)]]  # SQLite logs it
+    # The second attempt's "started" goes with its finished record, not in a write of its own
+    # made by the first attempt's runner.
+    assert batches == [[(EventType.STARTED, 1), (EventType.RETRIED, 1)]], batches
+    kinds = await events_of(app, h.id)
+    assert kinds.count(EventType.STARTED) == 2 and EventType.RETRIED in kinds, kinds
