@@ -273,6 +273,7 @@ class Worker:
             self._threads = DaemonThreadPool(self.concurrency)
         await self.app.open()
         self._check_store()
+        self._throttles_seen = self._store_throttles()  # what the app met before is not news
         queue = self.backend.task_queue
         self._banner()
         # A burst worker fires the due schedule runs once, when it is out of work (so that its
@@ -449,18 +450,22 @@ class Worker:
         return not self._stop.is_set()
 
     def _slots_full(self) -> bool:
-        """Whether a claim must wait. While the store throttles (and for ``THROTTLED_SECONDS``
-        after), a slot waits for its outcome again: claims made meanwhile added writes to a
-        throttled store, outcomes ran out of lease, and tasks ran twice (simulated GCS, 100
-        workers of 0.2-s tasks: 3 and 10 of 18,000 in two runs)."""
-        if len(self._executing) >= self.concurrency:
-            return True
-        objects: Any = getattr(self.backend, "objects", None)
-        seen = objects.throttled if objects is not None else 0
+        """Whether a claim must wait. While the store throttles or answers with transient
+        errors (and for ``THROTTLED_SECONDS`` after), a slot waits for its outcome again:
+        claims made meanwhile added writes to a throttled store, outcomes ran out of lease, and
+        tasks ran twice (simulated GCS, 100 workers of 0.2-s tasks: 3 and 10 of 18,000)."""
+        seen = self._store_throttles()
         if seen != self._throttles_seen:
             self._throttles_seen, self._throttled_at = seen, time.monotonic()
+        if len(self._executing) >= self.concurrency:
+            return True
         throttled = time.monotonic() - self._throttled_at < THROTTLED_SECONDS
         return len(self._running) >= (1 if throttled else 2) * self.concurrency
+
+    def _store_throttles(self) -> int:
+        """The store's count of throttled (and other transient) answers it retried."""
+        objects: Any = getattr(self.backend, "objects", None)
+        return objects.throttled if objects is not None else 0
 
     def _poke(self) -> None:
         wake, self._wake = self._wake, None
@@ -560,11 +565,15 @@ class Worker:
             raise
 
     async def _flush(self, task: Task) -> None:
-        events = self._events.pop(_claim(task), None)
+        key = _claim(task)
+        events = self._events.pop(key, None)
         if not events:
             return
         try:
             await self.backend.event_storage.log_events(events)
+        except asyncio.CancelledError:  # kept for the next flush (written twice, maybe: not lost)
+            self._events[key] = events + self._events.get(key, [])
+            raise
         except Exception:
             kinds = ", ".join(e.event_type.value for e in events)
             logger.exception("could not record %s event(s) of task %s", kinds, task.id)
@@ -587,7 +596,9 @@ class Worker:
                     return
                 except Exception:
                     logger.exception("lease renewal of task %s failed; will retry", task.id)
-            await self._flush(task)  # a long task's "started" shows up by its first heartbeat
+                # A long task's "started" shows up by its first heartbeat. Under the lock: the
+                # outcome waits for it rather than cancelling the heartbeat in the middle.
+                await self._flush(task)
             await asyncio.sleep(self.visibility_timeout / 3)
 
     async def _execute(self, task: Task) -> None:
@@ -628,7 +639,13 @@ class Worker:
             error = exc
         finally:
             self._slot_freed()
-        async with lock:
+        try:
+            await lock.acquire()  # a renewal may hold it
+        except asyncio.CancelledError:  # stopped meanwhile: the heartbeat ends, the task goes back
+            heartbeat.cancel()
+            await self._release(task, lock)
+            raise
+        try:
             heartbeat.cancel()
             if lost.done():
                 self.stats.lost += 1
@@ -643,6 +660,8 @@ class Worker:
                 self.stats.lost += 1  # logged by the queue: a late result never overwrites
             except StorageError as exc:
                 await self._unrecorded(task, exc, ran_ok=error is None)
+        finally:
+            lock.release()
 
     async def _unrecorded(self, task: Task, exc: StorageError, ran_ok: bool) -> None:
         """The outcome could not be written (a full disk, say). A task that succeeded counts a

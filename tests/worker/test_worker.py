@@ -486,7 +486,8 @@ async def test_while_the_store_throttles_a_slot_waits_for_its_outcome(app, monke
     objects = getattr(app.backend, "objects", None)
     if objects is None:
         pytest.skip("SQLite has no object store that throttles")
-    monkeypatch.setattr(type(objects), "throttled", property(lambda self: 1))  # one 503 seen
+    seen = [0]
+    monkeypatch.setattr(type(objects), "throttled", property(lambda self: seen[0]))
     queue = app.backend.task_queue
     finish = queue.finish_task
     release = asyncio.Event()
@@ -500,15 +501,25 @@ async def test_while_the_store_throttles_a_slot_waits_for_its_outcome(app, monke
 
     queue.finish_task = held_finish
 
+    go = asyncio.Event()
+
     @app.task
     async def step(n):
         ran.append(n)
+        await go.wait()
         return n
 
     handles = [await step.delay(n) for n in range(2)]
+    seen[0] = 3  # retried before the worker started: not news to it
     worker = app.worker(concurrency=1, kind="async")
     runner = asyncio.create_task(worker.run())
     try:
+        for _ in range(3000):
+            if ran:
+                break
+            await asyncio.sleep(0.01)
+        seen[0] += 1  # a 503 while the first task runs
+        go.set()
         for _ in range(3000):
             if finishing:
                 break
@@ -518,6 +529,7 @@ async def test_while_the_store_throttles_a_slot_waits_for_its_outcome(app, monke
         release.set()
         assert [await h.result(timeout=60) for h in handles] == [0, 1]
     finally:
+        go.set()
         release.set()
         worker.stop()
         await asyncio.wait_for(runner, 60)
@@ -559,3 +571,70 @@ async def test_a_task_claimed_again_at_once_keeps_each_attempt_s_events_apart(ap
     assert batches == [[(EventType.STARTED, 1), (EventType.RETRIED, 1)]], batches
     kinds = await events_of(app, h.id)
     assert kinds.count(EventType.STARTED) == 2 and EventType.RETRIED in kinds, kinds
+
+
+async def test_a_task_ending_during_a_heartbeat_s_event_write_keeps_its_started_event(app):
+    """The heartbeat writes a long task's buffered "started"; a task that ends meanwhile waits
+    for that write instead of cancelling it half-way (which lost the event)."""
+    flushing = asyncio.Event()
+    log = app.backend.event_storage.log_events
+
+    async def slow_log(events):
+        if any(e.event_type is EventType.STARTED for e in events):
+            flushing.set()
+            await asyncio.sleep(0.3)  # one round trip to a bucket, say
+        return await log(events)
+
+    app.backend.event_storage.log_events = slow_log
+
+    @app.task
+    async def job():
+        await asyncio.wait_for(flushing.wait(), 30)  # ends while the heartbeat writes
+        return 1
+
+    h = await job.delay()
+    worker = app.worker(concurrency=1, kind="async", visibility_timeout=3)
+    runner = asyncio.create_task(worker.run())
+    try:
+        assert await h.result(timeout=60) == 1
+    finally:
+        worker.stop()
+        await asyncio.wait_for(runner, 60)
+    assert EventType.STARTED in await events_of(app, h.id)
+
+
+async def test_a_stop_while_a_renewal_holds_the_lease_gives_the_task_back(app):
+    """A task whose function returned while its lease was being renewed, then a forced stop:
+    the heartbeat ends and the task goes back to its queue (it stayed running, its lease still
+    renewed by an orphaned heartbeat)."""
+    queue = app.backend.task_queue
+    renew = queue.renew_lease
+    renewing, renewed = asyncio.Event(), asyncio.Event()
+
+    async def slow_renew(task, *args, **kwargs):
+        renewing.set()
+        await renewed.wait()  # a throttled renewal
+        return await renew(task, *args, **kwargs)
+
+    queue.renew_lease = slow_renew
+
+    @app.task
+    async def job():
+        await asyncio.wait_for(renewing.wait(), 30)
+        return 1
+
+    h = await job.delay()
+    worker = app.worker(concurrency=1, kind="async", visibility_timeout=3)
+    runner = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(renewing.wait(), 30)
+        for _ in range(3000):  # the function returned: its runner waits for the renewal
+            if not worker._executing:
+                break
+            await asyncio.sleep(0.01)
+        worker.stop(force=True)
+        stats = await asyncio.wait_for(runner, 60)
+    finally:
+        renewed.set()
+    assert stats.released == 1
+    assert (await queue.get_task(h.id)).status is TaskStatus.PENDING

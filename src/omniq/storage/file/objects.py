@@ -113,7 +113,8 @@ class ObjectStore(ABC):
 
     @property
     def throttled(self) -> int:
-        """Throttling answers (429, 503 SlowDown) met so far; 0 where a store never throttles."""
+        """Requests retried so far because the store throttled (429, 503 SlowDown) or answered
+        with another transient error; 0 where a store never does."""
         return 0
 
     # Whether ``append`` works (local files); elsewhere an object is only ever rewritten whole.
