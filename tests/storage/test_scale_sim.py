@@ -143,3 +143,37 @@ def test_a_write_refused_by_the_per_object_limit_is_retried_once_the_second_has_
     with virtual_time(loop):
         loop.run_until_complete(main())
     loop.close()
+
+
+def test_a_consumer_that_loses_a_race_for_few_names_steps_back_and_lists_again():
+    """Many consumers chasing a near-empty queue collide on its few names: a loser with fewer
+    than ``CROWDED_NAMES`` in hand pauses a moment and lists again, rather than trying the next
+    name of its listing, which the others are most likely taking too."""
+    loop = virtual_loop()
+
+    async def main() -> None:
+        from benchmarks.scale_sim import SimBackend
+
+        from omniq.models._time import utcnow_ms
+        from omniq.models.task import Task
+
+        bucket = SimulatedBucket("s3", seed=1)
+        a = SimBackend(SimulatedObjectStore(bucket, instant=True)).task_queue
+        b = SimBackend(SimulatedObjectStore(bucket, instant=True)).task_queue
+        assert isinstance(a, LeaseTaskQueue) and isinstance(b, LeaseTaskQueue)
+        ids = [await a.enqueue(Task(func=f"t{n}")) for n in range(4)]
+        first = await a.dequeue("default")  # a lists t0..t3 and takes t0
+        assert first is not None and first.id == ids[0]
+        pending = [p.rsplit("/", 1)[1] for p in bucket.paths() if "/pending/" in p]
+        taken = [n for n in pending if ids[1] in n or ids[2] in n]
+        for name in taken:  # b takes t1 and t2 from under a's listing
+            assert await b._try_claim("default", name, utcnow_ms(), 30_000, "b") is not None
+        started = asyncio.get_running_loop().time()
+        got = await a.dequeue("default")  # a's listing says t1 first: lost, then few names
+        assert got is not None and got.id == ids[3]
+        assert a.claim_stats["lost"] == 1 and a.claim_stats["stepped back"] == 1
+        assert 0 <= asyncio.get_running_loop().time() - started <= a.CROWDED_PAUSE + 0.01
+
+    with virtual_time(loop):
+        loop.run_until_complete(main())
+    loop.close()

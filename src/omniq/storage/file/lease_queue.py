@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -112,7 +113,8 @@ class LeaseTaskQueue(FileTaskQueue):
     ``claim_stats`` counts claim attempts by outcome: ``won``, ``lost`` (another consumer
     holds the name: a failed conditional create), ``phantom`` (the lease was created but the
     payload was gone: the task finished after the listing; three requests for nothing),
-    ``deferred`` (409 twice) and ``relists`` (listings forced by lost races)."""
+    ``deferred`` (409 twice), ``relists`` (listings forced by lost races) and ``stepped back``
+    (pauses after a lost race with few names in hand: ``CROWDED_NAMES``)."""
 
     HEAD_NAMES = 1000  # due names a refresh lists before it stops, in pages of HEAD_PAGE
     HEAD_PAGE = 1000  # one request on S3 and GCS whatever the page size, up to 1,000
@@ -145,6 +147,21 @@ class LeaseTaskQueue(FileTaskQueue):
         self._idle_pause.pop(queue, None)
         self._idle_until.pop(queue, None)
         self._quiet.discard(queue)
+
+    #: A lost race with fewer names than this in hand: the fleet is chasing few tasks (a
+    #: queue near empty), and its consumers keep colliding on them (half the tries and more
+    #: failed, measured). The loser steps back a random moment up to ``CROWDED_PAUSE`` and
+    #: lists again, by when the others have taken those names or lost too: in the simulation
+    #: failed creates per task 0.41 -> 0.30 at 1,000 workers, 0.31 -> 0.27 at 100.
+    CROWDED_NAMES = 200
+    CROWDED_PAUSE = 0.2
+
+    async def _crowded(self, index: PendingIndex) -> bool:
+        if len(index) >= self.CROWDED_NAMES:
+            return False
+        self.claim_stats["stepped back"] += 1
+        await asyncio.sleep(random.uniform(0, self.CROWDED_PAUSE))
+        return True
 
     def _rest(self, queue: str, now_ms: int) -> None:
         """A listing found nothing due: do not list ``queue`` again for a while (doubling up to

@@ -323,6 +323,11 @@ class FileTaskQueue(TaskQueue):
         to try every name: n consumers cost n - 1 failed renames per task."""
         return time.monotonic() < self._contended_until
 
+    async def _crowded(self, index: PendingIndex) -> bool:
+        """After a try that failed: whether the consumers are chasing few names, so that this
+        one should step back (and list again). Renames are cheap: on a local disk, never."""
+        return False
+
     def _lost_race(self) -> None:
         self._contended_until = time.monotonic() + self.CONTENDED_SECONDS
         self.claim_stats["lost"] += 1
@@ -394,6 +399,8 @@ class FileTaskQueue(TaskQueue):
                 self._claimed(queue)
                 return task
             lost += 1
+            if await self._crowded(index):  # many consumers, few names: list again first
+                lost = self.LOST_IN_A_ROW
 
     def _due_in_hand(self, places: list[str], turn: int, now_ms: int) -> int | None:
         """The position in ``places`` (after ``turn``) of a location whose listing is not
