@@ -628,8 +628,7 @@ class Worker:
         except TaskNotRegisteredError as exc:
             error, permanent = exc, True
         except asyncio.CancelledError:
-            heartbeat.cancel()
-            await self._release(task, lock)
+            await self._release(task, lock, heartbeat)
             raise
         except _Timeout:
             error = TimeoutError(f"timed out after {task.timeout} s")
@@ -641,9 +640,8 @@ class Worker:
             self._slot_freed()
         try:
             await lock.acquire()  # a renewal may hold it
-        except asyncio.CancelledError:  # stopped meanwhile: the heartbeat ends, the task goes back
-            heartbeat.cancel()
-            await self._release(task, lock)
+        except asyncio.CancelledError:  # stopped meanwhile: the task goes back
+            await self._release(task, lock, heartbeat)
             raise
         try:
             heartbeat.cancel()
@@ -787,9 +785,13 @@ class Worker:
         self.stats.failed += 1
         self._outcome(task, "failed", None, message, logging.ERROR)
 
-    async def _release(self, task: Task, lock: asyncio.Lock) -> None:
-        """Give an unfinished task back (shutdown): not lost, and this attempt does not count."""
+    async def _release(self, task: Task, lock: asyncio.Lock, heartbeat: _Heartbeat) -> None:
+        """Give an unfinished task back (shutdown): not lost, and this attempt does not count.
+        The heartbeat ends under the lock, never in the middle of a renewal: a renewal that
+        reached the store but not its answer would leave the task's lease version stale, and
+        the requeue would be refused as if the lease were lost (the task stayed running)."""
         async with lock:
+            heartbeat.cancel()
             attempt = task.attempts
             task.attempts = max(0, task.attempts - 1)
             try:

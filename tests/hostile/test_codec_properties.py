@@ -87,6 +87,19 @@ def test_index_yields_due_names_by_priority_then_due_time(batch):
     assert taken == sorted(set(names))
 
 
+@given(st.lists(tasks, min_size=1, max_size=8, unique_by=lambda t: t.id), due_times,
+       st.integers(1, 9))  # fmt: skip
+def test_index_counts_the_due_names_left(batch, now, at_most):
+    names = [pending_stem(t) + ".json" for t in batch]
+    index = PendingIndex(names, 0.0)
+    now_ms = to_ms(now)
+    index.discard(sorted(names)[0])
+    left = sorted(set(names))[1:]
+    due = [n for n in left if parse_pending(split_ext(n)[0]).due_ms <= now_ms]
+    got = index.due_left(now_ms, at_most)  # exact below ``at_most``, at least it above
+    assert got == len(due) if len(due) < at_most else got >= at_most
+
+
 @quick
 @given(st.text(max_size=200))
 def test_name_parsers_never_raise(text):

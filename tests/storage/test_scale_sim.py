@@ -169,10 +169,18 @@ def test_a_consumer_that_loses_a_race_for_few_names_steps_back_and_lists_again()
         for name in taken:  # b takes t1 and t2 from under a's listing
             assert await b._try_claim("default", name, utcnow_ms(), 30_000, "b") is not None
         started = asyncio.get_running_loop().time()
-        got = await a.dequeue("default")  # a's listing says t1 first: lost, then few names
+        got = await a.dequeue("default", timeout=1.0)  # a's listing says t1: lost, few names
         assert got is not None and got.id == ids[3]
         assert a.claim_stats["lost"] == 1 and a.claim_stats["stepped back"] == 1
         assert 0 <= asyncio.get_running_loop().time() - started <= a.CROWDED_PAUSE + 0.01
+        # A dequeue that must not wait (timeout 0, a burst worker's) does not step back: a
+        # knows its own enqueues, b takes both, a loses twice and lists again (empty).
+        more = [await a.enqueue(Task(func=f"u{n}")) for n in range(2)]
+        for name in [p.rsplit("/", 1)[1] for p in bucket.paths() if "/pending/" in p]:
+            if any(m in name for m in more):
+                assert await b._try_claim("default", name, utcnow_ms(), 30_000, "b") is not None
+        assert await a.dequeue("default", timeout=0) is None
+        assert a.claim_stats["lost"] == 3 and a.claim_stats["stepped back"] == 1
 
     with virtual_time(loop):
         loop.run_until_complete(main())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from datetime import timedelta
@@ -603,6 +604,19 @@ async def test_a_task_ending_during_a_heartbeat_s_event_write_keeps_its_started_
     assert EventType.STARTED in await events_of(app, h.id)
 
 
+async def _until_cancelled(worker) -> None:
+    """Wait until the worker's shutdown has cancelled its task runners (Python 3.10 has no
+    ``Task.cancelling``: there, past the claim loop's 0.5-s wait with a margin)."""
+    if sys.version_info < (3, 11):
+        await asyncio.sleep(3.0)
+        return
+    for _ in range(3000):
+        if any(runner.cancelling() for runner in worker._running):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the stop cancelled no runner")
+
+
 async def test_a_stop_while_a_renewal_holds_the_lease_gives_the_task_back(app):
     """A task whose function returned while its lease was being renewed, then a forced stop:
     the heartbeat ends and the task goes back to its queue (it stayed running, its lease still
@@ -633,8 +647,66 @@ async def test_a_stop_while_a_renewal_holds_the_lease_gives_the_task_back(app):
                 break
             await asyncio.sleep(0.01)
         worker.stop(force=True)
+        await _until_cancelled(worker)
+        renewed.set()  # the stop waits for the renewal in flight, then gives the task back
         stats = await asyncio.wait_for(runner, 60)
     finally:
         renewed.set()
+    assert stats.released == 1
+    assert (await queue.get_task(h.id)).status is TaskStatus.PENDING
+
+
+async def test_a_stop_while_a_renewal_s_answer_is_on_its_way_gives_the_task_back(app):
+    """The renewal reached the store (a new lease version) and its answer is on its way when a
+    forced stop comes: cancelling the heartbeat then left the task's version stale, the release
+    was refused as a lost lease, and the task stayed running. The stop waits for the answer."""
+    queue = app.backend.task_queue
+    objects = getattr(queue, "_objects", None)
+    if objects is None:
+        pytest.skip("SQLite fences by the lease token, which a renewal keeps")
+    swap = "replace" if hasattr(queue, "_swap") else "move"  # buckets CAS, directories rename
+    write = getattr(objects, swap)
+    landed, answered = asyncio.Event(), asyncio.Event()
+    renewing = [False]
+
+    async def slow_answer(*args, **kwargs):
+        result = await write(*args, **kwargs)
+        if renewing[0]:
+            landed.set()
+            await answered.wait()
+        return result
+
+    setattr(objects, swap, slow_answer)
+    renew = queue.renew_lease
+
+    async def marked_renew(task, *args, **kwargs):
+        renewing[0] = True
+        try:
+            return await renew(task, *args, **kwargs)
+        finally:
+            renewing[0] = False
+
+    queue.renew_lease = marked_renew
+
+    @app.task
+    async def job():
+        await asyncio.wait_for(landed.wait(), 30)
+        return 1
+
+    h = await job.delay()
+    worker = app.worker(concurrency=1, kind="async", visibility_timeout=3)
+    runner = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(landed.wait(), 30)
+        for _ in range(3000):  # the function returned: its runner waits for the renewal
+            if not worker._executing:
+                break
+            await asyncio.sleep(0.01)
+        worker.stop(force=True)
+        await _until_cancelled(worker)
+        answered.set()
+        stats = await asyncio.wait_for(runner, 60)
+    finally:
+        answered.set()
     assert stats.released == 1
     assert (await queue.get_task(h.id)).status is TaskStatus.PENDING

@@ -149,6 +149,18 @@ class PendingIndex:
                 return bucket[random.randrange(cursor, bisect.bisect_left(bucket, probe, cursor))]
         return None
 
+    def due_left(self, now_ms: int, at_most: int) -> int:
+        """How many names left are due, counted up to ``at_most``."""
+        count = 0
+        for rank in self._ranks:
+            bucket, cursor = self._buckets[rank], self._cursors[rank]
+            if cursor < len(bucket) and int(bucket[cursor][DUE_OFFSET:DUE_END]) <= now_ms:
+                probe = bucket[cursor][:DUE_OFFSET] + str(now_ms + 1).zfill(DUE_END - DUE_OFFSET)
+                count += bisect.bisect_left(bucket, probe, cursor) - cursor
+                if count >= at_most:
+                    break
+        return count
+
     def first_due_ms(self) -> int | None:
         """The earliest due time (ms) of the names left, ``None`` if there is none."""
         dues = [

@@ -233,7 +233,7 @@ class FileTaskQueue(TaskQueue):
         async def look() -> Task | None:
             await self._maybe_reap()
             for queue in call.queues:
-                task = await self._claim_next(queue, call.lease_seconds, worker_id)
+                task = await self._claim_next(queue, call.lease_seconds, worker_id, call.deadline)
                 if task is not None:
                     return task
             return None
@@ -323,9 +323,10 @@ class FileTaskQueue(TaskQueue):
         to try every name: n consumers cost n - 1 failed renames per task."""
         return time.monotonic() < self._contended_until
 
-    async def _crowded(self, index: PendingIndex) -> bool:
+    async def _crowded(self, index: PendingIndex, now_ms: int, deadline: float | None) -> bool:
         """After a try that failed: whether the consumers are chasing few names, so that this
-        one should step back (and list again). Renames are cheap: on a local disk, never."""
+        one steps back (before ``deadline``, the dequeue's) and lists again. Renames are cheap:
+        on a local disk, never."""
         return False
 
     def _lost_race(self) -> None:
@@ -333,8 +334,9 @@ class FileTaskQueue(TaskQueue):
         self.claim_stats["lost"] += 1
 
     async def _claim_next(
-        self, queue: str, lease_seconds: float, worker_id: str | None
-    ) -> Task | None:
+        self, queue: str, lease_seconds: float, worker_id: str | None,
+        deadline: float | None = None,
+    ) -> Task | None:  # fmt: skip
         """Claim a due task of ``queue``, or ``None``.
 
         The listing used is never older than ``listing_ttl``, and after ``LOST_IN_A_ROW`` lost
@@ -399,8 +401,8 @@ class FileTaskQueue(TaskQueue):
                 self._claimed(queue)
                 return task
             lost += 1
-            if await self._crowded(index):  # many consumers, few names: list again first
-                lost = self.LOST_IN_A_ROW
+            if await self._crowded(index, utcnow_ms(), deadline):  # many after few names
+                lost = self.LOST_IN_A_ROW  # list again first
 
     def _due_in_hand(self, places: list[str], turn: int, now_ms: int) -> int | None:
         """The position in ``places`` (after ``turn``) of a location whose listing is not
