@@ -153,7 +153,7 @@ class LeaseTaskQueue(FileTaskQueue):
     #: (half the tries and more failed, measured). The loser steps back a random moment up to
     #: ``CROWDED_PAUSE`` (never past its dequeue's deadline) and lists again, by when the
     #: others have taken those names or lost too: in the simulation failed creates per task
-    #: 0.41 -> 0.31 at 1,000 workers, 0.31 -> 0.27 at 100.
+    #: 0.41 -> 0.35 at 1,000 workers, 0.31 -> 0.27 at 100.
     CROWDED_NAMES = 200
     CROWDED_PAUSE = 0.2
 
