@@ -414,14 +414,12 @@ async def test_poison_task_dead_lettered_by_reaper_fails_its_waiter(backend_fact
         assert (await events_of(app, h.id))[-1] is EventType.FAILED
 
 
-async def test_a_slot_takes_the_next_task_while_the_outcome_is_written(app):
-    """A slot is free once its function returns: the next claim overlaps the finish (on a
-    bucket both take round trips), and at most ``concurrency`` outcomes are written at once."""
-    queue = app.backend.task_queue
+def _hold_finishes(queue) -> tuple[asyncio.Event, list[str]]:
+    """Make ``queue``'s finishes wait until the event returned is set; the list returned
+    names the tasks whose finish has started."""
     finish = queue.finish_task
     release = asyncio.Event()
     finishing: list[str] = []
-    ran: list[int] = []
 
     async def held_finish(task, *args, **kwargs):
         finishing.append(task.id)
@@ -429,6 +427,15 @@ async def test_a_slot_takes_the_next_task_while_the_outcome_is_written(app):
         return await finish(task, *args, **kwargs)
 
     queue.finish_task = held_finish
+    return release, finishing
+
+
+async def test_a_slot_takes_the_next_task_while_the_outcome_is_written(app):
+    """A slot is free once its function returns: the next claim overlaps the finish (on a
+    bucket both take round trips), and at most ``concurrency`` outcomes are written at once."""
+    queue = app.backend.task_queue
+    release, finishing = _hold_finishes(queue)
+    ran: list[int] = []
 
     @app.task
     async def step(n):
@@ -490,17 +497,8 @@ async def test_while_the_store_throttles_a_slot_waits_for_its_outcome(app, monke
     seen = [0]
     monkeypatch.setattr(type(objects), "throttled", property(lambda self: seen[0]))
     queue = app.backend.task_queue
-    finish = queue.finish_task
-    release = asyncio.Event()
-    finishing: list[str] = []
+    release, finishing = _hold_finishes(queue)
     ran: list[int] = []
-
-    async def held_finish(task, *args, **kwargs):
-        finishing.append(task.id)
-        await release.wait()
-        return await finish(task, *args, **kwargs)
-
-    queue.finish_task = held_finish
 
     go = asyncio.Event()
 
@@ -617,6 +615,35 @@ async def _until_cancelled(worker) -> None:
     raise AssertionError("the stop cancelled no runner")
 
 
+async def _stopped_mid_renewal(app, started: asyncio.Event, go_on: asyncio.Event) -> None:
+    """Run a task that returns once a renewal is under way (``started``), force a stop while
+    its runner waits for that renewal, let the renewal go on (``go_on``) once the stop has
+    cancelled the runner, and check that the task went back to its queue."""
+
+    @app.task
+    async def job():
+        await asyncio.wait_for(started.wait(), 30)
+        return 1
+
+    h = await job.delay()
+    worker = app.worker(concurrency=1, kind="async", visibility_timeout=3)
+    runner = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(started.wait(), 30)
+        for _ in range(3000):  # the function returned: its runner waits for the renewal
+            if not worker._executing:
+                break
+            await asyncio.sleep(0.01)
+        worker.stop(force=True)
+        await _until_cancelled(worker)
+        go_on.set()  # the stop waits for the renewal in flight, then gives the task back
+        stats = await asyncio.wait_for(runner, 60)
+    finally:
+        go_on.set()
+    assert stats.released == 1
+    assert (await app.backend.task_queue.get_task(h.id)).status is TaskStatus.PENDING
+
+
 async def test_a_stop_while_a_renewal_holds_the_lease_gives_the_task_back(app):
     """A task whose function returned while its lease was being renewed, then a forced stop:
     the heartbeat ends and the task goes back to its queue (it stayed running, its lease still
@@ -631,29 +658,7 @@ async def test_a_stop_while_a_renewal_holds_the_lease_gives_the_task_back(app):
         return await renew(task, *args, **kwargs)
 
     queue.renew_lease = slow_renew
-
-    @app.task
-    async def job():
-        await asyncio.wait_for(renewing.wait(), 30)
-        return 1
-
-    h = await job.delay()
-    worker = app.worker(concurrency=1, kind="async", visibility_timeout=3)
-    runner = asyncio.create_task(worker.run())
-    try:
-        await asyncio.wait_for(renewing.wait(), 30)
-        for _ in range(3000):  # the function returned: its runner waits for the renewal
-            if not worker._executing:
-                break
-            await asyncio.sleep(0.01)
-        worker.stop(force=True)
-        await _until_cancelled(worker)
-        renewed.set()  # the stop waits for the renewal in flight, then gives the task back
-        stats = await asyncio.wait_for(runner, 60)
-    finally:
-        renewed.set()
-    assert stats.released == 1
-    assert (await queue.get_task(h.id)).status is TaskStatus.PENDING
+    await _stopped_mid_renewal(app, renewing, renewed)
 
 
 async def test_a_stop_while_a_renewal_s_answer_is_on_its_way_gives_the_task_back(app):
@@ -687,26 +692,4 @@ async def test_a_stop_while_a_renewal_s_answer_is_on_its_way_gives_the_task_back
             renewing[0] = False
 
     queue.renew_lease = marked_renew
-
-    @app.task
-    async def job():
-        await asyncio.wait_for(landed.wait(), 30)
-        return 1
-
-    h = await job.delay()
-    worker = app.worker(concurrency=1, kind="async", visibility_timeout=3)
-    runner = asyncio.create_task(worker.run())
-    try:
-        await asyncio.wait_for(landed.wait(), 30)
-        for _ in range(3000):  # the function returned: its runner waits for the renewal
-            if not worker._executing:
-                break
-            await asyncio.sleep(0.01)
-        worker.stop(force=True)
-        await _until_cancelled(worker)
-        answered.set()
-        stats = await asyncio.wait_for(runner, 60)
-    finally:
-        answered.set()
-    assert stats.released == 1
-    assert (await queue.get_task(h.id)).status is TaskStatus.PENDING
+    await _stopped_mid_renewal(app, landed, answered)
