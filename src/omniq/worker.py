@@ -62,7 +62,8 @@ def _recorded(task: Task) -> Iterator[None]:
 #: A throttled outcome is written again only while the lease has at least this much left
 #: after the wait: the fence must land before a reaper may take the lease over.
 OUTCOME_MARGIN_SECONDS = 2.0
-#: How long after a throttled outcome write a slot waits for its outcome again.
+#: How long after the store last throttled (or answered with a transient error) a slot
+#: waits for its outcome again.
 THROTTLED_SECONDS = 30.0
 
 
@@ -209,6 +210,7 @@ class Worker:
         self._executing: set[asyncio.Task[None]] = set()
         self._throttled_at = -math.inf  # monotonic time the store last throttled us
         self._throttles_seen = 0  # the store's count of throttling answers, as last seen
+        self._objects: Any = None  # the backend's object store (file backends), for that count
         self._wake: asyncio.Future[None] | None = None  # the main loop waiting for a slot
         #: Buffered events of each claim (``_claim``): a task retried at once can be claimed
         #: again here while the outcome of its last attempt is still being written.
@@ -273,6 +275,7 @@ class Worker:
             self._threads = DaemonThreadPool(self.concurrency)
         await self.app.open()
         self._check_store()
+        self._objects = getattr(self.backend, "objects", None)  # file backends have one
         self._throttles_seen = self._store_throttles()  # what the app met before is not news
         queue = self.backend.task_queue
         self._banner()
@@ -464,8 +467,7 @@ class Worker:
 
     def _store_throttles(self) -> int:
         """The store's count of throttled (and other transient) answers it retried."""
-        objects: Any = getattr(self.backend, "objects", None)
-        return objects.throttled if objects is not None else 0
+        return self._objects.throttled if self._objects is not None else 0
 
     def _poke(self) -> None:
         wake, self._wake = self._wake, None
@@ -736,8 +738,6 @@ class Worker:
             except StorageError as exc:
                 left = (task.lease.expires_at - utcnow()).total_seconds() if task.lease else 0.0
                 stopping = self._stop.is_set()
-                if exc.transient:
-                    self._throttled_at = time.monotonic()
                 if not exc.transient or stopping or left < wait + OUTCOME_MARGIN_SECONDS:
                     raise
                 logger.warning("task %s: the store is throttling (%s); its outcome is written "

@@ -143,10 +143,9 @@ class PendingIndex:
         that listed the same names then rarely try the same one)."""
         for rank in self._ranks:
             bucket, cursor = self._buckets[rank], self._cursors[rank]
-            if cursor < len(bucket) and int(bucket[cursor][DUE_OFFSET:DUE_END]) <= now_ms:
-                # Names of one priority sort by due time: the due ones come first.
-                probe = bucket[cursor][:DUE_OFFSET] + str(now_ms + 1).zfill(DUE_END - DUE_OFFSET)
-                return bucket[random.randrange(cursor, bisect.bisect_left(bucket, probe, cursor))]
+            end = self._due_end(bucket, cursor, now_ms)
+            if end > cursor:
+                return bucket[random.randrange(cursor, end)]
         return None
 
     def due_left(self, now_ms: int, at_most: int) -> int:
@@ -154,12 +153,19 @@ class PendingIndex:
         count = 0
         for rank in self._ranks:
             bucket, cursor = self._buckets[rank], self._cursors[rank]
-            if cursor < len(bucket) and int(bucket[cursor][DUE_OFFSET:DUE_END]) <= now_ms:
-                probe = bucket[cursor][:DUE_OFFSET] + str(now_ms + 1).zfill(DUE_END - DUE_OFFSET)
-                count += bisect.bisect_left(bucket, probe, cursor) - cursor
-                if count >= at_most:
-                    break
+            count += self._due_end(bucket, cursor, now_ms) - cursor
+            if count >= at_most:
+                break
         return count
+
+    @staticmethod
+    def _due_end(bucket: list[str], cursor: int, now_ms: int) -> int:
+        """The position after the due names of one priority's ``bucket`` from ``cursor`` (names
+        of one priority sort by due time: the due ones come first)."""
+        if cursor >= len(bucket) or int(bucket[cursor][DUE_OFFSET:DUE_END]) > now_ms:
+            return cursor
+        probe = bucket[cursor][:DUE_OFFSET] + str(now_ms + 1).zfill(DUE_END - DUE_OFFSET)
+        return bisect.bisect_left(bucket, probe, cursor)
 
     def first_due_ms(self) -> int | None:
         """The earliest due time (ms) of the names left, ``None`` if there is none."""

@@ -113,8 +113,8 @@ class LeaseTaskQueue(FileTaskQueue):
     ``claim_stats`` counts claim attempts by outcome: ``won``, ``lost`` (another consumer
     holds the name: a failed conditional create), ``phantom`` (the lease was created but the
     payload was gone: the task finished after the listing; three requests for nothing),
-    ``deferred`` (409 twice), ``relists`` (listings forced by lost races) and ``stepped back``
-    (pauses after a lost race with few names in hand: ``CROWDED_NAMES``)."""
+    ``deferred`` (409 twice), ``relists`` (listings forced by failed tries and step-backs) and
+    ``stepped back`` (pauses after a failed try with few names in hand: ``CROWDED_NAMES``)."""
 
     HEAD_NAMES = 1000  # due names a refresh lists before it stops, in pages of HEAD_PAGE
     HEAD_PAGE = 1000  # one request on S3 and GCS whatever the page size, up to 1,000
@@ -563,10 +563,7 @@ class LeaseTaskQueue(FileTaskQueue):
         """The sweep's light form without the turn: the leases that missed a renewal. (A
         thousand workers starting beside a busy fleet would otherwise read 4,000 leases each;
         a lease of another's that is still quiet expires into the turn holder's sweeps.)"""
-        try:
-            await self._sweep_expired()
-        except StorageError as exc:
-            logger.error("start-up reaping failed: %s", exc)
+        await self._sweep_expired()
 
     async def _sweep_expired(
         self, *, full: bool = False, now: datetime | None = None, turn: bool = False
@@ -609,8 +606,8 @@ class LeaseTaskQueue(FileTaskQueue):
         due = [n for n in names if full or (listed[n] or 0.0) <= quiet_since]
         self.reap_stats["skipped"] += len(names) - len(due)
         for start in range(0, len(due), self.SWEEP_READS):
-            held = self.reaper_turn
-            if turn and held.held and held.renewal_due() and not await held.take():
+            reaper = self.reaper_turn
+            if turn and reaper.held and reaper.renewal_due() and not await reaper.take():
                 return False
             batch = due[start : start + self.SWEEP_READS]
             self.reap_stats["read"] += len(batch)

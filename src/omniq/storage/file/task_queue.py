@@ -401,7 +401,7 @@ class FileTaskQueue(TaskQueue):
                 self._claimed(queue)
                 return task
             lost += 1
-            if await self._crowded(index, utcnow_ms(), deadline):  # many after few names
+            if await self._crowded(index, now_ms, deadline):  # many after few names
                 lost = self.LOST_IN_A_ROW  # list again first
 
     def _due_in_hand(self, places: list[str], turn: int, now_ms: int) -> int | None:
