@@ -161,3 +161,34 @@ def test_gcs_listing_times_parse_on_every_supported_python(listed, expected):
     from omniq.storage.file.gcs import _timestamp
 
     assert _timestamp(listed) == (pytest.approx(expected) if expected is not None else None)
+
+
+async def test_sibling_folders_are_listed_together(backend):
+    """``list_folders``: the names of several sibling folders in (folder, name) order. Stores
+    that can start a listing after a name do it in one request per page (a short queue's
+    payloads and leases in one LIST); paged, the listing goes on across the folders."""
+    from omniq.storage.file.cloud import CloudObjectStore
+
+    objects = backend.objects
+    for key in [
+        "x/q/completed/k",  # sorts before the folders asked for
+        "x/q/pending/b",
+        "x/q/pending/a",
+        "x/q/pending_other/c",  # between them in name order, not asked for
+        "x/q/running/a",
+        "x/q/s01/pending/z",  # after them
+        "x/q/shards.json",
+    ]:
+        await objects.put(key, b"1")
+    expected = [("pending", "a"), ("pending", "b"), ("running", "a")]
+    if isinstance(objects, CloudObjectStore):
+        await objects.put("x/q/pending/nested/d", b"1")  # a sub-folder lists as a name
+        expected.insert(2, ("pending", "nested"))
+    for page_size in (None, 2):
+        requests = getattr(objects, "requests", None)
+        before = requests["list"] if requests is not None else 0
+        listing = objects.list_folders("x/q", ("running", "pending"), page_size)
+        pages = [page async for page in listing]
+        assert [entry for page in pages for entry in page] == expected
+        if objects.seeks and page_size is None:
+            assert requests["list"] - before == 1, requests

@@ -445,8 +445,9 @@ async def test_a_starting_worker_reads_only_the_leases_that_missed_a_renewal(clo
 
 
 async def test_a_failed_lease_listing_is_not_left_unretrieved(clock, caplog):
-    """The refresh lists ``running/`` beside ``pending/``: when both fail, the pending error
-    is raised and the other is retrieved (asyncio would log "exception was never retrieved")."""
+    """The refresh of a long queue lists ``running/`` beside ``pending/``: when both fail,
+    the pending error is raised and the other is retrieved (asyncio would log "exception was
+    never retrieved")."""
     import asyncio
     import gc
 
@@ -469,6 +470,7 @@ async def test_a_failed_lease_listing_is_not_left_unretrieved(clock, caplog):
 
         objects.list = failing_list
         objects.list_pages = failing_pages
+        q._long.add("default")  # listed the long way: a short queue takes one listing
         with caplog.at_level("ERROR", logger="asyncio"):
             for _ in range(3):
                 with pytest.raises(StorageError, match="pending"):

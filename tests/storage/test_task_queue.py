@@ -466,19 +466,25 @@ async def test_enqueue_finished_task_keeps_its_state(backend):
     assert (await q.get_task(running.id)).status is TaskStatus.PENDING  # no lease here: redeliver
 
 
-@pytest.mark.file_layout("object-store listings")
-async def test_object_stores_list_only_the_head_of_a_long_queue(backend_factory, monkeypatch):
-    """On object stores a listing costs a request per page: a consumer lists pages in queue
-    order only until it has enough due names, jumps over the delayed tail of a priority where
-    the store can start a listing after a name, and still keeps the order."""
+def _listing_pair(backend_factory, monkeypatch, *, head_names: int, head_page: int):
+    """A producer and a consumer on one object store, the consumer listing ``head_names`` due
+    names in pages of ``head_page``; skips on stores that claim by rename."""
     from omniq.storage.file.lease_queue import LeaseTaskQueue
 
     producer = backend_factory()
     if not isinstance(producer.task_queue, LeaseTaskQueue):
         pytest.skip("rename stores list a directory in one call")
-    consumer = backend_factory()
-    monkeypatch.setattr(LeaseTaskQueue, "HEAD_NAMES", 3)
-    monkeypatch.setattr(LeaseTaskQueue, "HEAD_PAGE", 5)
+    monkeypatch.setattr(LeaseTaskQueue, "HEAD_NAMES", head_names)
+    monkeypatch.setattr(LeaseTaskQueue, "HEAD_PAGE", head_page)
+    return producer, backend_factory()
+
+
+@pytest.mark.file_layout("object-store listings")
+async def test_object_stores_list_only_the_head_of_a_long_queue(backend_factory, monkeypatch):
+    """On object stores a listing costs a request per page: a consumer lists pages in queue
+    order only until it has enough due names, jumps over the delayed tail of a priority where
+    the store can start a listing after a name, and still keeps the order."""
+    producer, consumer = _listing_pair(backend_factory, monkeypatch, head_names=3, head_page=5)
     async with producer, consumer:
         ids = [await producer.task_queue.enqueue(Task(func="f", args=(i,))) for i in range(20)]
         delayed = [  # 40 sort before the due tasks (a higher priority), 10 after
@@ -499,6 +505,43 @@ async def test_object_stores_list_only_the_head_of_a_long_queue(backend_factory,
         else:  # Azure pages through the 40 delayed names each time: correct, dearer
             assert lists <= 140, consumer.objects.requests
         assert await consumer.task_queue.get_queue_size("default") == len(delayed)
+
+
+@pytest.mark.file_layout("object-store listings")
+async def test_object_stores_list_a_short_queue_in_one_request(backend_factory, monkeypatch):
+    """A short queue's payloads and leases come in one listing where the store can start a
+    listing after a name (they are sibling folders); a queue whose payloads fill a page is
+    listed the long way (the head of pending/, running/ beside it) until it is short again."""
+    producer, consumer = _listing_pair(backend_factory, monkeypatch, head_names=5, head_page=10)
+    async with producer, consumer:
+        q = consumer.task_queue
+        ids = [await producer.task_queue.enqueue(Task(func="f", args=(i,))) for i in range(3)]
+        held = await producer.task_queue.dequeue("default")  # a lease the listing must show
+
+        async def refresh() -> tuple[list[str], int]:
+            before = consumer.objects.requests["list"]
+            index = await q._fresh_index("default")
+            return [name.split("-")[-1].split(".")[0] for name in index.names()], (
+                consumer.objects.requests["list"] - before
+            )
+
+        names, lists = await refresh()
+        assert names == [i for i in ids if i != held.id]  # the leased name is left out
+        assert lists == (1 if consumer.objects.seeks else 2)
+        if not consumer.objects.seeks:
+            return  # Azure cannot start a listing after a name: always the long way
+        more = [await producer.task_queue.enqueue(Task(func="f")) for _ in range(10)]
+        names, lists = await refresh()  # payloads fill the page: one wasted listing, then long
+        assert "default" in q._long and names[:2] == [i for i in ids if i != held.id]
+        assert lists == 3  # the short try, the head of pending/ (a page), running/
+        names, lists = await refresh()
+        assert lists == 2 and len(names) == 9  # a page of payloads, one of them leased
+        for task_id in more:
+            await producer.task_queue.cancel_task(task_id)
+        await refresh()  # the long way finds it short again
+        assert "default" not in q._long
+        names, lists = await refresh()
+        assert lists == 1 and names == [i for i in ids if i != held.id]
 
 
 @pytest.mark.file_layout("object-store reaper CAS")

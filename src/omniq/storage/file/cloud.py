@@ -22,7 +22,7 @@ import os
 import random
 from abc import abstractmethod
 from collections import Counter
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -413,8 +413,46 @@ class CloudObjectStore(ObjectStore):
     ) -> AsyncGenerator[builtins.list[str], None]:
         base = self._path(prefix.strip("/")) + "/"
         after = None if start_after is None else base + start_after
+        async with contextlib.aclosing(self._paged(prefix, base, False, page_size, after)) as pages:
+            async for page in pages:
+                yield self._names(base, page)
+
+    async def list_folders(
+        self, prefix: str, folders: Sequence[str], page_size: int | None = None
+    ) -> AsyncGenerator[builtins.list[tuple[str, str]], None]:
+        if not self.seeks:  # a listing would start at the first folder there is
+            listing = super().list_folders(prefix, folders, page_size)
+            async with contextlib.aclosing(listing) as pages:
+                async for entries in pages:
+                    yield entries
+            return
+        base = self._path(prefix.strip("/")) + "/"
+        wanted = sorted(folders)
+        last: tuple[str, str] | None = None
+        paths_listed = self._paged(prefix, base, True, page_size, f"{base}{wanted[0]}/")
+        async with contextlib.aclosing(paths_listed) as pages:
+            async for paths in pages:
+                page: builtins.list[tuple[str, str]] = []
+                for path in paths:
+                    folder, _, rest = path[len(base) :].partition("/")
+                    if folder > wanted[-1]:
+                        yield page
+                        return
+                    # An object in a sub-folder stands for the sub-folder, as ``list`` has it.
+                    name = rest.split("/", 1)[0]
+                    entry = (folder, name)
+                    if folder in wanted and name and not name.startswith(".") and entry != last:
+                        page.append(entry)
+                        last = entry
+                yield page
+
+    async def _paged(
+        self, prefix: str, base: str, recursive: bool, page_size: int | None, after: str | None
+    ) -> AsyncGenerator[builtins.list[str], None]:
+        """``_pages`` of ``base`` (paths after ``after``), a throttled page listed again from
+        after the last page."""
         size = page_size or self.page_size
-        pages = self._pages(base, False, size, after)
+        pages = self._pages(base, recursive, size, after)
         retry = 0
         try:
             while True:
@@ -422,17 +460,17 @@ class CloudObjectStore(ObjectStore):
                     page = await anext(pages)
                 except StopAsyncIteration:
                     return
-                except Exception as exc:  # throttled: list again from after the last page
+                except Exception as exc:
                     await self._throttled(exc, retry, "list", prefix)
                     retry += 1
                     await pages.aclose()
-                    pages = self._pages(base, False, size, after)
+                    pages = self._pages(base, recursive, size, after)
                     continue
                 if after is not None:
                     page = [p for p in page if p > after]
                 if page:
                     after = page[-1]
-                yield self._names(base, page)
+                yield page
         finally:
             await pages.aclose()
 

@@ -46,6 +46,7 @@ from omniq.storage.file.common import FileStoreContext, from_ms, logger, to_ms
 from omniq.storage.file.doorbell import Doorbell
 from omniq.storage.file.keys import (
     PendingIndex,
+    PendingName,
     is_pending_name,
     parse_pending,
     pending_stem,
@@ -96,6 +97,12 @@ _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(LeaseRecord).decode
 
 
+def _parsed(name: str) -> PendingName | None:
+    """The parts of a pending payload's name; ``None`` for a stray (not one of ours)."""
+    parsed = parse_pending(split_ext(name)[0])
+    return parsed if parsed is not None and is_pending_name(name) else None
+
+
 def _retrieved(future: asyncio.Future[list[str]]) -> None:
     """Mark a future's outcome seen (a cancelled one has none)."""
     if not future.cancelled():
@@ -127,6 +134,7 @@ class LeaseTaskQueue(FileTaskQueue):
         self._quiet: set[str] = set()  # queues found empty and not claimed from since
         self._idle_until: dict[str, float] = {}  # queue -> monotonic time to list it again
         self._mine: dict[str, set[str]] = {}  # location -> names claimed here, still leased
+        self._long: set[str] = set()  # locations to list the long way (_short_index)
         self.reaper_turn = ReaperTurn(self._objects, tasks_dir, ctx.config.reap_interval)
         #: Leases the reaper's sweeps ``read`` and ``skipped`` (written too recently).
         self.reap_stats: Counter[str] = Counter()
@@ -255,6 +263,10 @@ class LeaseTaskQueue(FileTaskQueue):
             # listing, not two (running/ is not listed).
             index = self._indexes[where] = PendingIndex([], time.monotonic())
             return index
+        if self._objects.seeks and where not in self._long:
+            short = await self._short_index(where)
+            if short is not None:
+                return short
         # The leases are listed while the first page of payloads comes: a round trip less
         # per refresh. (Either order only decides which names are tried: a name claimed
         # between the two listings is a lost race, as it would be a moment later.)
@@ -271,6 +283,7 @@ class LeaseTaskQueue(FileTaskQueue):
         """``_fresh_index`` once the listing of the leases (``running``) is under way."""
         leased: set[str] | None = None
         now_ms = to_ms(utcnow())
+        listed = 0
         names: list[str] = []
         strays: list[str] = []
         due = 0
@@ -285,14 +298,13 @@ class LeaseTaskQueue(FileTaskQueue):
                 async for page in pages:
                     if leased is None:
                         leased = set(await running)
-                        mine = self._mine[where] = self._mine.get(where, set()) & leased
-                        if leased - mine:  # others hold tasks here: pick at random at once
-                            self._contended_until = time.monotonic() + self.CONTENDED_SECONDS
+                        self._note_leases(where, leased)
+                    listed += len(page)
                     for name in page:
                         if name in leased:
                             continue
-                        parsed = parse_pending(split_ext(name)[0])
-                        if parsed is None or not is_pending_name(name):
+                        parsed = _parsed(name)
+                        if parsed is None:
                             strays.append(name)
                             continue
                         names.append(name)
@@ -309,6 +321,50 @@ class LeaseTaskQueue(FileTaskQueue):
             if jump is None:
                 break
             start_after = jump
+        whole = horizon is None and start_after is None  # every payload listed
+        if whole and listed + len(leased or ()) <= self.HEAD_PAGE * 9 // 10:
+            self._long.discard(where)  # they fit a page again, with room to grow
+        return await self._new_index(where, names, strays, horizon)
+
+    async def _short_index(self, where: str) -> PendingIndex | None:
+        """The index from one listing of ``pending/`` and ``running/`` together (sibling
+        folders that sort one after the other, on a store that can start a listing after a
+        name): one request where the long way takes two, while the payloads and leases fit a
+        page, as they do unless a backlog has built up. ``None`` if the payloads alone fill a
+        page: the queue is long, and its head is listed the long way (``_head_index``) until
+        a listing that way finds it short again."""
+        payloads: list[str] = []
+        leased: set[str] = set()
+        listing = self._objects.list_folders(
+            f"{self._root}/{where}", (PENDING, RUNNING), self.HEAD_PAGE
+        )
+        async with contextlib.aclosing(listing) as pages:
+            async for page in pages:
+                for folder, name in page:
+                    if folder == PENDING:
+                        payloads.append(name)
+                    else:
+                        leased.add(name)
+                if not leased and len(payloads) >= self.HEAD_PAGE:
+                    self._long.add(where)
+                    return None
+        self._note_leases(where, leased)
+        names: list[str] = []
+        strays: list[str] = []
+        for name in payloads:
+            if name not in leased:
+                (strays if _parsed(name) is None else names).append(name)
+        return await self._new_index(where, names, strays, None)
+
+    def _note_leases(self, where: str, leased: set[str]) -> None:
+        """Forget own claims no longer leased; others hold tasks here: pick at random."""
+        mine = self._mine[where] = self._mine.get(where, set()) & leased
+        if leased - mine:
+            self._contended_until = time.monotonic() + self.CONTENDED_SECONDS
+
+    async def _new_index(
+        self, where: str, names: list[str], strays: list[str], horizon: str | None
+    ) -> PendingIndex:
         await self._set_aside_strays(where, PENDING, strays)
         index = PendingIndex(names, time.monotonic(), horizon)
         self._indexes[where] = index

@@ -28,7 +28,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,6 +134,17 @@ class ObjectStore(ABC):
         ``start_after`` are listed. Stores that list in one call yield one page."""
         names = sorted(await self.list(prefix))
         yield names if start_after is None else [n for n in names if n > start_after]
+
+    async def list_folders(
+        self, prefix: str, folders: Sequence[str], page_size: int | None = None
+    ) -> AsyncGenerator[builtins.list[tuple[str, str]], None]:
+        """``(folder, name)`` for the names ``list`` gives in each of the sibling ``folders``
+        of ``prefix``, in pages, in (folder, name) order. Stores that ``seek`` list them
+        together: one request for a page of up to ``page_size`` names, where listing the
+        folders one by one takes a request each. The others list one folder after another."""
+        for folder in sorted(folders):
+            names = sorted(await self.list(f"{prefix}/{folder}"))
+            yield [(folder, name) for name in names]
 
     async def exists(self, key: str) -> bool:
         """Whether an object is stored under ``key``."""

@@ -22,7 +22,7 @@ import builtins
 import itertools
 import random
 from collections import Counter
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass, field
 
 from omniq.models._time import utcnow
@@ -293,14 +293,33 @@ class SimulatedBucket:
         ``start_after``, in name order."""
         self.answers["list", 200] += 1
         if recursive:
-            paths = [p for p in sorted(self._objects) if p.startswith(prefix)]
-        else:
-            paths = list(self._dirs.get(prefix, []))
-            subdirs = self._subdirs.get(prefix)
-            if subdirs:
-                paths = sorted(paths + list(subdirs))
+            return list(itertools.islice(self._below_after(prefix, start_after), size))
+        paths = self._entries(prefix)
         start = 0 if start_after is None else bisect.bisect_right(paths, start_after)
         return paths[start : start + size]
+
+    def _entries(self, prefix: str) -> builtins.list[str]:
+        paths = self._dirs.get(prefix, [])
+        subdirs = self._subdirs.get(prefix)
+        return sorted(paths + list(subdirs)) if subdirs else list(paths)
+
+    def _below_after(self, prefix: str, start_after: str | None) -> Iterator[str]:
+        """Every object path below ``prefix`` after ``start_after``, in name order (a walk of
+        the folders: sorting the whole bucket per page would be slow at a thousand workers)."""
+        entries = self._entries(prefix)
+        start = 0
+        if start_after is not None:
+            start = bisect.bisect_right(entries, start_after)
+            # The folder holding ``start_after`` sorts before it: the walk goes on inside it.
+            if start and entries[start - 1].endswith("/"):
+                holder = entries[start - 1]
+                if start_after.startswith(holder):
+                    yield from self._below_after(holder, start_after)
+        for path in entries[start:]:
+            if path.endswith("/"):
+                yield from self._below_after(path, None)
+            else:
+                yield path
 
 
 class SimulatedObjectStore(CloudObjectStore):
