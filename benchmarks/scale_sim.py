@@ -635,6 +635,9 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--shards", type=int, default=None, help="the queue's shard count")
     parser.add_argument(
+        "--slots", type=int, default=None, help="each worker's concurrency (4 unless given)"
+    )
+    parser.add_argument(
         "--partitioned", action="store_true",
         help="S3 partitions split down to the queue's folders from the start (as after "
         "sustained load: the simulation otherwise splits one level a minute)",
@@ -644,6 +647,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.s3_limit_scale is not None and not args.s3_limit_scale > 0:
         parser.error("--s3-limit-scale must be a number above 0")
+    if args.slots is not None and args.slots < 1:
+        parser.error("--slots must be at least 1")
     if args.task_jitter is not None and not 0 <= args.task_jitter < 1:
         parser.error("--task-jitter must be at least 0 and below 1 (a task cannot last 0 s)")
     logging.getLogger("omniq").setLevel(logging.ERROR)  # expected expiries and lost leases
@@ -657,6 +662,7 @@ def main() -> None:
                 "produce_seconds": args.produce, "task_seconds": args.task_seconds,
                 "task_jitter": args.task_jitter,
                 "shards": args.shards, "partitioned": args.partitioned or None,
+                "slots": args.slots,
             }  # fmt: skip
             overrides = {k: v for k, v in given.items() if v is not None}
             if args.s3_limit_scale is not None:

@@ -470,7 +470,6 @@ async def test_a_failed_lease_listing_is_not_left_unretrieved(clock, caplog):
 
         objects.list = failing_list
         objects.list_pages = failing_pages
-        q._long.add("default")  # listed the long way: a short queue takes one listing
         with caplog.at_level("ERROR", logger="asyncio"):
             for _ in range(3):
                 with pytest.raises(StorageError, match="pending"):

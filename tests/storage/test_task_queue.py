@@ -507,41 +507,77 @@ async def test_object_stores_list_only_the_head_of_a_long_queue(backend_factory,
         assert await consumer.task_queue.get_queue_size("default") == len(delayed)
 
 
+def _listed_ids(index) -> list[str]:
+    return [name.split("-")[-1].split(".")[0] for name in index.names()]
+
+
+async def _refresh(backend, where: str = "default") -> tuple[list[str], int]:
+    """A consumer's fresh listing of ``where``: the task ids in it, and the LISTs it took."""
+    before = backend.objects.requests["list"]
+    index = await backend.task_queue._fresh_index(where)
+    return _listed_ids(index), backend.objects.requests["list"] - before
+
+
 @pytest.mark.file_layout("object-store listings")
 async def test_object_stores_list_a_short_queue_in_one_request(backend_factory, monkeypatch):
     """A short queue's payloads and leases come in one listing where the store can start a
-    listing after a name (they are sibling folders); a queue whose payloads fill a page is
-    listed the long way (the head of pending/, running/ beside it) until it is short again."""
+    listing after a name (they are sibling folders), once a listing the long way (the head of
+    pending/, running/ beside it) found them short; a queue whose payloads fill a page is
+    listed the long way again until it is short. A delayed task does not keep it long."""
     producer, consumer = _listing_pair(backend_factory, monkeypatch, head_names=5, head_page=10)
     async with producer, consumer:
-        q = consumer.task_queue
         ids = [await producer.task_queue.enqueue(Task(func="f", args=(i,))) for i in range(3)]
         held = await producer.task_queue.dequeue("default")  # a lease the listing must show
-
-        async def refresh() -> tuple[list[str], int]:
-            before = consumer.objects.requests["list"]
-            index = await q._fresh_index("default")
-            return [name.split("-")[-1].split(".")[0] for name in index.names()], (
-                consumer.objects.requests["list"] - before
-            )
-
-        names, lists = await refresh()
-        assert names == [i for i in ids if i != held.id]  # the leased name is left out
-        assert lists == (1 if consumer.objects.seeks else 2)
-        if not consumer.objects.seeks:
-            return  # Azure cannot start a listing after a name: always the long way
+        waiting = [i for i in ids if i != held.id]
+        later = await producer.task_queue.enqueue(Task(func="f", delay=3600))
+        if not consumer.objects.seeks:  # Azure cannot start a listing after a name
+            for _ in range(2):  # always the long way
+                assert await _refresh(consumer) == ([*waiting, later], 2)
+            return
+        # The long way first: a page of pending/ (it jumps past the delayed name), running/.
+        assert await _refresh(consumer) == ([*waiting, later], 3)
+        assert await _refresh(consumer) == ([*waiting, later], 1)
         more = [await producer.task_queue.enqueue(Task(func="f")) for _ in range(10)]
-        names, lists = await refresh()  # payloads fill the page: one wasted listing, then long
-        assert "default" in q._long and names[:2] == [i for i in ids if i != held.id]
-        assert lists == 3  # the short try, the head of pending/ (a page), running/
-        names, lists = await refresh()
+        names, lists = await _refresh(consumer)  # the payloads fill the page: long again
+        assert names[:2] == waiting and lists == 3  # the short try, a page of pending/, running/
+        names, lists = await _refresh(consumer)
         assert lists == 2 and len(names) == 9  # a page of payloads, one of them leased
         for task_id in more:
             await producer.task_queue.cancel_task(task_id)
-        await refresh()  # the long way finds it short again
-        assert "default" not in q._long
-        names, lists = await refresh()
-        assert lists == 1 and names == [i for i in ids if i != held.id]
+        await _refresh(consumer)  # the long way finds it short again
+        assert await _refresh(consumer) == ([*waiting, later], 1)
+
+
+@pytest.mark.file_layout("object-store listings")
+@pytest.mark.parametrize("stray", ["running-old/x", "running.bak", "running (copy)/y", "q/z"])
+async def test_a_short_listing_sees_the_leases_past_look_alike_folders(
+    backend_factory, monkeypatch, stray
+):
+    """Objects whose names sort between pending/ and running/ in path order ('-' and '.'
+    sort before '/') do not end the listing before the leases."""
+    producer, consumer = _listing_pair(backend_factory, monkeypatch, head_names=5, head_page=10)
+    async with producer, consumer:
+        ids = [await producer.task_queue.enqueue(Task(func="f", args=(i,))) for i in range(3)]
+        held = await producer.task_queue.dequeue("default")
+        await producer.objects.put(f"tasks/default/{stray}", b"1")
+        for _ in range(2):  # the long way, then the short way where the store can
+            assert (await _refresh(consumer))[0] == [i for i in ids if i != held.id]
+
+
+@pytest.mark.file_layout("object-store listings")
+async def test_a_sub_folder_in_pending_keeps_the_queue_listed_the_long_way(
+    backend_factory, monkeypatch
+):
+    """A listing of pending/ shows a sub-folder as one name (a stray, left in place); a
+    listing of both folders would read every object in it at each refresh."""
+    producer, consumer = _listing_pair(backend_factory, monkeypatch, head_names=5, head_page=10)
+    async with producer, consumer:
+        task_id = await producer.task_queue.enqueue(Task(func="f"))
+        for i in range(50):
+            await producer.objects.put(f"tasks/default/pending/junk/{i:03d}", b"1")
+        for _ in range(3):
+            names, lists = await _refresh(consumer)
+            assert names == [task_id] and lists <= 2
 
 
 @pytest.mark.file_layout("object-store reaper CAS")

@@ -427,17 +427,19 @@ class CloudObjectStore(ObjectStore):
                     yield entries
             return
         base = self._path(prefix.strip("/")) + "/"
-        wanted = sorted(folders)
+        # In path order: "running-old/x" sorts before "running/" ('-' before '/').
+        wanted = sorted(folders, key=lambda folder: folder + "/")
+        end = f"{base}{wanted[-1]}/"
         last: tuple[str, str] | None = None
         paths_listed = self._paged(prefix, base, True, page_size, f"{base}{wanted[0]}/")
         async with contextlib.aclosing(paths_listed) as pages:
             async for paths in pages:
                 page: builtins.list[tuple[str, str]] = []
                 for path in paths:
-                    folder, _, rest = path[len(base) :].partition("/")
-                    if folder > wanted[-1]:
+                    if path > end and not path.startswith(end):  # past the last folder
                         yield page
                         return
+                    folder, _, rest = path[len(base) :].partition("/")
                     # An object in a sub-folder stands for the sub-folder, as ``list`` has it.
                     name = rest.split("/", 1)[0]
                     entry = (folder, name)

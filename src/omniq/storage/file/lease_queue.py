@@ -134,7 +134,7 @@ class LeaseTaskQueue(FileTaskQueue):
         self._quiet: set[str] = set()  # queues found empty and not claimed from since
         self._idle_until: dict[str, float] = {}  # queue -> monotonic time to list it again
         self._mine: dict[str, set[str]] = {}  # location -> names claimed here, still leased
-        self._long: set[str] = set()  # locations to list the long way (_short_index)
+        self._short: set[str] = set()  # locations to list the short way (_short_index)
         self.reaper_turn = ReaperTurn(self._objects, tasks_dir, ctx.config.reap_interval)
         #: Leases the reaper's sweeps ``read`` and ``skipped`` (written too recently).
         self.reap_stats: Counter[str] = Counter()
@@ -263,7 +263,7 @@ class LeaseTaskQueue(FileTaskQueue):
             # listing, not two (running/ is not listed).
             index = self._indexes[where] = PendingIndex([], time.monotonic())
             return index
-        if self._objects.seeks and where not in self._long:
+        if where in self._short:
             short = await self._short_index(where)
             if short is not None:
                 return short
@@ -283,7 +283,7 @@ class LeaseTaskQueue(FileTaskQueue):
         """``_fresh_index`` once the listing of the leases (``running``) is under way."""
         leased: set[str] | None = None
         now_ms = to_ms(utcnow())
-        listed = 0
+        first_page: int | None = None  # payloads in the first page: all of them, if not full
         names: list[str] = []
         strays: list[str] = []
         due = 0
@@ -299,7 +299,8 @@ class LeaseTaskQueue(FileTaskQueue):
                     if leased is None:
                         leased = set(await running)
                         self._note_leases(where, leased)
-                    listed += len(page)
+                    if first_page is None:
+                        first_page = len(page)
                     for name in page:
                         if name in leased:
                             continue
@@ -321,32 +322,40 @@ class LeaseTaskQueue(FileTaskQueue):
             if jump is None:
                 break
             start_after = jump
-        whole = horizon is None and start_after is None  # every payload listed
-        if whole and listed + len(leased or ()) <= self.HEAD_PAGE * 9 // 10:
-            self._long.discard(where)  # they fit a page again, with room to grow
+        # Payloads and leases fit a page, with room to grow: list them together next time. (A
+        # queue with strays stays the long way: a sub-folder lists as one name there.)
+        payloads = first_page if first_page is not None and first_page < self.HEAD_PAGE else None
+        if (
+            self._objects.seeks and payloads is not None and not strays
+            and payloads + len(leased or ()) <= self.HEAD_PAGE * 9 // 10
+        ):  # fmt: skip
+            self._short.add(where)
         return await self._new_index(where, names, strays, horizon)
 
     async def _short_index(self, where: str) -> PendingIndex | None:
         """The index from one listing of ``pending/`` and ``running/`` together (sibling
         folders that sort one after the other, on a store that can start a listing after a
-        name): one request where the long way takes two, while the payloads and leases fit a
-        page, as they do unless a backlog has built up. ``None`` if the payloads alone fill a
-        page: the queue is long, and its head is listed the long way (``_head_index``) until
-        a listing that way finds it short again."""
+        name): one request where the long way (``_head_index``) takes two, while the payloads
+        and leases fit a page, as they do unless a backlog has built up. A location is listed
+        this way once a listing the long way found it short (``_short``), until this way finds
+        it long: ``None`` if the payloads alone fill a page; the index, but the long way
+        next, if the leases took a page more or strays were found."""
         payloads: list[str] = []
         leased: set[str] = set()
         listing = self._objects.list_folders(
             f"{self._root}/{where}", (PENDING, RUNNING), self.HEAD_PAGE
         )
+        pages_listed = 0
         async with contextlib.aclosing(listing) as pages:
             async for page in pages:
+                pages_listed += 1
                 for folder, name in page:
                     if folder == PENDING:
                         payloads.append(name)
                     else:
                         leased.add(name)
                 if not leased and len(payloads) >= self.HEAD_PAGE:
-                    self._long.add(where)
+                    self._short.discard(where)
                     return None
         self._note_leases(where, leased)
         names: list[str] = []
@@ -354,6 +363,8 @@ class LeaseTaskQueue(FileTaskQueue):
         for name in payloads:
             if name not in leased:
                 (strays if _parsed(name) is None else names).append(name)
+        if pages_listed > 1 or strays:  # the long way: the folders side by side, at once
+            self._short.discard(where)
         return await self._new_index(where, names, strays, None)
 
     def _note_leases(self, where: str, leased: set[str]) -> None:

@@ -142,7 +142,7 @@ class ObjectStore(ABC):
         of ``prefix``, in pages, in (folder, name) order. Stores that ``seek`` list them
         together: one request for a page of up to ``page_size`` names, where listing the
         folders one by one takes a request each. The others list one folder after another."""
-        for folder in sorted(folders):
+        for folder in sorted(folders, key=lambda folder: folder + "/"):
             names = sorted(await self.list(f"{prefix}/{folder}"))
             yield [(folder, name) for name in names]
 
