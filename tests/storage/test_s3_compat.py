@@ -306,3 +306,10 @@ async def test_every_try_of_a_throttled_write_is_omniqs_own(s3_server):
             with deadline(utcnow_ms()), pytest.raises(StorageError, match="deadline"):
                 await objects.put("x/late", b"1")
             assert puts() == before
+
+
+def test_s3_express_directory_buckets_are_refused_with_the_reason():
+    """Directory buckets list neither after a name nor in name order (AWS's ListObjectsV2
+    reference): a queue read in name order cannot run there, so the URL is refused at once."""
+    with pytest.raises(ConfigError, match="directory buckets are not supported"):
+        FileBackend(base_dir="s3://queue--usw2-az1--x-s3/omniq", fs_protocol="s3")

@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator
 from datetime import datetime
 from typing import Any
 
-from omniq.exceptions import MissingDependencyError
+from omniq.exceptions import ConfigError, MissingDependencyError
 from omniq.storage.file.cloud import MATCH_FORMS, CloudObjectStore, WriteConflict, http_status
 from omniq.storage.file.objects import VersionMismatch
 
@@ -38,6 +38,16 @@ class S3ObjectStore(CloudObjectStore):
     driver = "s3fs"
     extra = "s3"
     match_forms = MATCH_FORMS
+
+    def __init__(self, root: str, options: dict[str, Any]) -> None:
+        super().__init__(root, options)
+        if self.bucket.endswith("--x-s3"):
+            raise ConfigError(
+                f"{self.url}: S3 Express One Zone directory buckets are not supported: their "
+                "listings neither start after a name nor come in name order, and OmniQ's "
+                "queues are read in name order (priority, then due time); use a general "
+                "purpose bucket"
+            )
 
     async def _connect(self) -> None:
         try:
