@@ -298,7 +298,8 @@ class LeaseTaskQueue(FileTaskQueue):
         a name, the listing jumps to the next priority instead of paging through a backlog of
         delayed tasks (retries waiting out their back-off, say).
         """
-        if queue_of(where) in self._quiet and not await self._any_pending(where):
+        quiet = queue_of(where) in self._quiet and where not in self._short  # one listing anyway
+        if quiet and not await self._any_pending(where):
             # Idle (and woken by the doorbell, until a claim): an empty shard costs one
             # listing, not two (running/ is not listed).
             index = self._indexes[where] = PendingIndex([], time.monotonic())
@@ -363,11 +364,13 @@ class LeaseTaskQueue(FileTaskQueue):
                 break
             start_after = jump
         # Payloads and leases fit a page, with room to grow: list them together next time. (A
-        # queue with strays stays the long way: a sub-folder lists as one name there.)
+        # queue with strays, in either folder, stays the long way: a sub-folder lists as one
+        # name there, but as every object in it in a listing of both.)
         payloads = first_page if first_page is not None and first_page < self.HEAD_PAGE else None
         if (
             self._objects.seeks and payloads is not None and not strays
             and payloads + len(leased or ()) <= self.HEAD_PAGE * 9 // 10
+            and all(_parsed(name) is not None for name in leased or ())
         ):  # fmt: skip
             self._short.add(where)
         return await self._new_index(where, names, strays, horizon)
@@ -403,7 +406,8 @@ class LeaseTaskQueue(FileTaskQueue):
         for name in payloads:
             if name not in leased:
                 (strays if _parsed(name) is None else names).append(name)
-        if pages_listed > 1 or strays:  # the long way: the folders side by side, at once
+        odd_leases = any(_parsed(name) is None for name in leased)  # a sub-folder, say
+        if pages_listed > 1 or strays or odd_leases:  # the long way: side by side, at once
             self._short.discard(where)
         return await self._new_index(where, names, strays, None)
 
