@@ -135,7 +135,7 @@ async def sqs_hints_queue(server: Emulator, url: str) -> str:
     async with aws_client(server, "sqs") as sqs, aws_client(server, "s3") as s3:
         queue_url = (await sqs.create_queue(QueueName=f"hints-{uuid.uuid4().hex[:8]}"))["QueueUrl"]
         attributes = await sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
-        rule = {"Name": "prefix", "Value": f"{prefix}/tasks/"}
+        rule = {"Name": "prefix", "Value": f"{prefix}/tasks/" if prefix else "tasks/"}
         await s3.put_bucket_notification_configuration(
             Bucket=bucket,
             NotificationConfiguration={

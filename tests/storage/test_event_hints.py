@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import uuid
+from typing import Any
 
 import pytest
 
@@ -93,35 +94,75 @@ async def test_broken_hints_never_keep_a_task_from_a_consumer(s3_server, caplog)
     assert "event hints from" in caplog.text
 
 
-def _event(key: str, name: str = "ObjectCreated:Put") -> str:
-    return json.dumps({"Records": [{"eventName": name, "s3": {"object": {"key": key}}}]})
+def _event(key: str, name: str = "ObjectCreated:Put", bucket: str = "bkt") -> str:
+    record = {"eventName": name, "s3": {"bucket": {"name": bucket}, "object": {"key": key}}}
+    return json.dumps({"Records": [record]})
 
 
-def test_only_new_pending_tasks_of_valid_queues_are_hints():
-    hints = SqsHints("https://sqs.eu-west-1.amazonaws.com/1/q", "base/tasks/", {})
-    queues = hints._queues_of
-    assert queues(_event("base/tasks/emails/pending/00000-1-x.json")) == {"emails"}
-    assert queues(_event("base%2Ftasks%2Femails%2Fpending%2Fa")) == {"emails"}  # URL-encoded
-    assert queues(_event("base/tasks/emails/s03/pending/a")) == {"emails"}  # a shard
-    sns = json.dumps({"Type": "Notification", "Message": _event("base/tasks/b/pending/a")})
-    assert queues(sns) == {"b"}  # delivered through SNS
+def _message(body: str, sent_ms: float | None = None) -> dict[str, Any]:
+    attributes = {} if sent_ms is None else {"SentTimestamp": str(int(sent_ms))}
+    return {"Body": body, "Attributes": attributes}
+
+
+def test_only_new_pending_tasks_of_waited_queues_are_heard():
+    hints = SqsHints("https://sqs.eu-west-1.amazonaws.com/1/q", "bkt", "base/tasks/", {})
+    now = 1_000_000_000_000.0
+
+    def judge(body: str, wanted=("emails",), sent: float | None = now - 500):
+        return hints.judge(_message(body, sent), set(wanted), now)
+
+    assert judge(_event("base/tasks/emails/pending/00000-1-x.json")) == ("heard", {"emails"})
+    assert judge(_event("base%2Ftasks%2Femails%2Fpending%2Fa")) == ("heard", {"emails"})
+    assert judge(_event("base/tasks/emails/s03/pending/a")) == ("heard", {"emails"})  # a shard
+    sns = json.dumps({"Type": "Notification", "Message": _event("base/tasks/emails/pending/a")})
+    assert judge(sns) == ("heard", {"emails"})  # delivered through SNS
+    # For a queue, a bucket or a base no dequeue here waits on: someone else's to hear.
+    assert judge(_event("base/tasks/sms/pending/a")) == ("passed on", {"sms"})
+    assert judge(_event("base/tasks/emails/pending/a", bucket="other")) == ("passed on", set())
+    assert judge(_event("other/tasks/emails/pending/a")) == ("passed on", set())
+    # A minute old: the doorbell or an idle listing has found its task.
+    assert judge(_event("base/tasks/sms/pending/a"), sent=now - 61_000)[0] == "stale"
     for body in [
         _event("base/tasks/emails/completed/x"),  # not a new task
+        _event("base/tasks/emails/running/a"),
         _event("base/tasks/emails/pending/a", "ObjectRemoved:Delete"),
-        _event("other/tasks/emails/pending/a"),  # another base in the bucket
-        _event("base/tasks/../pending/a"),  # not a queue name
         _event("base/tasks/emails/doorbell/17"),
         json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent"}),
         "not json",
         json.dumps([1, 2]),
         json.dumps({"Records": [{"s3": None}]}),
     ]:
-        assert queues(body) == set(), body
-    assert hints._client_arguments()["region_name"] == "eu-west-1"
+        assert judge(body) == ("ignored", set()), body
 
 
 @pytest.mark.parametrize(
-    "value", ["sqs://queue", "https://", "https://sqs.us-east-1.amazonaws.com/only-one-part", 5]
+    ("url", "region"),
+    [
+        ("https://sqs.eu-west-1.amazonaws.com/1/q", "eu-west-1"),
+        ("https://eu-west-2.queue.amazonaws.com/1/q", "eu-west-2"),
+        ("https://vpce-0a1b-c2d3.sqs.ap-south-1.vpce.amazonaws.com/1/q", "ap-south-1"),
+        ("https://sqs.cn-north-1.amazonaws.com.cn/1/q", "cn-north-1"),
+        ("https://sqs-fips.us-gov-west-1.amazonaws.com/1/q", "us-gov-west-1"),
+        ("https://sqs.eu-west-1.api.aws/1/q", "eu-west-1"),
+        ("http://127.0.0.1:4566/1/q", "from-options"),
+    ],
+)
+def test_the_sqs_client_signs_for_the_queue_region(url, region):
+    options = {"client_kwargs": {"region_name": "from-options"}}
+    assert SqsHints(url, "b", "tasks/", options)._client_arguments()["region_name"] == region
+    # Neither in the URL nor the options: botocore's own resolution (AWS_REGION, a profile).
+    assert "region_name" not in SqsHints("http://localhost/1/q", "b", "t/", {})._client_arguments()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "sqs://queue",
+        "https://",
+        "https://sqs.us-east-1.amazonaws.com/only-one-part",
+        "https://sqs.us-east-1.amazonaws.com/1/q.fifo",
+        5,
+    ],
 )
 def test_event_hints_must_be_an_sqs_queue_url(value):
     with pytest.raises(ConfigError, match="event_hints"):
@@ -137,33 +178,103 @@ def test_event_hints_need_an_s3_base():
 
 async def test_a_hint_that_comes_to_a_busy_consumer_is_passed_on(s3_server):
     """A message received when no dequeue waits any more (the long poll began while idle) is
-    made visible again at once, for an idle consumer, instead of being dropped."""
+    made visible again soon, for an idle consumer, instead of being dropped."""
     async with aws_client(s3_server, "sqs") as sqs:
         queue_url = (await sqs.create_queue(QueueName=f"hints-{uuid.uuid4().hex[:8]}"))["QueueUrl"]
-        hints = SqsHints(queue_url, "base/tasks/", dict(s3_server.options))
+        hints = SqsHints(queue_url, "bkt", "base/tasks/", dict(s3_server.options))
         heard: list[str] = []
         listening = asyncio.Event()
         listening.set()
-        runner = asyncio.ensure_future(hints.run(heard.append, listening))
+
+        def waited() -> set[str]:
+            return {"emails"} if listening.is_set() else set()
+
+        runner = asyncio.ensure_future(hints.run(heard.append, waited, listening))
         try:
             for _ in range(int(PATIENCE * 10)):  # until its first long poll is under way
                 if hints.stats["polls"]:
                     break
                 await asyncio.sleep(0.1)
             listening.clear()  # the consumer got busy
-            await sqs.send_message(
-                QueueUrl=queue_url, MessageBody=_event("base/tasks/emails/pending/a")
-            )
+            body = _event("base/tasks/emails/pending/a")
+            await sqs.send_message(QueueUrl=queue_url, MessageBody=body)
             for _ in range(int(PATIENCE * 10)):
                 if hints.stats["passed on"]:
                     break
                 await asyncio.sleep(0.1)
             assert hints.stats["passed on"] == 1 and heard == [], hints.stats
-            again = await sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=5)
-            assert [m["Body"] for m in again.get("Messages", [])] == [
-                _event("base/tasks/emails/pending/a")
-            ]
+            again = await sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=20)
+            assert [m["Body"] for m in again.get("Messages", [])] == [body]
         finally:
             runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await runner
+
+
+async def test_a_hint_for_a_queue_another_consumer_serves_reaches_it(s3_server, monkeypatch):
+    """Two consumers of one base share the SQS queue and serve different queues: a hint for
+    the queue of the one that is busy elsewhere is passed on, not taken, and the other wakes."""
+    url = s3_server.url()
+    producer = FileBackend.from_url(url, fs_kwargs=dict(s3_server.options))
+    async with producer:
+        queue_url = await sqs_hints_queue(s3_server, url)
+        settings = {"event_hints": queue_url, "listing_ttl": 3600}
+        a = FileBackend.from_url(url, fs_kwargs=dict(s3_server.options), **settings)
+        b = FileBackend.from_url(url, fs_kwargs=dict(s3_server.options), **settings)
+        async with a, b:
+            qa, qb = _resting_forever(a, monkeypatch), _resting_forever(b, monkeypatch)
+            assert await qa.dequeue("other", timeout=0.2) is None
+            assert await qb.dequeue("default", timeout=0.2) is None
+            a_waits = asyncio.ensure_future(qa.dequeue("other", timeout=PATIENCE))
+            await asyncio.sleep(0.1)
+            task_id = await producer.task_queue.enqueue(Task(func="for-b"))
+            assert qa.hints is not None
+            for _ in range(int(PATIENCE * 10)):  # only a waits: the message comes to it
+                if qa.hints.stats["passed on"]:
+                    break
+                await asyncio.sleep(0.1)
+            assert qa.hints.stats["passed on"] >= 1 and qa.hints.stats["heard"] == 0
+            a_waits.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await a_waits
+            got = await qb.dequeue("default", timeout=PATIENCE)
+            assert got is not None and got.id == task_id
+            assert qb.hints is not None and qb.hints.stats["heard"] >= 1, qb.hints.stats
+
+
+def test_hints_start_again_when_the_backend_is_opened_on_another_loop(s3_server, monkeypatch):
+    """``asyncio.run`` twice on one backend (closed in between): the second loop's waits get
+    hints too (the first loop's poller and its event are gone with it)."""
+    url = s3_server.url()
+    producer = FileBackend.from_url(url, fs_kwargs=dict(s3_server.options))
+
+    async def setup() -> str:
+        async with producer:
+            return await sqs_hints_queue(s3_server, url)
+
+    queue_url = asyncio.run(setup())
+    consumer = FileBackend.from_url(
+        url, fs_kwargs=dict(s3_server.options), event_hints=queue_url, listing_ttl=3600
+    )
+
+    async def one_round() -> bool:
+        async with consumer, producer:
+            q = _resting_forever(consumer, monkeypatch)
+            assert await q.dequeue("default", timeout=0.2) is None
+            waiting = asyncio.ensure_future(q.dequeue("default", timeout=PATIENCE))
+            await asyncio.sleep(0.1)
+            task_id = await producer.task_queue.enqueue(Task(func="round"))
+            got = await waiting
+            return got is not None and got.id == task_id
+
+    assert asyncio.run(one_round())
+    assert asyncio.run(one_round())
+    assert consumer.task_queue.hints.stats["heard"] >= 2
+
+
+def test_an_event_hints_variable_is_ignored_by_bases_that_are_not_s3(monkeypatch, tmp_path):
+    """OMNIQ_EVENT_HINTS exported for a shell's S3 bases leaves its other bases working; the
+    setting given in code to such a base is an error (above)."""
+    monkeypatch.setenv("OMNIQ_EVENT_HINTS", "https://sqs.us-east-1.amazonaws.com/1/q")
+    backend = FileBackend(base_dir=str(tmp_path / "data"), fs_protocol="file")
+    assert backend.config.event_hints is not None

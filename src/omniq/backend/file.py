@@ -181,6 +181,9 @@ class FileBackend(Backend):
     def _listen_for_hints(self, url: str) -> None:
         """Idle consumers wake on the bucket's event notifications (``hints.py``): S3 only."""
         if not isinstance(self.objects, S3ObjectStore):
+            if os.environ.get("OMNIQ_EVENT_HINTS") == url:  # set for the S3 bases of a shell
+                logger.debug("OMNIQ_EVENT_HINTS ignored: %s is not an s3:// base", self.url)
+                return
             raise ConfigError(
                 f"event_hints needs an s3:// base (S3 event notifications to SQS), not "
                 f"{self.url}: GCS Pub/Sub and Azure Event Grid hints are not supported"
@@ -189,7 +192,7 @@ class FileBackend(Backend):
             raise MissingDependencyError("event_hints needs aiobotocore: pip install 'omniq[s3]'")
         assert isinstance(self._file_queue, LeaseTaskQueue)
         prefix = f"{self.objects.prefix}{self.config.tasks_dir}/"
-        self._file_queue.hints = SqsHints(url, prefix, self.storage_options)
+        self._file_queue.hints = SqsHints(url, self.objects.bucket, prefix, self.storage_options)
 
     def _make_objects(self) -> ObjectStore:
         if self.protocol == "file":
@@ -203,6 +206,7 @@ class FileBackend(Backend):
 
     async def open(self) -> None:
         await self.objects.open()
+        await self._file_queue.open()
         if not self.objects.capabilities.safe_claims:
             logger.warning(
                 "%s offers neither an atomic rename nor conditional create + compare-and-swap: "

@@ -76,6 +76,10 @@ def check_hints_url(url: object) -> str:
     parts = urlsplit(url) if isinstance(url, str) else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"event_hints must be an SQS queue URL (https://...), got {url!r}")
+    if parts.path.endswith(".fifo"):
+        raise ConfigError(
+            f"event_hints: S3 cannot send event notifications to a FIFO queue: {url!r}"
+        )
     if len([p for p in parts.path.split("/") if p]) != 2:
         raise ConfigError(
             f"event_hints must be an SQS queue URL ending in /<account>/<queue name>, got {url!r}"

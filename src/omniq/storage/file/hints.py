@@ -17,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
+import re
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit
 
@@ -32,48 +34,64 @@ __all__ = ["SqsHints"]
 logger = logging.getLogger("omniq.storage.file")
 
 
+#: The parts of a host name that name an AWS region: ``eu-west-1``, ``us-gov-west-1``.
+_REGION = re.compile(r"(?:us-gov|[a-z]{2})-[a-z]+-\d+")
+
+
 class SqsHints:
-    """Long-polls one SQS queue for S3 ``ObjectCreated`` events and reports the OmniQ queue of
-    each new pending task (``on_hint``). ``prefix`` is the key of the tasks folder in the
-    bucket, ending in '/'. Runs until cancelled."""
+    """Long-polls one SQS queue for S3 ``ObjectCreated`` events of one OmniQ base (``bucket``,
+    and ``prefix``: the key of its tasks folder, ending in '/') and reports the queues that
+    got a new pending task (``on_hint``). Runs until cancelled."""
 
     # A long poll: an idle consumer sends 12 requests a minute ($0.007 a day at SQS's $0.40 per
     # million), and a poll that began while idle ends within this once the consumer is busy.
     WAIT_SECONDS = 5
     RETRY_MAX = 60.0  # back-off after errors, doubling from 1 s up to this
+    #: A message for queues this consumer does not wait on is made visible again after this
+    #: long, for a consumer that does (not at once: this one would take it again and again).
+    PASS_ON_SECONDS = 2
+    #: An event older than this is dropped: the doorbell or an idle listing has seen its task.
+    STALE_SECONDS = 60.0
 
-    def __init__(self, url: str, prefix: str, options: dict[str, Any]) -> None:
+    def __init__(self, url: str, bucket: str, prefix: str, options: dict[str, Any]) -> None:
         self.url = check_hints_url(url)
+        self.bucket = bucket
         self.prefix = prefix
         self._options = options
-        #: Messages by outcome: ``heard`` (a pending task of a queue), ``ignored`` (anything
-        #: else: other keys, test events, bodies that are not S3 events), ``passed on``
-        #: (received when no dequeue waited: visible again for others); ``errors``; and
-        #: ``polls``, the receive requests sent.
+        #: Messages by outcome: ``heard`` (a new pending task of a queue a dequeue here waits
+        #: on), ``passed on`` (for queues or a base no dequeue here waits on: visible again for
+        #: another consumer), ``stale``, ``ignored`` (other keys and events, test events,
+        #: bodies that are not S3 events); ``errors``, and ``polls`` (receive requests).
         self.stats: Counter[str] = Counter()
-        self._last_warning = 0.0
+        self._last_warning = -math.inf
 
     def _client_arguments(self) -> dict[str, Any]:
         parts = urlsplit(self.url)
-        host = parts.hostname or ""
-        region = (self._options.get("client_kwargs") or {}).get("region_name")
-        labels = host.split(".")
-        if len(labels) >= 4 and labels[0] == "sqs" and labels[-2:] == ["amazonaws", "com"]:
-            region = labels[1]  # sqs.<region>.amazonaws.com
-        arguments: dict[str, Any] = {
-            "endpoint_url": f"{parts.scheme}://{parts.netloc}",
-            "region_name": region or "us-east-1",
-        }
+        labels = (parts.hostname or "").split(".")
+        regions = [label for label in labels if _REGION.fullmatch(label)]
+        # The queue's own region (sqs.<region>.amazonaws.com, <region>.queue.amazonaws.com,
+        # VPC endpoints, .cn, FIPS), else the base's, else botocore's (AWS_REGION, profile).
+        region = (
+            regions[0] if regions else (self._options.get("client_kwargs") or {}).get("region_name")
+        )
+        arguments: dict[str, Any] = {"endpoint_url": f"{parts.scheme}://{parts.netloc}"}
+        if region:
+            arguments["region_name"] = region
         if self._options.get("key"):
             arguments["aws_access_key_id"] = self._options["key"]
             arguments["aws_secret_access_key"] = self._options.get("secret")
             arguments["aws_session_token"] = self._options.get("token")
         return arguments
 
-    async def run(self, on_hint: Callable[[str], None], listening: asyncio.Event) -> None:
-        """Receive, report and delete messages until cancelled, while ``listening`` is set (a
-        dequeue waits). A message that comes when it is not (the consumer got busy during the
-        long poll) is made visible again at once, for a consumer that is idle."""
+    async def run(
+        self,
+        on_hint: Callable[[str], None],
+        waited: Callable[[], Collection[str]],
+        listening: asyncio.Event,
+    ) -> None:
+        """Receive messages while ``listening`` is set (a dequeue waits; ``waited()`` says on
+        which queues), report the queues among them that got a task, delete what was
+        reported, stale or not a new task, and pass the rest on, until cancelled."""
         try:
             from aiobotocore.session import get_session
         except ImportError as exc:
@@ -81,38 +99,66 @@ class SqsHints:
                 "event_hints needs aiobotocore: pip install 'omniq[s3]'"
             ) from exc
         retry = 1.0
-        session = get_session()
-        async with session.create_client("sqs", **self._client_arguments()) as sqs:
-            while True:
-                await listening.wait()
-                self.stats["polls"] += 1
-                try:
-                    answer = await sqs.receive_message(
-                        QueueUrl=self.url,
-                        WaitTimeSeconds=self.WAIT_SECONDS,
-                        MaxNumberOfMessages=10,
-                    )
-                    messages = answer.get("Messages", [])
-                    handles = [
-                        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                        for i, m in enumerate(messages)
-                    ]
-                    if messages and not listening.is_set():
-                        self.stats["passed on"] += len(messages)
-                        await sqs.change_message_visibility_batch(
-                            QueueUrl=self.url,
-                            Entries=[{**h, "VisibilityTimeout": 0} for h in handles],
-                        )
-                    elif messages:
-                        for queue in self._queues(messages):
-                            on_hint(queue)
-                        await sqs.delete_message_batch(QueueUrl=self.url, Entries=handles)
-                    retry = 1.0
-                except Exception as exc:  # hints only: the doorbell and listings go on
-                    self.stats["errors"] += 1
-                    self._warn(exc, retry)
-                    await asyncio.sleep(retry)
-                    retry = min(self.RETRY_MAX, retry * 2)
+        while True:
+            try:
+                session = get_session()
+                if self._options.get("profile"):
+                    session.set_config_variable("profile", self._options["profile"])
+                async with session.create_client("sqs", **self._client_arguments()) as sqs:
+                    while True:
+                        await listening.wait()
+                        await self._poll(sqs, on_hint, waited)
+                        retry = 1.0
+            except Exception as exc:  # hints only: the doorbell and listings go on
+                self.stats["errors"] += 1
+                self._warn(exc, retry)
+                await asyncio.sleep(retry)
+                retry = min(self.RETRY_MAX, retry * 2)
+
+    async def _poll(
+        self, sqs: Any, on_hint: Callable[[str], None], waited: Callable[[], Collection[str]]
+    ) -> None:
+        self.stats["polls"] += 1
+        answer = await sqs.receive_message(
+            QueueUrl=self.url,
+            WaitTimeSeconds=self.WAIT_SECONDS,
+            MaxNumberOfMessages=10,
+            AttributeNames=["SentTimestamp"],
+        )
+        done: list[dict[str, str]] = []
+        passed: list[dict[str, Any]] = []
+        wanted = set(waited())
+        now_ms = time.time() * 1000
+        for i, message in enumerate(answer.get("Messages", [])):
+            handle = {"Id": str(i), "ReceiptHandle": message["ReceiptHandle"]}
+            outcome, queues = self.judge(message, wanted, now_ms)
+            self.stats[outcome] += 1
+            for queue in queues & wanted:
+                on_hint(queue)
+            if outcome == "passed on":
+                passed.append({**handle, "VisibilityTimeout": self.PASS_ON_SECONDS})
+            else:
+                done.append(handle)
+        if done:
+            await sqs.delete_message_batch(QueueUrl=self.url, Entries=done)
+        if passed:
+            await sqs.change_message_visibility_batch(QueueUrl=self.url, Entries=passed)
+
+    def judge(
+        self, message: dict[str, Any], wanted: set[str], now_ms: float
+    ) -> tuple[str, set[str]]:
+        """What to do with one message: ``heard`` (every queue it names is waited on here),
+        ``passed on`` (a new task of a queue, or of another base, not waited on here),
+        ``stale`` or ``ignored``; and the queues of this base it names."""
+        ours, others = self._queues_of(message.get("Body", ""))
+        if not ours and not others:
+            return "ignored", ours
+        sent = str(message.get("Attributes", {}).get("SentTimestamp", ""))
+        if sent.isdigit() and now_ms - int(sent) > self.STALE_SECONDS * 1000:
+            return "stale", ours
+        if ours and not others and ours <= wanted:
+            return "heard", ours
+        return "passed on", ours
 
     def _warn(self, exc: Exception, retry: float) -> None:
         now = time.monotonic()
@@ -124,34 +170,33 @@ class SqsHints:
                 self.url, type(exc).__name__, exc, retry,
             )  # fmt: skip
 
-    def _queues(self, messages: list[dict[str, Any]]) -> set[str]:
-        queues: set[str] = set()
-        for message in messages:
-            found = self._queues_of(message.get("Body", ""))
-            self.stats["heard" if found else "ignored"] += 1
-            queues |= found
-        return queues
-
-    def _queues_of(self, body: str) -> set[str]:
-        """The queues whose pending/ folder an S3 event in ``body`` names (SNS-wrapped too)."""
+    def _queues_of(self, body: str) -> tuple[set[str], bool]:
+        """The queues of this base whose pending/ folder an S3 event in ``body`` (SNS-wrapped
+        too) names, and whether it names a pending/ key of another bucket or base."""
         try:
             event = json.loads(body)
             if isinstance(event, dict) and isinstance(event.get("Message"), str):
                 event = json.loads(event["Message"])  # delivered through SNS
         except (TypeError, ValueError):
-            return set()
+            return set(), False
         records = event.get("Records") if isinstance(event, dict) else None
         queues: set[str] = set()
+        others = False
         for record in records if isinstance(records, list) else []:
             try:
                 key = unquote_plus(record["s3"]["object"]["key"])
+                bucket = record["s3"].get("bucket", {}).get("name", self.bucket)
                 created = str(record.get("eventName", "")).startswith("ObjectCreated")
-            except (KeyError, TypeError):
+            except (AttributeError, KeyError, TypeError):
                 continue
-            queue = self._queue_of(key) if created else None
+            if not created or "/pending/" not in f"/{key}":
+                continue
+            queue = self._queue_of(key) if bucket == self.bucket else None
             if queue is not None:
                 queues.add(queue)
-        return queues
+            else:
+                others = True
+        return queues, others
 
     def _queue_of(self, key: str) -> str | None:
         if not key.startswith(self.prefix):

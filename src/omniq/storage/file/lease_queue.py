@@ -141,7 +141,8 @@ class LeaseTaskQueue(FileTaskQueue):
         self.hints: SqsHints | None = None
         self._hints_task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()  # set while a dequeue waits: hints are received
-        self._waiting = 0  # dequeues waiting
+        self._waited: Counter[str] = Counter()  # queues -> dequeues waiting on them
+        self._closed = False  # closed: a dequeue still waiting starts no hints again
         #: Leases the reaper's sweeps ``read`` and ``skipped`` (written too recently).
         self.reap_stats: Counter[str] = Counter()
 
@@ -195,19 +196,26 @@ class LeaseTaskQueue(FileTaskQueue):
         self.doorbell.listen(queue)
 
     async def _wait_for_tasks(self, queues: list[str], remaining: float) -> None:
-        if self.hints is None:
+        if self.hints is None or self._closed:
             await super()._wait_for_tasks(queues, remaining)
             return
-        if self._hints_task is None:
-            self._hints_task = asyncio.ensure_future(self.hints.run(self._hint, self._listening))
-            self._hints_task.add_done_callback(self._hints_ended)
-        self._waiting += 1
+        task = self._hints_task
+        if task is None or task.done():  # first wait, or after a close (or another loop)
+            self._listening = asyncio.Event()
+            task = self._hints_task = asyncio.ensure_future(
+                self.hints.run(self._hint, self._waited.keys, self._listening)
+            )
+            task.add_done_callback(self._hints_ended)
+        self._waited.update(queues)
         self._listening.set()
         try:
             await super()._wait_for_tasks(queues, remaining)
         finally:
-            self._waiting -= 1
-            if not self._waiting:
+            for queue in queues:
+                self._waited[queue] -= 1
+                if self._waited[queue] <= 0:
+                    del self._waited[queue]
+            if not self._waited:
                 self._listening.clear()
 
     def _hint(self, queue: str) -> None:
@@ -220,7 +228,11 @@ class LeaseTaskQueue(FileTaskQueue):
         if not task.cancelled() and task.exception() is not None:
             logger.error("event hints stopped: %s", task.exception())
 
+    async def open(self) -> None:
+        self._closed = False
+
     async def close(self) -> None:
+        self._closed = True
         task, self._hints_task = self._hints_task, None
         if task is not None:
             task.cancel()

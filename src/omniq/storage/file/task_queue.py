@@ -261,6 +261,9 @@ class FileTaskQueue(TaskQueue):
         """Close the file-system watch of idle dequeues (a later wait opens it again)."""
         self._wakeup.close()
 
+    async def open(self) -> None:
+        """Ready for use (again, after ``close``)."""
+
     async def close(self) -> None:
         """Release what idle dequeues opened (a later wait opens it again)."""
         self.stop_watching()
