@@ -34,8 +34,10 @@ __all__ = ["SqsHints"]
 logger = logging.getLogger("omniq.storage.file")
 
 
-#: The parts of a host name that name an AWS region: ``eu-west-1``, ``us-gov-west-1``.
-_REGION = re.compile(r"(?:us-gov|[a-z]{2})-[a-z]+-\d+")
+#: The parts of an AWS host name that name a region: ``eu-west-1``, ``us-gov-west-1``,
+#: ``us-isob-east-1``, ``eusc-de-east-1``; and the domains of AWS hosts.
+_REGION = re.compile(r"[a-z]{2,4}(?:-[a-z]+)+-\d+")
+_AWS_DOMAINS = (".amazonaws.com", ".amazonaws.com.cn", ".api.aws", ".amazonaws.eu")
 
 
 class SqsHints:
@@ -50,8 +52,10 @@ class SqsHints:
     #: A message for queues this consumer does not wait on is made visible again after this
     #: long, for a consumer that does (not at once: this one would take it again and again).
     PASS_ON_SECONDS = 2
-    #: An event older than this is dropped: the doorbell or an idle listing has seen its task.
-    STALE_SECONDS = 60.0
+    #: An event older than this is dropped: the doorbell (within about 1.5 s) or an idle
+    #: listing has seen its task by then, and a message no consumer wants is not passed
+    #: round for long. (Consumers' clocks must agree within this, as they must for leases.)
+    STALE_SECONDS = 5.0
 
     def __init__(self, url: str, bucket: str, prefix: str, options: dict[str, Any]) -> None:
         self.url = check_hints_url(url)
@@ -67,7 +71,8 @@ class SqsHints:
 
     def _client_arguments(self) -> dict[str, Any]:
         parts = urlsplit(self.url)
-        labels = (parts.hostname or "").split(".")
+        host = parts.hostname or ""
+        labels = host.split(".") if host.endswith(_AWS_DOMAINS) else []
         regions = [label for label in labels if _REGION.fullmatch(label)]
         # The queue's own region (sqs.<region>.amazonaws.com, <region>.queue.amazonaws.com,
         # VPC endpoints, .cn, FIPS), else the base's, else botocore's (AWS_REGION, profile).
@@ -133,9 +138,10 @@ class SqsHints:
             handle = {"Id": str(i), "ReceiptHandle": message["ReceiptHandle"]}
             outcome, queues = self.judge(message, wanted, now_ms)
             self.stats[outcome] += 1
-            for queue in queues & wanted:
-                on_hint(queue)
-            if outcome == "passed on":
+            if outcome == "heard":
+                for queue in queues:
+                    on_hint(queue)
+            elif outcome == "passed on":
                 passed.append({**handle, "VisibilityTimeout": self.PASS_ON_SECONDS})
             else:
                 done.append(handle)

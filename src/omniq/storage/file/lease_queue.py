@@ -23,7 +23,7 @@ import contextlib
 import random
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 
 import msgspec
@@ -41,6 +41,7 @@ from omniq.models._time import utcnow, utcnow_ms
 from omniq.models.event import TaskEvent
 from omniq.models.result import TaskResult
 from omniq.models.task import Lease, Task, TaskStatus
+from omniq.storage.checks import DequeueCall
 from omniq.storage.file.cloud import ConflictError, deadline
 from omniq.storage.file.common import FileStoreContext, from_ms, logger, to_ms
 from omniq.storage.file.doorbell import Doorbell
@@ -195,10 +196,22 @@ class LeaseTaskQueue(FileTaskQueue):
         self._idle_until[queue] = time.monotonic() + pause
         self.doorbell.listen(queue)
 
-    async def _wait_for_tasks(self, queues: list[str], remaining: float) -> None:
-        if self.hints is None or self._closed:
-            await super()._wait_for_tasks(queues, remaining)
-            return
+    @contextlib.contextmanager
+    def _dequeuing(self, call: DequeueCall) -> Iterator[None]:
+        # With event hints, the queues of a dequeue that may wait are listened for from its
+        # start to its end (not only while it sleeps between looks: a hint that came while it
+        # looked would go to another consumer, seconds later).
+        waits = self.hints is not None and not self._closed and call.deadline is not None
+        if waits:
+            self._listen(call.queues)
+        try:
+            yield
+        finally:
+            if waits:
+                self._unlisten(call.queues)
+
+    def _listen(self, queues: list[str]) -> None:
+        assert self.hints is not None
         task = self._hints_task
         if task is None or task.done():  # first wait, or after a close (or another loop)
             self._listening = asyncio.Event()
@@ -208,15 +221,14 @@ class LeaseTaskQueue(FileTaskQueue):
             task.add_done_callback(self._hints_ended)
         self._waited.update(queues)
         self._listening.set()
-        try:
-            await super()._wait_for_tasks(queues, remaining)
-        finally:
-            for queue in queues:
-                self._waited[queue] -= 1
-                if self._waited[queue] <= 0:
-                    del self._waited[queue]
-            if not self._waited:
-                self._listening.clear()
+
+    def _unlisten(self, queues: list[str]) -> None:
+        for queue in queues:
+            self._waited[queue] -= 1
+            if self._waited[queue] <= 0:
+                del self._waited[queue]
+        if not self._waited:
+            self._listening.clear()
 
     def _hint(self, queue: str) -> None:
         """An event says a task came to ``queue``: end its rest, wake a waiting dequeue."""
@@ -236,8 +248,7 @@ class LeaseTaskQueue(FileTaskQueue):
         task, self._hints_task = self._hints_task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await asyncio.wait([task])  # its end is logged by _hints_ended; a cancel of ours stands
         await super().close()
 
     def _listings_to_rest(self, queue: str, shards: int) -> int:

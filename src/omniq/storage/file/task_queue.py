@@ -12,6 +12,7 @@ counted and raises the count.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import random
@@ -37,7 +38,7 @@ from omniq.models.result import TaskResult
 from omniq.models.task import Lease, Task, TaskStatus
 from omniq.serialization import check_arguments
 from omniq.storage.base import QueueStats, TaskQueue
-from omniq.storage.checks import dequeue_call, lease_duration, poll
+from omniq.storage.checks import DequeueCall, dequeue_call, lease_duration, poll
 from omniq.storage.file.common import FileStoreContext, from_ms, logger, to_ms
 from omniq.storage.file.keys import (
     DUE_END,
@@ -239,7 +240,12 @@ class FileTaskQueue(TaskQueue):
             return None
 
         wait = functools.partial(self._wait_for_tasks, call.queues)
-        return await poll(look, call.deadline, self._config.poll_interval, wait)
+        with self._dequeuing(call):
+            return await poll(look, call.deadline, self._config.poll_interval, wait)
+
+    def _dequeuing(self, call: DequeueCall) -> contextlib.AbstractContextManager[None]:
+        """Entered for the whole of a dequeue (bucket stores listen for event hints)."""
+        return contextlib.nullcontext()
 
     # With notifications, how long a waiting consumer sleeps at most before looking anyway: a
     # safety net (a lost notification, a task whose due time comes), not the way tasks arrive.
