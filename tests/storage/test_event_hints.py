@@ -314,3 +314,42 @@ async def test_a_dequeue_listens_for_its_queues_while_it_looks_too(s3_server):
             assert await q.dequeue(["default", "other"], timeout=0.3) is None
             assert seen and all(wanted == {"default", "other"} for wanted in seen), seen
             assert not q._waited and not q._listening.is_set()  # none once it returned
+
+
+async def test_a_worker_picks_up_through_a_hint(s3_server, monkeypatch):
+    """End to end: a worker whose queue rests (doorbell and idle listings switched off) runs a
+    task another process enqueues, woken by the bucket's event."""
+    from omniq import AsyncOmniQ
+
+    url = s3_server.url()
+    producer = FileBackend.from_url(url, fs_kwargs=dict(s3_server.options))
+    async with AsyncOmniQ(producer) as sender:
+        queue_url = await sqs_hints_queue(s3_server, url)
+        backend = FileBackend.from_url(
+            url, fs_kwargs=dict(s3_server.options), event_hints=queue_url, listing_ttl=3600
+        )
+        async with AsyncOmniQ(backend) as app:
+            q = _resting_forever(backend, monkeypatch)
+
+            @app.task(name="echo")
+            def echo(i: int) -> int:
+                return i
+
+            @sender.task(name="echo")
+            def echo_elsewhere(i: int) -> int:
+                return i
+
+            worker = app.worker(["default"], concurrency=2)
+            runner = asyncio.create_task(worker.run())
+            for _ in range(int(PATIENCE * 10)):  # until the worker found the queue empty
+                if "default" in q._quiet:
+                    break
+                await asyncio.sleep(0.1)
+            assert "default" in q._quiet
+            handle = await echo_elsewhere.delay(7)
+            try:
+                assert await handle.result(timeout=PATIENCE) == 7
+            finally:
+                worker.stop()
+                await runner
+            assert q.hints is not None and q.hints.stats["heard"] >= 1, q.hints.stats
