@@ -160,8 +160,7 @@ class LeaseTaskQueue(FileTaskQueue):
 
     def _claimed(self, queue: str) -> None:
         super()._claimed(queue)
-        self._idle_pause.pop(queue, None)
-        self._idle_until.pop(queue, None)
+        self._end_rest(queue)
         self._quiet.discard(queue)
 
     #: A failed try (a lost race, mostly) with fewer due names than this in hand: the fleet
@@ -232,9 +231,13 @@ class LeaseTaskQueue(FileTaskQueue):
 
     def _hint(self, queue: str) -> None:
         """An event says a task came to ``queue``: end its rest, wake a waiting dequeue."""
+        self._end_rest(queue)
+        self._wakeup.notify()
+
+    def _end_rest(self, queue: str) -> None:
+        """List ``queue`` at the next look, every shard of it, and back off from the start."""
         self._idle_pause.pop(queue, None)
         self._idle_until.pop(queue, None)
-        self._wakeup.notify()
 
     def _hints_ended(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -269,8 +272,7 @@ class LeaseTaskQueue(FileTaskQueue):
             logger.warning("could not read the doorbell of %s: %s", queue, exc)
             return True
         if rung:
-            self._idle_pause.pop(queue, None)
-            self._idle_until.pop(queue, None)  # every shard is listed again, not one
+            self._end_rest(queue)  # every shard is listed again, not one
             return False
         return True
 
