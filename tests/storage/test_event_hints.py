@@ -13,6 +13,7 @@ import json
 import logging
 import uuid
 from typing import Any
+from urllib.parse import unquote_plus
 
 import pytest
 
@@ -67,6 +68,84 @@ async def test_an_idle_consumer_wakes_on_a_bucket_event(s3_server, monkeypatch):
             assert q.hints is not None and q.hints.stats["heard"] >= 1, q.hints.stats
     # Closed with the backend: nothing left running.
     assert q._hints_task is None
+
+
+async def _pending_events_left(s3_server, queue_url: str, seconds: float) -> list[str]:
+    """The ``pending/`` keys of the events still in the SQS queue, received for ``seconds``
+    (a message a consumer took but did not delete is visible again within 2 s)."""
+    keys: list[str] = []
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    async with aws_client(s3_server, "sqs") as sqs:
+        while (left := end - loop.time()) > 0:
+            answer = await sqs.receive_message(
+                QueueUrl=queue_url, WaitTimeSeconds=max(1, int(left)), MaxNumberOfMessages=10
+            )
+            for message in answer.get("Messages", []):
+                for record in json.loads(message["Body"]).get("Records", []):
+                    key = unquote_plus(record["s3"]["object"]["key"])
+                    if "/pending/" in f"/{key}":
+                        keys.append(key)
+                await sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    return keys
+
+
+async def test_a_hint_acted_on_is_deleted(s3_server, monkeypatch):
+    """The message that woke a consumer is gone from the SQS queue: it does not come back to
+    wake a consumer again (or cost a receive) for a task already taken."""
+    url = s3_server.url()
+    producer = FileBackend.from_url(url, fs_kwargs=dict(s3_server.options))
+    async with producer:
+        queue_url = await sqs_hints_queue(s3_server, url)
+        consumer = FileBackend.from_url(
+            url, fs_kwargs=dict(s3_server.options), event_hints=queue_url, listing_ttl=3600
+        )
+        async with consumer:
+            q = _resting_forever(consumer, monkeypatch)
+            assert await q.dequeue("default", timeout=0.2) is None
+            waiting = asyncio.ensure_future(q.dequeue("default", timeout=PATIENCE))
+            await asyncio.sleep(0.1)
+            await producer.task_queue.enqueue(Task(func="once"))
+            assert await waiting is not None
+            assert q.hints is not None and q.hints.stats["heard"] == 1, q.hints.stats
+        # Received for three times the 2 s a taken message stays hidden.
+        assert await _pending_events_left(s3_server, queue_url, 6.0) == []
+
+
+async def test_a_hint_taken_by_a_stopped_consumers_last_poll_reaches_another(
+    s3_server, monkeypatch
+):
+    """A consumer stops while its long poll is out: the server still hands that poll the next
+    message (over a closed connection). It is hidden for seconds only, not the SQS queue's
+    visibility timeout (30 s), so another waiting consumer hears it soon."""
+    url = s3_server.url()
+    producer = FileBackend.from_url(url, fs_kwargs=dict(s3_server.options))
+    async with producer:
+        queue_url = await sqs_hints_queue(s3_server, url)
+        settings = {"event_hints": queue_url, "listing_ttl": 3600}
+        stopping = FileBackend.from_url(url, fs_kwargs=dict(s3_server.options), **settings)
+        staying = FileBackend.from_url(url, fs_kwargs=dict(s3_server.options), **settings)
+        async with staying:
+            q = _resting_forever(staying, monkeypatch)
+            assert await q.dequeue("default", timeout=0.2) is None
+            async with stopping:
+                gone = _resting_forever(stopping, monkeypatch)
+                waits = asyncio.ensure_future(gone.dequeue("default", timeout=PATIENCE))
+                assert gone.hints is not None
+                for _ in range(int(PATIENCE * 10)):  # until its long poll is under way
+                    if gone.hints.stats["polls"]:
+                        break
+                    await asyncio.sleep(0.1)
+                await asyncio.sleep(0.3)  # the request has reached the server
+                waits.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waits
+            # Closed within its 5-s poll: the server's side of that poll takes this event.
+            task_id = await producer.task_queue.enqueue(Task(func="for-the-other"))
+            # Less than the SQS queue's 30-s visibility timeout, far more than 2 s.
+            got = await q.dequeue("default", timeout=15.0)
+            assert got is not None and got.id == task_id
+            assert q.hints is not None and q.hints.stats["heard"] >= 1, q.hints.stats
 
 
 async def test_a_consumer_without_hints_rests_through_the_same_enqueue(s3_server, monkeypatch):

@@ -49,8 +49,9 @@ class SqsHints:
     # million), and a poll that began while idle ends within this once the consumer is busy.
     WAIT_SECONDS = 5
     RETRY_MAX = 60.0  # back-off after errors, doubling from 1 s up to this
-    #: A message for queues this consumer does not wait on is made visible again after this
-    #: long, for a consumer that does (not at once: this one would take it again and again).
+    #: Every message received is hidden this long only: one for queues this consumer does not
+    #: wait on is visible again after it for a consumer that does (not at once: this one would
+    #: take it again and again), and so is one a stopped consumer's last poll took.
     PASS_ON_SECONDS = 2
     #: An event older than this is dropped: the doorbell (within about 1.5 s) or an idle
     #: listing has seen its task by then, and a message no consumer wants is not passed
@@ -124,31 +125,30 @@ class SqsHints:
         self, sqs: Any, on_hint: Callable[[str], None], waited: Callable[[], Collection[str]]
     ) -> None:
         self.stats["polls"] += 1
+        # Every message received stays hidden only PASS_ON_SECONDS: one passed on needs no
+        # further request, and one taken by a poll whose consumer stopped meanwhile (the
+        # server answers a closed connection too) is back for the others within seconds.
         answer = await sqs.receive_message(
             QueueUrl=self.url,
             WaitTimeSeconds=self.WAIT_SECONDS,
             MaxNumberOfMessages=10,
+            VisibilityTimeout=self.PASS_ON_SECONDS,
             AttributeNames=["SentTimestamp"],
         )
         done: list[dict[str, str]] = []
-        passed: list[dict[str, Any]] = []
         wanted = set(waited())
         now_ms = time.time() * 1000
         for i, message in enumerate(answer.get("Messages", [])):
-            handle = {"Id": str(i), "ReceiptHandle": message["ReceiptHandle"]}
             outcome, queues = self.judge(message, wanted, now_ms)
             self.stats[outcome] += 1
+            if outcome == "passed on":
+                continue
             if outcome == "heard":
                 for queue in queues:
                     on_hint(queue)
-            elif outcome == "passed on":
-                passed.append({**handle, "VisibilityTimeout": self.PASS_ON_SECONDS})
-            else:
-                done.append(handle)
+            done.append({"Id": str(i), "ReceiptHandle": message["ReceiptHandle"]})
         if done:
             await sqs.delete_message_batch(QueueUrl=self.url, Entries=done)
-        if passed:
-            await sqs.change_message_visibility_batch(QueueUrl=self.url, Entries=passed)
 
     def judge(
         self, message: dict[str, Any], wanted: set[str], now_ms: float
