@@ -148,6 +148,30 @@ async def test_a_hint_taken_by_a_stopped_consumers_last_poll_reaches_another(
             assert q.hints is not None and q.hints.stats["heard"] >= 1, q.hints.stats
 
 
+async def test_a_hint_that_comes_while_the_queue_is_listed_is_not_lost(s3_server, monkeypatch):
+    """The event of a task enqueued after a look's listing went out arrives before that look
+    ends: the look, finding the queue empty, must not rest it (which would undo the hint)."""
+    url = s3_server.url()
+    producer = FileBackend.from_url(url, fs_kwargs=dict(s3_server.options))
+    consumer = FileBackend.from_url(url, fs_kwargs=dict(s3_server.options), listing_ttl=3600)
+    async with consumer, producer:
+        q = _resting_forever(consumer, monkeypatch)
+        fresh_index = q._fresh_index
+        came: list[str] = []
+
+        async def listed_then_a_task_comes(where: str):
+            index = await fresh_index(where)  # empty
+            if not came:
+                came.append(await producer.task_queue.enqueue(Task(func="meanwhile")))
+                q._hint("default")  # its event, heard before the look ends
+            return index
+
+        monkeypatch.setattr(q, "_fresh_index", listed_then_a_task_comes)
+        # Without the hint the queue now rests an hour: 10 s tells the two apart.
+        got = await q.dequeue("default", timeout=10.0)
+        assert got is not None and came == [got.id]
+
+
 async def test_a_consumer_without_hints_rests_through_the_same_enqueue(s3_server, monkeypatch):
     """The control for the test above: with the doorbell and idle listings switched off the
     same way and no hints, the task is not seen while the queue rests."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import time
 from collections import Counter
@@ -143,6 +144,8 @@ class LeaseTaskQueue(FileTaskQueue):
         self._hints_task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()  # set while a dequeue waits: hints are received
         self._waited: Counter[str] = Counter()  # queues -> dequeues waiting on them
+        self._hinted_at: dict[str, float] = {}  # queue -> monotonic time of its last hint
+        self._look_began: dict[str, float] = {}  # queue -> when the latest look at it began
         self._closed = False  # closed: a dequeue still waiting starts no hints again
         #: Leases the reaper's sweeps ``read`` and ``skipped`` (written too recently).
         self.reap_stats: Counter[str] = Counter()
@@ -157,6 +160,13 @@ class LeaseTaskQueue(FileTaskQueue):
 
     # The loop (``FileTaskQueue._claim_next``) is shared; a lost race costs a round trip
     # here, a phantom claim three, and an idle queue is listed at doubling intervals.
+
+    async def _claim_next(
+        self, queue: str, lease_seconds: float, worker_id: str | None,
+        deadline: float | None = None,
+    ) -> Task | None:  # fmt: skip
+        self._look_began[queue] = time.monotonic()
+        return await super()._claim_next(queue, lease_seconds, worker_id, deadline)
 
     def _claimed(self, queue: str) -> None:
         super()._claimed(queue)
@@ -183,7 +193,11 @@ class LeaseTaskQueue(FileTaskQueue):
 
     def _rest(self, queue: str, now_ms: int) -> None:
         """A listing found nothing due: do not list ``queue`` again for a while (doubling up to
-        ``IDLE_LIST_MAX``, but not past the first due time listed), unless its doorbell rings."""
+        ``IDLE_LIST_MAX``, but not past the first due time listed), unless its doorbell rings.
+        Not after a hint that came during the look: its listing may have gone out before the
+        task came, and the next look (``poll_interval`` later) lists again."""
+        if self._hinted_at.get(queue, -math.inf) >= self._look_began.get(queue, math.inf):
+            return
         pause = min(
             self.IDLE_LIST_MAX, self._idle_pause.get(queue, self._config.listing_ttl / 2) * 2
         )
@@ -231,6 +245,7 @@ class LeaseTaskQueue(FileTaskQueue):
 
     def _hint(self, queue: str) -> None:
         """An event says a task came to ``queue``: end its rest, wake a waiting dequeue."""
+        self._hinted_at[queue] = time.monotonic()
         self._end_rest(queue)
         self._wakeup.notify()
 
