@@ -497,7 +497,7 @@ async def run_scenario(sc: Scenario, seed: int = 1) -> dict[str, Any]:
         "slots_busy": round(slots_busy, 3),
         "virtual_seconds": round(end - start, 1),
         "failed_creates_per_task": round(answers.get(("create", 412), 0) / n, 3),
-        "payload_404_per_task": round(answers.get(("get", 404), 0) / n, 3),
+        "get_404_per_task": round(answers.get(("get", 404), 0) / n, 3),
         "claim_p50_s": round(percentile(fleet.ledger.claims, 0.5), 3),
         "claim_p99_s": round(percentile(fleet.ledger.claims, 0.99), 3),
         "requests_per_task": {k: round(requests.get(k, 0) / n, 2) for k in KINDS},
@@ -576,7 +576,7 @@ COLUMNS = (
     ("delivered/s (capacity)", None),
     ("slots busy", "slots_busy"),
     ("failed creates/task", "failed_creates_per_task"),
-    ("payload 404/task", "payload_404_per_task"),
+    ("GET 404/task", "get_404_per_task"),
     ("claim p50 / p99 s", None),
     ("billable req/task", "billable_per_task"),
     ("throttled", "throttled"),
@@ -593,7 +593,7 @@ def row(r: dict[str, Any]) -> list[str]:
         if key is not None:
             cells.append(str(r[key]))
     cells.insert(2, f"{r['delivered_per_s']} ({r['capacity_per_s']})")
-    cells.insert(5, f"{r['claim_p50_s']} / {r['claim_p99_s']}")
+    cells.insert(6, f"{r['claim_p50_s']} / {r['claim_p99_s']}")
     verdict = "yes" if not r["problems"] else "; ".join(r["problems"])
     if r.get("cut_short"):
         verdict += f" (cut short: {r['finished']} finished)"

@@ -174,13 +174,43 @@ def test_a_consumer_that_loses_a_race_for_few_names_steps_back_and_lists_again()
         assert a.claim_stats["lost"] == 1 and a.claim_stats["stepped back"] == 1
         assert 0 <= asyncio.get_running_loop().time() - started <= a.CROWDED_PAUSE + 0.01
         # A dequeue that must not wait (timeout 0, a burst worker's) does not step back: a
-        # knows its own enqueues, b takes both, a loses twice and lists again (empty).
+        # knows its own enqueues, b takes both, a fails on both and lists again (empty).
+        # Its second loss in three tries puts its failing share (0.18) over LOOK_FIRST_ABOVE:
+        # it reads the lease of the second name before claiming, sees it taken and writes
+        # nothing there (one failed create, not two).
         more = [await a.enqueue(Task(func=f"u{n}")) for n in range(2)]
         for name in [p.rsplit("/", 1)[1] for p in bucket.paths() if "/pending/" in p]:
             if any(m in name for m in more):
                 assert await b._try_claim("default", name, utcnow_ms(), 30_000, "b") is not None
+        refused = bucket.answers["create", 412]
         assert await a.dequeue("default", timeout=0) is None
-        assert a.claim_stats["lost"] == 3 and a.claim_stats["stepped back"] == 1
+        assert a.claim_stats["lost"] == 2 and a.claim_stats["seen taken"] == 1
+        assert bucket.answers["create", 412] == refused + 1
+        assert a.claim_stats["looked"] == 1 and a.claim_stats["stepped back"] == 1
+
+    with virtual_time(loop):
+        loop.run_until_complete(main())
+    loop.close()
+
+
+def test_a_consumer_whose_claims_succeed_does_not_look_first():
+    """Reading a lease before claiming pays off only while tries fail: a consumer alone wins
+    every try and keeps to one read per task (its payload), the five-request lifecycle."""
+    loop = virtual_loop()
+
+    async def main() -> None:
+        from benchmarks.scale_sim import SimBackend
+
+        from omniq.models.task import Task
+
+        bucket = SimulatedBucket("s3", seed=1)
+        a = SimBackend(SimulatedObjectStore(bucket, instant=True)).task_queue
+        assert isinstance(a, LeaseTaskQueue)
+        ids = [await a.enqueue(Task(func=f"t{n}")) for n in range(20)]
+        reads = bucket.requests["get"]
+        got = [await a.dequeue("default") for _ in ids]
+        assert [t.id for t in got if t is not None] == ids  # in order, alone
+        assert a.claim_stats["looked"] == 0 and bucket.requests["get"] - reads == len(ids)
 
     with virtual_time(loop):
         loop.run_until_complete(main())

@@ -507,6 +507,32 @@ async def test_object_stores_list_only_the_head_of_a_long_queue(backend_factory,
         assert await consumer.task_queue.get_queue_size("default") == len(delayed)
 
 
+@pytest.mark.file_layout("object-store claims")
+async def test_a_consumer_whose_tries_fail_looks_at_the_lease_before_claiming(
+    backend_factory, monkeypatch
+):
+    """After failed tries a consumer reads a name's lease first: a name another consumer
+    holds is skipped with one read and no write (no refused create); a free one is claimed."""
+    from omniq.storage.file.lease_queue import LeaseTaskQueue
+
+    producer, consumer = backend_factory(), backend_factory()
+    if not isinstance(consumer.task_queue, LeaseTaskQueue):
+        pytest.skip("rename stores claim by a rename: there is no lease to look at")
+    async with producer, consumer:
+        ids = [await producer.task_queue.enqueue(Task(func="f", args=(i,))) for i in range(2)]
+        q = consumer.task_queue
+        await q._fresh_index("default")  # lists both names
+        held = await producer.task_queue.dequeue("default")  # takes the first under its eyes
+        assert held is not None and held.id == ids[0]
+        q._failing = 1.0  # its recent tries failed
+        puts = consumer.objects.requests["put"]
+        got = await q.dequeue("default")
+        assert got is not None and got.id == ids[1]
+        assert q.claim_stats["seen taken"] == 1 and q.claim_stats["lost"] == 0
+        assert q.claim_stats["looked"] == 2  # the taken name, then the free one
+        assert consumer.objects.requests["put"] - puts == 1  # the one lease created
+
+
 def _listed_ids(index) -> list[str]:
     return [name.split("-")[-1].split(".")[0] for name in index.names()]
 
