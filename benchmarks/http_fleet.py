@@ -8,8 +8,9 @@ Starts SeaweedFS on 127.0.0.1 (tests/emulators.py) behind the counting proxy of 
 that sleep ``--seconds``, and runs ``--procs`` worker processes (async, ``--slots`` each, burst
 mode) until the queue is drained. Checks that every task completed exactly once and counts,
 per task: billable requests (PUT, GET, HEAD, LIST; DELETE is free on S3), failed conditional
-creates (412 on a PUT), payload reads that found nothing (GET 404: phantom claims) and the
-queues' own ``claim_stats``. Takes about a minute; not part of the test suite. Writes JSON to
+creates (412 on a PUT), payload reads that found nothing (GET 404: phantom claims), HEADs
+that found nothing (HEAD 404: lease looks before a claim, doorbell reads) and the queues' own
+``claim_stats``. Takes about a minute; not part of the test suite. Writes JSON to
 benchmarks/results/http_fleet.json.
 """
 
@@ -100,6 +101,7 @@ def per_task(requests: Counter[tuple[str, int]], n: int) -> dict[str, float]:
     out["billable"] = round(sum(kinds[k] for k in BILLABLE) / n, 2)
     out["failed creates (PUT 412)"] = round(requests["put", 412] / n, 2)
     out["payload misses (GET 404)"] = round(requests["get", 404] / n, 2)
+    out["HEAD 404 (looks, doorbell)"] = round(requests["head", 404] / n, 2)
     return out
 
 

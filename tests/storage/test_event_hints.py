@@ -112,6 +112,28 @@ async def test_a_hint_acted_on_is_deleted(s3_server, monkeypatch):
         assert await _pending_events_left(s3_server, queue_url, 6.0) == []
 
 
+async def test_a_hint_acted_on_is_deleted_when_the_consumer_closes_at_once(s3_server):
+    """The hint wakes a dequeue, which claims and closes the backend before the poller's
+    delete has gone out: the close lets the delete finish, and the message does not come
+    back 2 s later to wake a consumer for a task already taken."""
+    async with aws_client(s3_server, "sqs") as sqs:
+        queue_url = (await sqs.create_queue(QueueName=f"hints-{uuid.uuid4().hex[:8]}"))["QueueUrl"]
+        hints = SqsHints(queue_url, "bkt", "base/tasks/", dict(s3_server.options))
+        listening = asyncio.Event()
+        listening.set()
+        runner: asyncio.Future[None]
+
+        def closed_at_once(queue: str) -> None:
+            runner.cancel()  # as LeaseTaskQueue.close() does, before the poller awaits again
+
+        runner = asyncio.ensure_future(hints.run(closed_at_once, lambda: {"emails"}, listening))
+        body = _event("base/tasks/emails/pending/a")
+        await sqs.send_message(QueueUrl=queue_url, MessageBody=body)
+        await asyncio.wait([runner], timeout=PATIENCE)
+        assert runner.cancelled() and hints.stats["heard"] == 1, hints.stats
+    assert await _pending_events_left(s3_server, queue_url, 6.0) == []
+
+
 async def test_a_hint_taken_by_a_stopped_consumers_last_poll_reaches_another(
     s3_server, monkeypatch
 ):

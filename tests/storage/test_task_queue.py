@@ -524,7 +524,7 @@ async def test_a_consumer_whose_tries_fail_looks_at_the_lease_before_claiming(
         await q._fresh_index("default")  # lists both names
         held = await producer.task_queue.dequeue("default")  # takes the first under its eyes
         assert held is not None and held.id == ids[0]
-        q._failing = 1.0  # its recent tries failed
+        q._failing["default"] = 1.0  # its recent tries at the queue failed
         puts = consumer.objects.requests["put"]
         got = await q.dequeue("default")
         assert got is not None and got.id == ids[1]

@@ -52,7 +52,7 @@ class AzureObjectStore(CloudObjectStore):
         except ImportError as exc:
             raise MissingDependencyError("az:// needs adlfs: pip install 'omniq[azure]'") from exc
         self._if_unchanged = MatchConditions.IfNotModified
-        self._exists, self._modified, self._missing = (
+        self._already, self._modified, self._missing = (
             ResourceExistsError,
             ResourceModifiedError,
             ResourceNotFoundError,
@@ -72,7 +72,7 @@ class AzureObjectStore(CloudObjectStore):
         self.requests["head"] += 1
         if not await self.container.exists(retry_total=0):
             self.requests["put"] += 1
-            with contextlib.suppress(self._exists):  # another worker created it first
+            with contextlib.suppress(self._already):  # another worker created it first
                 await self.container.create_container(retry_total=0)
 
     # Every request is sent with the SDK's retries off (``retry_total=0``): OmniQ's loop makes
@@ -95,7 +95,7 @@ class AzureObjectStore(CloudObjectStore):
                 )
             else:
                 out = await blob.upload_blob(data, overwrite=True, retry_total=0)
-        except self._exists as exc:
+        except self._already as exc:
             if create:
                 raise FileExistsError(path) from exc
             raise
@@ -113,6 +113,10 @@ class AzureObjectStore(CloudObjectStore):
         except self._missing as exc:
             raise FileNotFoundError(path) from exc
         return bytes(data), str(stream.properties.etag)
+
+    async def _exists(self, path: str) -> bool:
+        self.requests["head"] += 1
+        return bool(await self.container.get_blob_client(path).exists(retry_total=0))
 
     async def _delete(self, path: str, version: str | None) -> bool:
         blob = self.container.get_blob_client(path)

@@ -335,6 +335,19 @@ class CloudObjectStore(ObjectStore):
         path = self._path(key)
         return await self._call("read", key, lambda: self._get(path))
 
+    async def exists(self, key: str) -> bool:
+        path = self._path(key)
+        return await self._call("read", key, lambda: self._exists(path))
+
+    async def _exists(self, path: str) -> bool:
+        """Whether an object is at ``path``: a read of it, unless the store has a cheaper
+        request that says so (S3's HEAD, Azure's properties) without the object's bytes."""
+        try:
+            await self._get(path)
+        except FileNotFoundError:
+            return False
+        return True
+
     async def _still(self, key: str, version: str) -> bool:
         """Whether ``key`` still has ``version`` (``False`` if it is gone)."""
         try:

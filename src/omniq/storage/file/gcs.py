@@ -137,6 +137,14 @@ class GCSObjectStore(CloudObjectStore):
         headers, data = await self.fs._call("GET", self._object(path), alt="media")
         return bytes(data), str(headers.get("x-goog-generation", ""))
 
+    async def _exists(self, path: str) -> bool:
+        self.requests["head"] += 1  # the object's metadata, not its bytes: a read all the same
+        try:
+            await self.fs._call("GET", self._object(path), fields="generation")
+        except FileNotFoundError:
+            return False
+        return True
+
     async def _delete(self, path: str, version: str | None) -> bool:
         condition = {"ifGenerationMatch": version} if version is not None else {}
         self.requests["delete"] += 1

@@ -15,6 +15,7 @@ Errors (the queue gone, no permission, no network) are logged and retried with a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -66,7 +67,8 @@ class SqsHints:
         #: Messages by outcome: ``heard`` (a new pending task of a queue a dequeue here waits
         #: on), ``passed on`` (for queues or a base no dequeue here waits on: visible again for
         #: another consumer), ``stale``, ``ignored`` (other keys and events, test events,
-        #: bodies that are not S3 events); ``errors``, and ``polls`` (receive requests).
+        #: bodies that are not S3 events); ``errors``, ``polls`` (receive requests) and ``not
+        #: deleted`` (deletes SQS refused, such as a receipt that had expired).
         self.stats: Counter[str] = Counter()
         self._last_warning = -math.inf
 
@@ -148,7 +150,20 @@ class SqsHints:
                     on_hint(queue)
             done.append({"Id": str(i), "ReceiptHandle": message["ReceiptHandle"]})
         if done:
-            await sqs.delete_message_batch(QueueUrl=self.url, Entries=done)
+            # A delete later than PASS_ON_SECONDS (a blocked loop, a slow answer) may miss: the
+            # message is back, at worst a second hint, and dropped as stale within seconds.
+            deleting = asyncio.ensure_future(
+                sqs.delete_message_batch(QueueUrl=self.url, Entries=done)
+            )
+            try:
+                answer = await asyncio.shield(deleting)
+            except asyncio.CancelledError:
+                # Closed just after a hint woke a dequeue: let the delete go out (briefly),
+                # or the message would come back and wake a consumer for a task taken.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(deleting, self.PASS_ON_SECONDS)
+                raise
+            self.stats["not deleted"] += len(answer.get("Failed", []))
 
     def judge(
         self, message: dict[str, Any], wanted: set[str], now_ms: float

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import math
 import random
 import time
@@ -116,6 +117,10 @@ def _retrieved(future: asyncio.Future[list[str]]) -> None:
 #: before lands before a reaper (whose clock is within this of ours) may take the record over.
 SETTLE_MARGIN_MS = 2000
 
+#: When the claim look running in this task began (``_claim_next``): a hint heard since then
+#: may be for a task its listing missed (``_rest``).
+_LOOK_BEGAN: contextvars.ContextVar[float] = contextvars.ContextVar("omniq_look_began")
+
 
 class LeaseTaskQueue(FileTaskQueue):
     """``FileTaskQueue`` on a store with conditional create and compare-and-swap.
@@ -147,8 +152,7 @@ class LeaseTaskQueue(FileTaskQueue):
         self._listening = asyncio.Event()  # set while a dequeue waits: hints are received
         self._waited: Counter[str] = Counter()  # queues -> dequeues waiting on them
         self._hinted_at: dict[str, float] = {}  # queue -> monotonic time of its last hint
-        self._look_began: dict[str, float] = {}  # queue -> when the latest look at it began
-        self._failing = 0.0  # the share of recent claim tries that failed (``_tried``)
+        self._failing: dict[str, float] = {}  # queue -> share of recent tries failed (``_tried``)
         self._closed = False  # closed: a dequeue still waiting starts no hints again
         #: Leases the reaper's sweeps ``read`` and ``skipped`` (written too recently).
         self.reap_stats: Counter[str] = Counter()
@@ -168,8 +172,11 @@ class LeaseTaskQueue(FileTaskQueue):
         self, queue: str, lease_seconds: float, worker_id: str | None,
         deadline: float | None = None,
     ) -> Task | None:  # fmt: skip
-        self._look_began[queue] = time.monotonic()
-        return await super()._claim_next(queue, lease_seconds, worker_id, deadline)
+        began = _LOOK_BEGAN.set(time.monotonic())  # this look's (several dequeues may look)
+        try:
+            return await super()._claim_next(queue, lease_seconds, worker_id, deadline)
+        finally:
+            _LOOK_BEGAN.reset(began)
 
     def _claimed(self, queue: str) -> None:
         super()._claimed(queue)
@@ -207,20 +214,24 @@ class LeaseTaskQueue(FileTaskQueue):
     LOOK_FIRST_ABOVE = 0.12
     FAILING_WEIGHT = 0.1
 
-    def _tried(self, failed: bool) -> None:
-        self._failing += self.FAILING_WEIGHT * (float(failed) - self._failing)
+    def _tried(self, where: str, failed: bool) -> None:
+        queue = queue_of(where)
+        share = self._failing.get(queue, 0.0)
+        self._failing[queue] = share + self.FAILING_WEIGHT * (float(failed) - share)
+
+    def _looks_first(self, where: str) -> bool:
+        """Whether to read a name's lease before claiming it: this consumer's tries at the
+        queue have been failing (one whose tries succeed does not look)."""
+        return self._failing.get(queue_of(where), 0.0) > self.LOOK_FIRST_ABOVE
 
     async def _taken(self, where: str, name: str) -> bool:
-        """Whether a lease is seen on ``name`` before claiming it (a consumer whose tries have
-        been failing looks first; one whose tries succeed does not)."""
-        if self._failing <= self.LOOK_FIRST_ABOVE:
-            return False
+        """Whether a lease is seen on ``name`` (then counted as a failed try)."""
         self.claim_stats["looked"] += 1
         if not await self._objects.exists(self._lease_key(where, name)):
             return False
         self.claim_stats["seen taken"] += 1
         self._contended_until = time.monotonic() + self.CONTENDED_SECONDS
-        self._tried(failed=True)
+        self._tried(where, failed=True)
         return True
 
     def _rest(self, queue: str, now_ms: int) -> None:
@@ -228,7 +239,7 @@ class LeaseTaskQueue(FileTaskQueue):
         ``IDLE_LIST_MAX``, but not past the first due time listed), unless its doorbell rings.
         Not after a hint that came during the look: its listing may have gone out before the
         task came, and the next look (``poll_interval`` later) lists again."""
-        if self._hinted_at.get(queue, -math.inf) >= self._look_began.get(queue, math.inf):
+        if self._hinted_at.get(queue, -math.inf) >= _LOOK_BEGAN.get(math.inf):
             return
         pause = min(
             self.IDLE_LIST_MAX, self._idle_pause.get(queue, self._config.listing_ttl / 2) * 2
@@ -557,14 +568,16 @@ class LeaseTaskQueue(FileTaskQueue):
         self, where: str, name: str, now_ms: int, lease_ms: int, worker_id: str | None
     ) -> Task | None:
         self.reaper_turn.learn_lease(lease_ms / 1000)
+        if self._looks_first(where):
+            if await self._taken(where, name):
+                return None
+            now_ms = utcnow_ms()  # the lease runs from its create, not from before the look
         record = LeaseRecord(token=_token(worker_id), expires_ms=now_ms + lease_ms,
                              worker_id=worker_id)  # fmt: skip
-        if await self._taken(where, name):
-            return None
         try:
             version = await self._objects.create(self._lease_key(where, name), _encode(record))
         except FileExistsError:
-            self._tried(failed=True)
+            self._tried(where, failed=True)
             self._lost_race()
             return None  # held by another worker (or expired: the reaper's business)
         except ConflictError as exc:  # busy, not taken: it stays pending for a later listing
@@ -585,7 +598,7 @@ class LeaseTaskQueue(FileTaskQueue):
         if await self._refuse_misplaced(task, where, name, self._payload_key(where, name)):
             await self._drop_lease(where, name, version)
             return None
-        self._tried(failed=False)
+        self._tried(where, failed=False)
         self._mine.setdefault(where, set()).add(name)
         return _delivered(task, now_ms, Lease(
             token=record.token, expires_at=from_ms(record.expires_ms), worker_id=worker_id,
