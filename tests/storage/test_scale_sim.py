@@ -215,3 +215,42 @@ def test_a_consumer_whose_claims_succeed_does_not_look_first():
     with virtual_time(loop):
         loop.run_until_complete(main())
     loop.close()
+
+
+def test_looks_and_hints_are_kept_per_queue_and_per_look():
+    """Failed tries at one queue make claims there look first, not claims at another; a hint
+    undoes the rest only of a look that began before it (the look running in this task)."""
+    loop = virtual_loop()
+
+    async def main() -> None:
+        import time
+
+        from benchmarks.scale_sim import SimBackend
+
+        from omniq.models._time import utcnow_ms
+        from omniq.models.task import Task
+        from omniq.storage.file.lease_queue import _LOOK_BEGAN
+
+        bucket = SimulatedBucket("s3", seed=1)
+        q = SimBackend(SimulatedObjectStore(bucket, instant=True)).task_queue
+        assert isinstance(q, LeaseTaskQueue)
+        await q.enqueue(Task(func="t", queue_name="b"))
+        q._failing["a"] = 1.0  # queue a has been crowded
+        assert await q.dequeue("b") is not None
+        assert q.claim_stats["looked"] == 0
+
+        q._hint("c")
+        hinted = q._hinted_at["c"]
+        began = _LOOK_BEGAN.set(hinted + 1.0)  # this look began after the hint: it listed
+        q._rest("c", utcnow_ms())
+        _LOOK_BEGAN.reset(began)
+        assert "c" in q._idle_until
+        q._end_rest("c")
+        began = _LOOK_BEGAN.set(hinted - 1.0)  # this one began before: its listing may miss it
+        q._rest("c", utcnow_ms())
+        _LOOK_BEGAN.reset(began)
+        assert "c" not in q._idle_until and time.monotonic() >= hinted
+
+    with virtual_time(loop):
+        loop.run_until_complete(main())
+    loop.close()

@@ -526,11 +526,22 @@ async def test_a_consumer_whose_tries_fail_looks_at_the_lease_before_claiming(
         assert held is not None and held.id == ids[0]
         q._failing["default"] = 1.0  # its recent tries at the queue failed
         puts = consumer.objects.requests["put"]
+        downloads: list[str] = []
+        download = consumer.objects._get
+
+        async def counted(path: str):
+            downloads.append(path)
+            return await download(path)
+
+        monkeypatch.setattr(consumer.objects, "_get", counted)
         got = await q.dequeue("default")
         assert got is not None and got.id == ids[1]
         assert q.claim_stats["seen taken"] == 1 and q.claim_stats["lost"] == 0
         assert q.claim_stats["looked"] == 2  # the taken name, then the free one
         assert consumer.objects.requests["put"] - puts == 1  # the one lease created
+        # A look asks whether the lease is there (HEAD, properties, metadata), never for its
+        # bytes: a lease under a settle record carries the task's result.
+        assert not [path for path in downloads if "/running/" in path], downloads
 
 
 def _listed_ids(index) -> list[str]:

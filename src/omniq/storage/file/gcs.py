@@ -138,7 +138,7 @@ class GCSObjectStore(CloudObjectStore):
         return bytes(data), str(headers.get("x-goog-generation", ""))
 
     async def _exists(self, path: str) -> bool:
-        self.requests["head"] += 1  # the object's metadata, not its bytes: a read all the same
+        self.requests["get"] += 1  # the object's metadata, not its bytes: a GET all the same
         try:
             await self.fs._call("GET", self._object(path), fields="generation")
         except FileNotFoundError:
