@@ -35,6 +35,11 @@ def _slow_machines_keep_their_hints(monkeypatch):
     monkeypatch.setattr(SqsHints, "STALE_SECONDS", 2 * PATIENCE)
 
 
+def _backend(server, url: str, **settings: Any) -> FileBackend:
+    """A backend on ``url`` of the moto server (its endpoint and keys), with ``settings``."""
+    return FileBackend.from_url(url, fs_kwargs=dict(server.options), **settings)
+
+
 def _resting_forever(backend: FileBackend, monkeypatch) -> LeaseTaskQueue:
     """The consumer's queue, its other ways of noticing a task switched off: doorbell rings
     are missed and an empty queue rests an hour, so only a hint can end the rest."""
@@ -51,12 +56,10 @@ def _resting_forever(backend: FileBackend, monkeypatch) -> LeaseTaskQueue:
 
 async def test_an_idle_consumer_wakes_on_a_bucket_event(s3_server, monkeypatch):
     url = s3_server.url()
-    producer = FileBackend.from_url(url, fs_kwargs=dict(s3_server.options))
+    producer = _backend(s3_server, url)
     async with producer:  # makes the bucket
         queue_url = await sqs_hints_queue(s3_server, url)
-        consumer = FileBackend.from_url(
-            url, fs_kwargs=dict(s3_server.options), event_hints=queue_url, listing_ttl=3600
-        )
+        consumer = _backend(s3_server, url, event_hints=queue_url, listing_ttl=3600)
         async with consumer:
             q = _resting_forever(consumer, monkeypatch)
             assert await q.dequeue("default", timeout=0.2) is None  # found empty: it rests
@@ -94,12 +97,10 @@ async def test_a_hint_acted_on_is_deleted(s3_server, monkeypatch):
     """The message that woke a consumer is gone from the SQS queue: it does not come back to
     wake a consumer again (or cost a receive) for a task already taken."""
     url = s3_server.url()
-    producer = FileBackend.from_url(url, fs_kwargs=dict(s3_server.options))
+    producer = _backend(s3_server, url)
     async with producer:
         queue_url = await sqs_hints_queue(s3_server, url)
-        consumer = FileBackend.from_url(
-            url, fs_kwargs=dict(s3_server.options), event_hints=queue_url, listing_ttl=3600
-        )
+        consumer = _backend(s3_server, url, event_hints=queue_url, listing_ttl=3600)
         async with consumer:
             q = _resting_forever(consumer, monkeypatch)
             assert await q.dequeue("default", timeout=0.2) is None
@@ -141,12 +142,12 @@ async def test_a_hint_taken_by_a_stopped_consumers_last_poll_reaches_another(
     message (over a closed connection). It is hidden for seconds only, not the SQS queue's
     visibility timeout (30 s), so another waiting consumer hears it soon."""
     url = s3_server.url()
-    producer = FileBackend.from_url(url, fs_kwargs=dict(s3_server.options))
+    producer = _backend(s3_server, url)
     async with producer:
         queue_url = await sqs_hints_queue(s3_server, url)
         settings = {"event_hints": queue_url, "listing_ttl": 3600}
-        stopping = FileBackend.from_url(url, fs_kwargs=dict(s3_server.options), **settings)
-        staying = FileBackend.from_url(url, fs_kwargs=dict(s3_server.options), **settings)
+        stopping = _backend(s3_server, url, **settings)
+        staying = _backend(s3_server, url, **settings)
         async with staying:
             q = _resting_forever(staying, monkeypatch)
             assert await q.dequeue("default", timeout=0.2) is None
@@ -174,8 +175,8 @@ async def test_a_hint_that_comes_while_the_queue_is_listed_is_not_lost(s3_server
     """The event of a task enqueued after a look's listing went out arrives before that look
     ends: the look, finding the queue empty, must not rest it (which would undo the hint)."""
     url = s3_server.url()
-    producer = FileBackend.from_url(url, fs_kwargs=dict(s3_server.options))
-    consumer = FileBackend.from_url(url, fs_kwargs=dict(s3_server.options), listing_ttl=3600)
+    producer = _backend(s3_server, url)
+    consumer = _backend(s3_server, url, listing_ttl=3600)
     async with consumer, producer:
         q = _resting_forever(consumer, monkeypatch)
         fresh_index = q._fresh_index
@@ -198,8 +199,8 @@ async def test_a_consumer_without_hints_rests_through_the_same_enqueue(s3_server
     """The control for the test above: with the doorbell and idle listings switched off the
     same way and no hints, the task is not seen while the queue rests."""
     url = s3_server.url()
-    consumer = FileBackend.from_url(url, fs_kwargs=dict(s3_server.options), listing_ttl=3600)
-    producer = FileBackend.from_url(url, fs_kwargs=dict(s3_server.options))
+    consumer = _backend(s3_server, url, listing_ttl=3600)
+    producer = _backend(s3_server, url)
     async with consumer, producer:
         q = _resting_forever(consumer, monkeypatch)
         assert await q.dequeue("default", timeout=0.2) is None
@@ -212,8 +213,8 @@ async def test_broken_hints_never_keep_a_task_from_a_consumer(s3_server, caplog)
     doorbell and listings still bring the task."""
     url = s3_server.url()
     missing = f"{s3_server.endpoint}/123456789012/no-such-queue-{uuid.uuid4().hex[:8]}"
-    consumer = FileBackend.from_url(url, fs_kwargs=dict(s3_server.options), event_hints=missing)
-    producer = FileBackend.from_url(url, fs_kwargs=dict(s3_server.options))
+    consumer = _backend(s3_server, url, event_hints=missing)
+    producer = _backend(s3_server, url)
     with caplog.at_level(logging.WARNING, logger="omniq.storage.file"):
         async with consumer, producer:
             q = consumer.task_queue
@@ -349,12 +350,12 @@ async def test_a_hint_for_a_queue_another_consumer_serves_reaches_it(s3_server, 
     """Two consumers of one base share the SQS queue and serve different queues: a hint for
     the queue of the one that is busy elsewhere is passed on, not taken, and the other wakes."""
     url = s3_server.url()
-    producer = FileBackend.from_url(url, fs_kwargs=dict(s3_server.options))
+    producer = _backend(s3_server, url)
     async with producer:
         queue_url = await sqs_hints_queue(s3_server, url)
         settings = {"event_hints": queue_url, "listing_ttl": 3600}
-        a = FileBackend.from_url(url, fs_kwargs=dict(s3_server.options), **settings)
-        b = FileBackend.from_url(url, fs_kwargs=dict(s3_server.options), **settings)
+        a = _backend(s3_server, url, **settings)
+        b = _backend(s3_server, url, **settings)
         async with a, b:
             qa, qb = _resting_forever(a, monkeypatch), _resting_forever(b, monkeypatch)
             assert await qa.dequeue("other", timeout=0.2) is None
@@ -380,16 +381,14 @@ def test_hints_start_again_when_the_backend_is_opened_on_another_loop(s3_server,
     """``asyncio.run`` twice on one backend (closed in between): the second loop's waits get
     hints too (the first loop's poller and its event are gone with it)."""
     url = s3_server.url()
-    producer = FileBackend.from_url(url, fs_kwargs=dict(s3_server.options))
+    producer = _backend(s3_server, url)
 
     async def setup() -> str:
         async with producer:
             return await sqs_hints_queue(s3_server, url)
 
     queue_url = asyncio.run(setup())
-    consumer = FileBackend.from_url(
-        url, fs_kwargs=dict(s3_server.options), event_hints=queue_url, listing_ttl=3600
-    )
+    consumer = _backend(s3_server, url, event_hints=queue_url, listing_ttl=3600)
 
     async def one_round() -> bool:
         async with consumer, producer:
@@ -419,12 +418,10 @@ async def test_a_dequeue_listens_for_its_queues_while_it_looks_too(s3_server):
     while it lists and claims between its sleeps: a hint that came then would otherwise be
     passed on to another consumer, seconds later."""
     url = s3_server.url()
-    producer = FileBackend.from_url(url, fs_kwargs=dict(s3_server.options))
+    producer = _backend(s3_server, url)
     async with producer:
         queue_url = await sqs_hints_queue(s3_server, url)
-        consumer = FileBackend.from_url(
-            url, fs_kwargs=dict(s3_server.options), event_hints=queue_url
-        )
+        consumer = _backend(s3_server, url, event_hints=queue_url)
         async with consumer:
             q = consumer.task_queue
             assert isinstance(q, LeaseTaskQueue)
@@ -447,12 +444,10 @@ async def test_a_worker_picks_up_through_a_hint(s3_server, monkeypatch):
     from omniq import AsyncOmniQ
 
     url = s3_server.url()
-    producer = FileBackend.from_url(url, fs_kwargs=dict(s3_server.options))
+    producer = _backend(s3_server, url)
     async with AsyncOmniQ(producer) as sender:
         queue_url = await sqs_hints_queue(s3_server, url)
-        backend = FileBackend.from_url(
-            url, fs_kwargs=dict(s3_server.options), event_hints=queue_url, listing_ttl=3600
-        )
+        backend = _backend(s3_server, url, event_hints=queue_url, listing_ttl=3600)
         async with AsyncOmniQ(backend) as app:
             q = _resting_forever(backend, monkeypatch)
 

@@ -230,7 +230,7 @@ class LeaseTaskQueue(FileTaskQueue):
         if not await self._objects.exists(self._lease_key(where, name)):
             return False
         self.claim_stats["seen taken"] += 1
-        self._contended_until = time.monotonic() + self.CONTENDED_SECONDS
+        self._met_others()
         self._tried(where, failed=True)
         return True
 
@@ -498,7 +498,7 @@ class LeaseTaskQueue(FileTaskQueue):
         """Forget own claims no longer leased; others hold tasks here: pick at random."""
         mine = self._mine[where] = self._mine.get(where, set()) & leased
         if leased - mine:
-            self._contended_until = time.monotonic() + self.CONTENDED_SECONDS
+            self._met_others()
 
     async def _new_index(
         self, where: str, names: list[str], strays: list[str], horizon: str | None
@@ -591,7 +591,7 @@ class LeaseTaskQueue(FileTaskQueue):
         except (FileNotFoundError, CorruptFileError):
             # Finished (or set aside) after our listing: give the name back. Another consumer
             # is at work here, and our listing is stale.
-            self._contended_until = time.monotonic() + self.CONTENDED_SECONDS
+            self._met_others()
             self.claim_stats["phantom"] += 1  # (a look first would have seen no lease either)
             await self._drop_lease(where, name, version)
             return None

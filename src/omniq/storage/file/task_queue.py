@@ -342,8 +342,12 @@ class FileTaskQueue(TaskQueue):
         on a local disk, never."""
         return False
 
-    def _lost_race(self) -> None:
+    def _met_others(self) -> None:
+        """Another consumer is at work here: pick at random for ``CONTENDED_SECONDS``."""
         self._contended_until = time.monotonic() + self.CONTENDED_SECONDS
+
+    def _lost_race(self) -> None:
+        self._met_others()
         self.claim_stats["lost"] += 1
 
     async def _claim_next(
